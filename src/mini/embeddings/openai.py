@@ -1,0 +1,101 @@
+"""OpenAI-compatible embeddings: batched requests, sent concurrently under the endpoint's shared limiter."""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from mini._limits import limiter_for
+from mini._openai import PROVIDER, openai_http, resolve_credentials
+from mini._tasks import gather_all
+from mini.errors import BadRequestError, DimensionMismatchError, ProviderError
+
+# Sizes of well-known models, so the store can be created before the first call.
+KNOWN_DIMENSIONS = {
+    "text-embedding-3-small": 1536,
+    "text-embedding-3-large": 3072,
+    "text-embedding-ada-002": 1536,
+}
+DEFAULT_BATCH_SIZE = 128  # OpenAI accepts up to 2048 inputs; smaller batches spread across the limiter
+
+
+def decode_embedding(raw: Any) -> np.ndarray:
+    """A vector from either wire encoding: base64 of little-endian float32, or a JSON list of numbers."""
+    if isinstance(raw, str):
+        return np.frombuffer(base64.b64decode(raw), dtype="<f4")
+    return np.asarray(raw, dtype=np.float32)
+
+
+class OpenAIEmbedder:
+    """Embeddings from any OpenAI-compatible `/embeddings`. Construction does no I/O."""
+
+    def __init__(
+        self,
+        name: str,
+        *,
+        base_url: str | None = None,
+        api_key: str | None = None,
+        dimension: int | None = None,
+        batch_size: int | None = None,
+        timeout: float = 60.0,
+        max_concurrency: int = 64,
+    ) -> None:
+        self.model = name
+        self.name = f"openai:{name}"
+        self._requested_dimension = dimension
+        self._dimension = dimension or KNOWN_DIMENSIONS.get(name)
+        self.batch_size = batch_size or DEFAULT_BATCH_SIZE
+        base_url, api_key = resolve_credentials(base_url, api_key)
+        self._http = openai_http(base_url, api_key, timeout=timeout)
+        self._limiter = limiter_for(base_url, max_in_flight=max_concurrency)
+        # base64 is ~4x smaller on the wire and decodes without building Python floats; servers that reject
+        # it get "float" from then on.
+        self._encoding = "base64"
+
+    @property
+    def dimension(self) -> int | None:
+        return self._dimension
+
+    async def _request(self, texts: list[str]) -> Any:
+        payload: dict[str, Any] = {"model": self.model, "input": texts, "encoding_format": self._encoding}
+        if self._requested_dimension and self.model.startswith("text-embedding-3"):
+            payload["dimensions"] = self._requested_dimension
+        try:
+            return await self._http.post_json("/embeddings", payload)
+        except BadRequestError:
+            if self._encoding != "base64":
+                raise
+            self._encoding = "float"
+            payload["encoding_format"] = "float"
+            return await self._http.post_json("/embeddings", payload)
+
+    async def _embed_batch(self, texts: list[str]) -> np.ndarray:
+        data = await self._limiter.call(lambda: self._request(texts))
+        try:
+            items = sorted(data["data"], key=lambda item: item["index"])
+            vectors = np.stack([decode_embedding(item["embedding"]) for item in items])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ProviderError(
+                f"malformed embeddings response: {str(data)[:200]}", provider=PROVIDER
+            ) from exc
+        if len(items) != len(texts):
+            raise ProviderError(f"asked for {len(texts)} embeddings, got {len(items)}", provider=PROVIDER)
+        return vectors.astype(np.float32, copy=False)
+
+    async def embed(self, texts: Sequence[str], *, input_type: str = "document") -> np.ndarray:
+        batches = [list(texts[i : i + self.batch_size]) for i in range(0, len(texts), self.batch_size)]
+        parts = await gather_all(self._embed_batch(batch) for batch in batches)
+        vectors = np.concatenate(parts) if len(parts) > 1 else parts[0]
+        if self._dimension is None:
+            self._dimension = int(vectors.shape[1])
+        elif vectors.shape[1] != self._dimension:
+            raise DimensionMismatchError(self._dimension, int(vectors.shape[1]), f"{self.name} response")
+        # Not every compatible server normalises (Ollama, some vLLM models); cosine search assumes unit rows.
+        norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+        return vectors / np.maximum(norms, 1e-12)
+
+    async def aclose(self) -> None:
+        await self._http.aclose()

@@ -1,0 +1,1 @@
+"""Ingestion: files to documents to chunks to stored vectors."""

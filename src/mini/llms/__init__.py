@@ -1,0 +1,1 @@
+"""Chat model providers and the offline extractive generator."""

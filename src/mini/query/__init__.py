@@ -1,0 +1,1 @@
+"""The query pipeline: rewrite, retrieve, rerank, generate."""

@@ -1,0 +1,379 @@
+"""`AgenticRAG`: rewrite -> retrieve (embed + concurrent searches) -> rerank -> generate, async with sync twins."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import AsyncIterator, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from mini import _portal
+from mini._limits import is_retryable
+from mini.config import LLMConfig, ObservabilityConfig, RerankerConfig, RetrievalConfig
+from mini.embeddings.base import EmbeddingModel
+from mini.errors import EmptyQuestionError, InvalidInputError, ProviderError
+from mini.llms.base import LLM, Usage, create_llm, resolve_llm_config
+from mini.llms.extractive import NO_CONTEXT_ANSWER, ExtractiveGenerator
+from mini.query import prompts
+from mini.query.citations import CitationStream, build_citations
+from mini.query.fusion import rrf
+from mini.rerankers.base import PassThroughReranker, Reranker
+from mini.stores.base import VectorStore
+from mini.types import Document, RAGResponse, RetrievalResult, StreamEvent
+
+if TYPE_CHECKING:
+    from mini.ingest.pipeline import IngestReport
+
+log = logging.getLogger("mini.query")
+
+STAGES = ("rewrite", "embed", "search", "rerank", "generate")
+
+
+def check_question(question: Any) -> str:
+    """Reject empty questions before any I/O."""
+    if not isinstance(question, str):
+        raise InvalidInputError(f"the question must be a string, not {type(question).__name__}")
+    if not question.strip():
+        raise EmptyQuestionError("the question is empty")
+    return question.strip()
+
+
+@dataclass
+class _Run:
+    """What one question accumulates on its way through the pipeline."""
+
+    question: str
+    started: float = field(default_factory=time.perf_counter)
+    timings: dict[str, float] = field(default_factory=lambda: dict.fromkeys(STAGES, 0.0))
+    metadata: dict[str, Any] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+    queries: list[str] = field(default_factory=list)
+    chunks: list[RetrievalResult] = field(default_factory=list)
+    usage: Usage = field(default_factory=Usage)
+
+    def add_time(self, stage: str, since: float) -> None:
+        self.timings[stage] += (time.perf_counter() - since) * 1000.0
+
+    def finish_metadata(self) -> dict[str, Any]:
+        timings = {k: round(v, 3) for k, v in self.timings.items()}
+        timings["total"] = round((time.perf_counter() - self.started) * 1000.0, 3)
+        meta = {**self.metadata, "timings_ms": timings, "usage": self.usage.as_dict()}
+        if self.warnings:
+            meta["warnings"] = list(self.warnings)
+        return meta
+
+
+class AgenticRAG:
+    """Retrieval-augmented answers over a vector store. Every method has an `_async` original and a sync twin.
+
+    Without an LLM (no `llm_config`, no OPENAI_API_KEY/MINI_LLM) answers are extractive: the retrieved
+    sentences that best match the question, with `[n]` citations, and query rewriting is skipped.
+    Construction does no I/O.
+    """
+
+    def __init__(
+        self,
+        vector_store: VectorStore | None = None,
+        embedding_model: EmbeddingModel | None = None,
+        *,
+        llm_config: LLMConfig | None = None,
+        retrieval_config: RetrievalConfig | None = None,
+        reranker_config: RerankerConfig | None = None,
+        observability_config: ObservabilityConfig | None = None,
+        llm: LLM | None = None,
+        reranker: Reranker | None = None,
+    ) -> None:
+        self.vector_store = vector_store if vector_store is not None else VectorStore()
+        self.embedding_model = embedding_model if embedding_model is not None else EmbeddingModel()
+        self.retrieval_config = retrieval_config or RetrievalConfig()
+        self.reranker_config = reranker_config or RerankerConfig()
+        self.observability_config = observability_config or ObservabilityConfig()
+        if llm is None:
+            resolved = resolve_llm_config(llm_config)
+            llm = create_llm(resolved) if resolved is not None else None
+        self.llm = llm
+        self.reranker = reranker or PassThroughReranker()
+        self.extractive = ExtractiveGenerator()
+
+    def __repr__(self) -> str:
+        return f"AgenticRAG(store={self.vector_store!r}, embeddings={self.embedding_model!r}, llm={self.llm_name!r})"
+
+    @property
+    def llm_name(self) -> str:
+        return self.llm.name if self.llm is not None else self.extractive.name
+
+    # -- stages ---------------------------------------------------------------------------------------------
+
+    async def rewrite_query_async(self, query: str) -> list[str]:
+        """The queries to search: the original first, then up to `num_query_variants` LLM rewrites.
+
+        Without an LLM, or with rewriting disabled, just the original.
+        """
+        query = check_question(query)
+        n = self.retrieval_config.num_query_variants
+        if self.llm is None or not self.retrieval_config.use_query_rewriting or n == 0:
+            return [query]
+        completion = await self.llm.complete(prompts.rewrite_messages(query, n=n), temperature=0.0)
+        return [query, *prompts.parse_rewrites(completion.text, original=query, n=n)]
+
+    async def retrieve_async(
+        self,
+        queries: Sequence[str] | str,
+        *,
+        top_k: int | None = None,
+        filter: Mapping[str, Any] | None = None,
+    ) -> list[RetrievalResult]:
+        """Search for every query and fuse the rankings (RRF) when there are several.
+
+        All queries are embedded in one batched call and searched in one multi-vector store call (the
+        embedded store shares one scan among them, and among other questions searching at the same time).
+        """
+        return await self._retrieve(_Run(""), queries, top_k=top_k, filter=filter)
+
+    async def _retrieve(
+        self, run: _Run, queries: Sequence[str] | str, *, top_k: int | None, filter: Mapping[str, Any] | None
+    ) -> list[RetrievalResult]:
+        if isinstance(queries, str):
+            queries = [queries]
+        queries = [check_question(q) for q in queries]
+        if not queries:
+            raise InvalidInputError("retrieve needs at least one query")
+        k = top_k or self.retrieval_config.top_k
+        since = time.perf_counter()
+        vectors = await self.embedding_model.embed_async(queries, input_type="query")
+        run.add_time("embed", since)
+        since = time.perf_counter()
+        rankings = await self.vector_store.search_many_async(vectors, k, filter)
+        run.add_time("search", since)
+        if len(rankings) == 1:
+            return rankings[0]
+        return rrf(rankings, k=self.retrieval_config.rrf_k)[:k]
+
+    async def rerank_async(
+        self, query: str, chunks: Sequence[RetrievalResult], *, top_k: int | None = None
+    ) -> list[RetrievalResult]:
+        """Reorder candidates, best first, keeping `top_k` (default `rerank_top_k`)."""
+        k = top_k or self.retrieval_config.rerank_top_k
+        if not self.retrieval_config.use_reranking:
+            return list(chunks[:k])
+        return await self.reranker.rerank(query, chunks, top_k=k)
+
+    async def generate_answer_async(self, query: str, chunks: Sequence[RetrievalResult]) -> str:
+        """An answer to `query` from `chunks` with `[n]` citations (n = position in `chunks`, 1-based)."""
+        answer, _usage = await self._generate(check_question(query), list(chunks))
+        return answer
+
+    async def _generate(self, question: str, chunks: list[RetrievalResult]) -> tuple[str, Usage]:
+        if not chunks:
+            return NO_CONTEXT_ANSWER, Usage()
+        if self.llm is None:
+            return await self.extractive.answer(question, chunks, self.embedding_model), Usage()
+        messages = prompts.answer_messages(question, prompts.format_context(chunks))
+        completion = await self.llm.complete(messages)
+        return completion.text, completion.usage
+
+    # -- the whole pipeline ------------------------------------------------------------------------------------
+
+    async def _prepare(self, run: _Run, *, top_k: int | None, filter: Mapping[str, Any] | None) -> None:
+        """Rewrite, retrieve and rerank; fills `run.queries` and `run.chunks`."""
+        since = time.perf_counter()
+        if self.llm is None:
+            run.metadata["rewrite"] = "skipped: no LLM configured"
+            run.queries = [run.question]
+        elif not self.retrieval_config.use_query_rewriting:
+            run.metadata["rewrite"] = "disabled"
+            run.queries = [run.question]
+        else:
+            try:
+                run.queries = await self.rewrite_query_async(run.question)
+                run.metadata["rewrite"] = "ok"
+            except ProviderError as exc:
+                # Rewriting only widens recall: when the provider is struggling (it already retried), answering
+                # from the original question is still correct. Configuration errors (auth, bad request) surface.
+                if not is_retryable(exc):
+                    raise
+                run.queries = [run.question]
+                run.metadata["rewrite"] = "failed"
+                run.warnings.append(f"query rewriting failed, searched the original question only: {exc}")
+        run.add_time("rewrite", since)
+        candidates = await self._retrieve(run, run.queries, top_k=top_k, filter=filter)
+        since = time.perf_counter()
+        run.chunks = await self.rerank_async(run.question, candidates)
+        run.add_time("rerank", since)
+        run.metadata.update(
+            llm=self.llm_name,
+            embedding_model=self.embedding_model.name,
+            reranker=self.reranker.name if self.retrieval_config.use_reranking else "disabled",
+            num_candidates=len(candidates),
+        )
+
+    def _answer_type(self, run: _Run) -> str:
+        if not run.chunks:
+            return "no_context"
+        return "llm" if self.llm is not None else "extractive"
+
+    async def query_async(
+        self, question: str, *, top_k: int | None = None, filter: Mapping[str, Any] | None = None
+    ) -> RAGResponse:
+        """Answer a question from the indexed documents, with citations and per-stage timings."""
+        run = _Run(check_question(question))
+        await self._prepare(run, top_k=top_k, filter=filter)
+        since = time.perf_counter()
+        answer, run.usage = await self._generate(run.question, run.chunks)
+        run.add_time("generate", since)
+        run.metadata["answer_type"] = self._answer_type(run)
+        return RAGResponse(
+            answer=answer,
+            original_query=run.question,
+            rewritten_queries=run.queries,
+            retrieved_chunks=run.chunks,
+            context_used=prompts.format_context(run.chunks),
+            metadata=run.finish_metadata(),
+            citations=build_citations(answer, run.chunks),
+        )
+
+    def stream_async(
+        self, question: str, *, top_k: int | None = None, filter: Mapping[str, Any] | None = None
+    ) -> AsyncIterator[StreamEvent]:
+        """Events `sources` -> `token`* (with `citation` as each `[n]` completes) -> `done`; on failure `error`.
+
+        The question is checked now (an empty one raises before anything streams); closing the iterator early
+        cancels the upstream LLM stream.
+        """
+        return self._stream(_Run(check_question(question)), top_k=top_k, filter=filter)
+
+    async def _stream(
+        self, run: _Run, *, top_k: int | None, filter: Mapping[str, Any] | None
+    ) -> AsyncIterator[StreamEvent]:
+        try:
+            await self._prepare(run, top_k=top_k, filter=filter)
+            yield StreamEvent("sources", [_hit_dict(n, c) for n, c in enumerate(run.chunks, start=1)])
+            tracker = CitationStream(run.chunks)
+            parts: list[str] = []
+            since = time.perf_counter()
+            async for text in self._generate_stream(run):
+                parts.append(text)
+                yield StreamEvent("token", text)
+                for citation in tracker.feed(text):
+                    yield StreamEvent("citation", asdict(citation))
+            run.add_time("generate", since)
+            run.metadata["answer_type"] = self._answer_type(run)
+            answer = "".join(parts)
+            yield StreamEvent(
+                "done",
+                {
+                    "answer": answer,
+                    "citations": [asdict(c) for c in build_citations(answer, run.chunks)],
+                    "rewritten_queries": run.queries,
+                    "metadata": run.finish_metadata(),
+                },
+            )
+        except Exception as exc:
+            log.debug("stream failed", exc_info=True)
+            yield StreamEvent("error", {"type": type(exc).__name__, "message": str(exc)})
+
+    async def _generate_stream(self, run: _Run) -> AsyncIterator[str]:
+        if self.llm is None or not run.chunks:
+            answer, _ = await self._generate(run.question, run.chunks)
+            for i, word in enumerate(answer.split(" ")):
+                yield word if i == 0 else " " + word
+            return
+        messages = prompts.answer_messages(run.question, prompts.format_context(run.chunks))
+        stream = self.llm.stream(messages)
+        try:
+            async for delta in stream:
+                if delta.usage is not None:
+                    run.usage = run.usage + delta.usage
+                if delta.text:
+                    yield delta.text
+        finally:
+            await stream.aclose()  # type: ignore[attr-defined]
+
+    # -- ingestion ---------------------------------------------------------------------------------------------
+
+    async def index_documents_async(
+        self, paths: Sequence[str | Path | Document], *, concurrency: int = 4, glob: str | None = None
+    ) -> IngestReport:
+        """Load, chunk, embed and store files/directories (or `Document`s); idempotent, one report for all.
+
+        Unchanged files cost no embedding calls; a changed file's old chunks are replaced. Failures are
+        listed per file in the report, never raised for the whole batch.
+        """
+        from mini.ingest.pipeline import Ingestor
+
+        ingestor = Ingestor(self.vector_store, self.embedding_model, concurrency=concurrency)
+        return await ingestor.run(paths, glob=glob)
+
+    async def index_document_async(self, document: str | Path | Document) -> IngestReport:
+        """Index one file or `Document` (see `index_documents_async`)."""
+        return await self.index_documents_async([document])
+
+    async def aclose(self) -> None:
+        """Close clients opened on the running loop."""
+        await self.embedding_model.aclose()
+        await self.vector_store.aclose()
+        if self.llm is not None:
+            await self.llm.aclose()
+
+    async def __aenter__(self) -> AgenticRAG:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    # -- sync twins: same signatures, run on the portal loop ------------------------------------------------------
+
+    def rewrite_query(self, query: str) -> list[str]:
+        return _portal.run(self.rewrite_query_async(query))
+
+    def retrieve(
+        self,
+        queries: Sequence[str] | str,
+        *,
+        top_k: int | None = None,
+        filter: Mapping[str, Any] | None = None,
+    ) -> list[RetrievalResult]:
+        return _portal.run(self.retrieve_async(queries, top_k=top_k, filter=filter))
+
+    def rerank(
+        self, query: str, chunks: Sequence[RetrievalResult], *, top_k: int | None = None
+    ) -> list[RetrievalResult]:
+        return _portal.run(self.rerank_async(query, chunks, top_k=top_k))
+
+    def generate_answer(self, query: str, chunks: Sequence[RetrievalResult]) -> str:
+        return _portal.run(self.generate_answer_async(query, chunks))
+
+    def query(
+        self, question: str, *, top_k: int | None = None, filter: Mapping[str, Any] | None = None
+    ) -> RAGResponse:
+        return _portal.run(self.query_async(question, top_k=top_k, filter=filter))
+
+    def stream(
+        self, question: str, *, top_k: int | None = None, filter: Mapping[str, Any] | None = None
+    ) -> Any:
+        """Sync iterator over the same events as `stream_async`."""
+        return _portal.iterate(self.stream_async(question, top_k=top_k, filter=filter))
+
+    def index_documents(
+        self, paths: Sequence[str | Path | Document], *, concurrency: int = 4, glob: str | None = None
+    ) -> IngestReport:
+        return _portal.run(self.index_documents_async(paths, concurrency=concurrency, glob=glob))
+
+    def index_document(self, document: str | Path | Document) -> IngestReport:
+        return _portal.run(self.index_document_async(document))
+
+    def close(self) -> None:
+        _portal.run(self.aclose())
+
+
+def _hit_dict(number: int, hit: RetrievalResult) -> dict[str, Any]:
+    return {
+        "number": number,
+        "id": hit.id,
+        "source": hit.source,
+        "score": hit.score,
+        "text": hit.text,
+        "metadata": hit.metadata,
+    }

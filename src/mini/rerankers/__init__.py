@@ -1,0 +1,1 @@
+"""Rerankers: reorder retrieved candidates before generation."""

@@ -1,0 +1,1 @@
+"""Vector store backends behind the `VectorStore` facade."""

@@ -1,0 +1,266 @@
+"""The `VectorStoreBackend` protocol (async-only) and the `VectorStore` facade with sync twins."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Protocol, runtime_checkable
+
+from mini import _portal, _registry
+from mini.errors import DimensionMismatchError, InvalidInputError
+from mini.stores.filters import Filter, parse_filter
+from mini.types import RetrievalResult
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    """One row as backends store it. `metadata["source"]` (if any) is also kept as a plain column."""
+
+    id: str
+    vector: Any  # 1-D float sequence or numpy array
+    text: str
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def source(self) -> str:
+        return str(self.metadata.get("source", ""))
+
+
+@runtime_checkable
+class VectorStoreBackend(Protocol):
+    """What a store backend implements. `__init__(uri, *, collection_name, dimension, token)` does no I/O.
+
+    Scores: higher is better; for dense search the cosine similarity. Filters arrive parsed (`mini.stores.filters`).
+    A collection is created on first write with the dimension of its vectors; a mismatch raises
+    `DimensionMismatchError`.
+    """
+
+    supports_hybrid: ClassVar[bool]
+    supports_filters: ClassVar[bool]
+
+    @property
+    def dimension(self) -> int | None: ...
+
+    async def insert(self, records: Sequence[Record]) -> None: ...
+
+    async def upsert(self, records: Sequence[Record]) -> None: ...
+
+    async def search(
+        self, vector: Sequence[float], *, top_k: int, filter: Filter | None = None
+    ) -> list[RetrievalResult]: ...
+
+    async def search_many(
+        self, vectors: Sequence[Sequence[float]], *, top_k: int, filter: Filter | None = None
+    ) -> list[list[RetrievalResult]]: ...
+
+    async def delete(self, *, ids: Sequence[str] | None = None, filter: Filter | None = None) -> int: ...
+
+    async def count(self, filter: Filter | None = None) -> int: ...
+
+    async def existing_ids(self, ids: Sequence[str]) -> set[str]: ...
+
+    async def drop(self) -> None: ...
+
+    async def aclose(self) -> None: ...
+
+
+def content_id(text: str, source: str = "") -> str:
+    """A stable id for a piece of text from a source: same input, same id (idempotent upserts)."""
+    digest = hashlib.sha256(f"{source}\x00{text}".encode()).hexdigest()
+    return digest[:32]
+
+
+def create_backend(
+    uri: str, *, collection_name: str, dimension: int | None, token: str | None
+) -> VectorStoreBackend:
+    entry = _registry.STORES[_registry.store_kind(uri)]
+    cls = _registry.load(entry)
+    backend: VectorStoreBackend = cls(uri, collection_name=collection_name, dimension=dimension, token=token)
+    return backend
+
+
+class VectorStore:
+    """Stores chunk vectors with their text and metadata, and searches them.
+
+    `uri` picks the backend (DESIGN.md section 6): a directory (default `./mini_data`) is an embedded LanceDB.
+    Construction does no I/O; the collection opens on first use.
+    """
+
+    def __init__(
+        self,
+        uri: str | None = None,
+        *,
+        collection_name: str | None = None,
+        dimension: int | None = None,
+        token: str | None = None,
+        backend: VectorStoreBackend | None = None,
+    ) -> None:
+        if backend is None:
+            if uri is None or collection_name is None:
+                from mini.config import load_settings
+
+                settings = load_settings()
+                uri = uri or settings.uri
+                collection_name = collection_name or settings.collection
+            backend = create_backend(uri, collection_name=collection_name, dimension=dimension, token=token)
+        self.uri = uri
+        self.collection_name = collection_name
+        self.backend = backend
+
+    def __repr__(self) -> str:
+        return f"VectorStore(uri={self.uri!r}, collection_name={self.collection_name!r})"
+
+    @property
+    def dimension(self) -> int | None:
+        return self.backend.dimension
+
+    @property
+    def supports_hybrid(self) -> bool:
+        return bool(self.backend.supports_hybrid)
+
+    def _records(
+        self,
+        embeddings: Any,
+        texts: Sequence[str],
+        metadata: Sequence[Mapping[str, Any]] | None,
+        ids: Sequence[str] | None,
+    ) -> list[Record]:
+        if isinstance(texts, str):
+            raise InvalidInputError("texts must be a list of strings, not a single string")
+        n = len(texts)
+        if len(embeddings) != n:
+            raise InvalidInputError(f"got {len(embeddings)} embeddings for {n} texts")
+        if metadata is not None and len(metadata) != n:
+            raise InvalidInputError(f"got {len(metadata)} metadata entries for {n} texts")
+        if ids is not None and len(ids) != n:
+            raise InvalidInputError(f"got {len(ids)} ids for {n} texts")
+        metas = [dict(m) for m in metadata] if metadata is not None else [{} for _ in range(n)]
+        if ids is None:
+            ids = [
+                content_id(text, str(meta.get("source", ""))) for text, meta in zip(texts, metas, strict=True)
+            ]
+        if len(set(ids)) != n:
+            raise InvalidInputError("ids within one call must be unique")
+        # Rows must agree with each other; whether they fit the collection is the backend's call (it knows
+        # the stored table's dimension, which may differ from a configured one).
+        expected: int | None = None
+        records = []
+        for i, (id_, vector, text, meta) in enumerate(zip(ids, embeddings, texts, metas, strict=True)):
+            if not isinstance(id_, str) or not id_:
+                raise InvalidInputError(f"id {i} must be a non-empty string")
+            expected = expected or len(vector)
+            if len(vector) != expected:
+                raise DimensionMismatchError(expected, len(vector), f"row {i}")
+            records.append(Record(id_, vector, text, meta))
+        return records
+
+    async def insert_async(
+        self,
+        embeddings: Any,
+        texts: Sequence[str],
+        metadata: Sequence[Mapping[str, Any]] | None = None,
+        ids: Sequence[str] | None = None,
+    ) -> list[str]:
+        """Add new rows; returns their ids. Raises `DuplicateIdError` if an id exists (use `upsert`)."""
+        records = self._records(embeddings, texts, metadata, ids)
+        if records:
+            await self.backend.insert(records)
+        return [r.id for r in records]
+
+    async def upsert_async(
+        self,
+        embeddings: Any,
+        texts: Sequence[str],
+        metadata: Sequence[Mapping[str, Any]] | None = None,
+        ids: Sequence[str] | None = None,
+    ) -> list[str]:
+        """Insert or replace rows by id; without ids, ids derive from (source, text) so re-runs are idempotent."""
+        records = self._records(embeddings, texts, metadata, ids)
+        if records:
+            await self.backend.upsert(records)
+        return [r.id for r in records]
+
+    async def search_async(
+        self, query_embedding: Sequence[float], top_k: int = 5, filter: Mapping[str, Any] | None = None
+    ) -> list[RetrievalResult]:
+        """The `top_k` nearest rows, best first, optionally restricted by a metadata filter."""
+        if top_k < 1:
+            raise InvalidInputError("top_k must be >= 1")
+        return await self.backend.search(query_embedding, top_k=top_k, filter=parse_filter(filter))
+
+    async def search_many_async(
+        self,
+        query_embeddings: Sequence[Sequence[float]],
+        top_k: int = 5,
+        filter: Mapping[str, Any] | None = None,
+    ) -> list[list[RetrievalResult]]:
+        """One ranking per query vector, in one backend call (the embedded store shares one scan among them)."""
+        if top_k < 1:
+            raise InvalidInputError("top_k must be >= 1")
+        return await self.backend.search_many(query_embeddings, top_k=top_k, filter=parse_filter(filter))
+
+    async def delete_async(
+        self, ids: Sequence[str] | None = None, filter: Mapping[str, Any] | None = None
+    ) -> int:
+        """Delete rows by ids and/or filter (both given: rows matching either); returns how many were deleted."""
+        parsed = parse_filter(filter)
+        if ids is None and parsed is None:
+            raise InvalidInputError("delete needs ids or a filter (use drop() to remove everything)")
+        if isinstance(ids, str):
+            raise InvalidInputError("ids must be a list of strings, not a single string")
+        return await self.backend.delete(ids=list(ids) if ids is not None else None, filter=parsed)
+
+    async def count_async(self, filter: Mapping[str, Any] | None = None) -> int:
+        return await self.backend.count(parse_filter(filter))
+
+    async def drop_async(self) -> None:
+        """Delete the whole collection."""
+        await self.backend.drop()
+
+    async def aclose(self) -> None:
+        await self.backend.aclose()
+
+    # Sync twins: same signatures, run on the portal loop.
+    def insert(
+        self,
+        embeddings: Any,
+        texts: Sequence[str],
+        metadata: Sequence[Mapping[str, Any]] | None = None,
+        ids: Sequence[str] | None = None,
+    ) -> list[str]:
+        return _portal.run(self.insert_async(embeddings, texts, metadata, ids))
+
+    def upsert(
+        self,
+        embeddings: Any,
+        texts: Sequence[str],
+        metadata: Sequence[Mapping[str, Any]] | None = None,
+        ids: Sequence[str] | None = None,
+    ) -> list[str]:
+        return _portal.run(self.upsert_async(embeddings, texts, metadata, ids))
+
+    def search(
+        self, query_embedding: Sequence[float], top_k: int = 5, filter: Mapping[str, Any] | None = None
+    ) -> list[RetrievalResult]:
+        return _portal.run(self.search_async(query_embedding, top_k, filter))
+
+    def search_many(
+        self,
+        query_embeddings: Sequence[Sequence[float]],
+        top_k: int = 5,
+        filter: Mapping[str, Any] | None = None,
+    ) -> list[list[RetrievalResult]]:
+        return _portal.run(self.search_many_async(query_embeddings, top_k, filter))
+
+    def delete(self, ids: Sequence[str] | None = None, filter: Mapping[str, Any] | None = None) -> int:
+        return _portal.run(self.delete_async(ids, filter))
+
+    def count(self, filter: Mapping[str, Any] | None = None) -> int:
+        return _portal.run(self.count_async(filter))
+
+    def drop(self) -> None:
+        _portal.run(self.drop_async())
+
+    def close(self) -> None:
+        _portal.run(self.aclose())

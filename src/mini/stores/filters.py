@@ -1,0 +1,154 @@
+"""Metadata filters: one dict form, parsed into a small AST that each backend translates with pure functions.
+
+The dict form (Mongo-like):
+    {"source": "a.pdf"}                                equality
+    {"year": {"$gte": 2020, "$lt": 2025}}             range ($gt, $gte, $lt, $lte), several keys are ANDed
+    {"lang": {"$in": ["en", "de"]}}                    membership ($in, $nin); {"lang": {"$ne": "fr"}}
+    {"$or": [{...}, {...}]}, {"$and": [...]}           boolean combinations; top-level keys are ANDed
+
+Semantics (`matches` is the reference every backend must agree with): a missing key matches nothing, not even
+`$ne`/`$nin`; equality is type-strict except that ints and floats compare numerically (True is not 1);
+ranges compare numbers with numbers and strings with strings. `id` is the row id, `source` the document source.
+User values never become raw expression text: translators quote/escape them or pass them as parameters.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from mini.errors import InvalidInputError
+
+Scalar = str | int | float | bool
+CompareOp = Literal["eq", "ne", "gt", "gte", "lt", "lte"]
+
+_COMPARE_OPS: dict[str, CompareOp] = {
+    "$eq": "eq",
+    "$ne": "ne",
+    "$gt": "gt",
+    "$gte": "gte",
+    "$lt": "lt",
+    "$lte": "lte",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Compare:
+    field: str
+    op: CompareOp
+    value: Scalar
+
+
+@dataclass(frozen=True, slots=True)
+class In:
+    field: str
+    values: tuple[Scalar, ...]
+    negate: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class And:
+    items: tuple[Filter, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Or:
+    items: tuple[Filter, ...]
+
+
+Filter = Compare | In | And | Or
+
+
+def _check_field(name: Any) -> str:
+    if not isinstance(name, str) or not name or name.startswith("$"):
+        raise InvalidInputError(f"invalid filter field {name!r}")
+    # Field names are identifiers chosen by the application, not user data; keep them to a safe alphabet so
+    # every backend can address them without quoting games.
+    if not all(ch.isalnum() or ch in "_-." for ch in name):
+        raise InvalidInputError(f"filter field {name!r} may only contain letters, digits, '_', '-' and '.'")
+    return name
+
+
+def _check_scalar(value: Any, field: str) -> Scalar:
+    if isinstance(value, (str, bool, int, float)):
+        return value
+    raise InvalidInputError(
+        f"filter value for {field!r} must be str, int, float or bool, not {type(value).__name__}"
+    )
+
+
+def _parse_field(field: str, spec: Any) -> Filter:
+    if not isinstance(spec, Mapping):
+        return Compare(field, "eq", _check_scalar(spec, field))
+    if not spec:
+        raise InvalidInputError(f"empty operator object for filter field {field!r}")
+    parts: list[Filter] = []
+    for op, value in spec.items():
+        if op in _COMPARE_OPS:
+            parts.append(Compare(field, _COMPARE_OPS[op], _check_scalar(value, field)))
+        elif op in ("$in", "$nin"):
+            if not isinstance(value, (list, tuple)) or not value:
+                raise InvalidInputError(f"{op} for {field!r} needs a non-empty list")
+            parts.append(In(field, tuple(_check_scalar(v, field) for v in value), negate=op == "$nin"))
+        else:
+            raise InvalidInputError(f"unknown filter operator {op!r} for field {field!r}")
+    return parts[0] if len(parts) == 1 else And(tuple(parts))
+
+
+def parse_filter(spec: Mapping[str, Any] | Filter | None) -> Filter | None:
+    """Validate a filter dict (or pass an AST through); raises `InvalidInputError` before any I/O."""
+    if spec is None or isinstance(spec, (Compare, In, And, Or)):
+        return spec
+    if not isinstance(spec, Mapping):
+        raise InvalidInputError(f"a filter must be a dict, not {type(spec).__name__}")
+    if not spec:
+        return None
+    parts: list[Filter] = []
+    for key, value in spec.items():
+        if key in ("$and", "$or"):
+            if not isinstance(value, (list, tuple)) or not value:
+                raise InvalidInputError(f"{key} needs a non-empty list of filters")
+            items = tuple(f for f in (parse_filter(v) for v in value) if f is not None)
+            if not items:
+                raise InvalidInputError(f"{key} needs at least one non-empty filter")
+            parts.append(And(items) if key == "$and" else Or(items))
+        else:
+            parts.append(_parse_field(_check_field(key), value))
+    return parts[0] if len(parts) == 1 else And(tuple(parts))
+
+
+def _same(stored: Any, wanted: Scalar) -> bool:
+    """Type-strict equality: True is not 1 (JSON keeps them apart, so every backend can too); 1 == 1.0."""
+    if isinstance(stored, bool) or isinstance(wanted, bool):
+        return isinstance(stored, bool) and isinstance(wanted, bool) and stored == wanted
+    return bool(stored == wanted)
+
+
+def matches(node: Filter | None, metadata: Mapping[str, Any]) -> bool:
+    """Evaluate a filter against one metadata dict (reference semantics for tests and in-memory use)."""
+    if node is None:
+        return True
+    if isinstance(node, And):
+        return all(matches(item, metadata) for item in node.items)
+    if isinstance(node, Or):
+        return any(matches(item, metadata) for item in node.items)
+    if node.field not in metadata:
+        return False
+    value = metadata[node.field]
+    if isinstance(node, In):
+        return any(_same(value, v) for v in node.values) != node.negate
+    try:
+        if node.op == "eq":
+            return _same(value, node.value)
+        if node.op == "ne":
+            return not _same(value, node.value)
+        if node.op == "gt":
+            return bool(value > node.value)
+        if node.op == "gte":
+            return bool(value >= node.value)
+        if node.op == "lt":
+            return bool(value < node.value)
+        return bool(value <= node.value)
+    except TypeError:
+        return False

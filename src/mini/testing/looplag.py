@@ -1,0 +1,134 @@
+"""Event-loop lag probe for tests: a 1 ms ticker, with stalls the whole machine also had discounted.
+
+Shared 2-vCPU machines pause every process now and then (idle tickers in separate processes were seen
+stalling 80-240 ms at the same instants). A blocking call of ours stalls only our loop, so the probe runs a
+bare control ticker pinned to each CPU in its own process and subtracts, tick by tick, the time some control
+ticker was stalled too. `own_max_ms` is what our code is responsible for; `raw_max_ms` is what the ticker saw.
+
+Garbage collection: a full collection scans every tracked object in the process. In a test session that has
+imported lancedb, pyarrow, pydantic and friends that is ~230k objects and one full collection took 100-120 ms
+here, landing at random inside whichever test allocates next. By default the probe collects and then freezes
+(`gc.freeze()`) what existed before it started, so what it measures is the code under test, including the
+collections of its own garbage; `gc_pauses_ms` lists the collections seen while probing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import gc
+import os
+import sys
+import time
+from types import TracebackType
+
+_CONTROL_TICKER = """
+import os, sys, time
+if int(sys.argv[1]) >= 0:
+    os.sched_setaffinity(0, {int(sys.argv[1])})
+print("ready", flush=True)
+while True:
+    started = time.monotonic()
+    time.sleep(0.001)
+    lag = time.monotonic() - started - 0.001
+    if lag > 0.005:
+        print(started, lag, flush=True)
+"""
+
+Tick = tuple[float, float]  # (start on time.monotonic, lag in seconds)
+
+
+def own_stalls(ticks: list[Tick], controls: list[list[Tick]], interval: float = 0.001) -> list[float]:
+    """Lags of our ticks minus the overlap with the worst-stalled control ticker (pure, for testing)."""
+    own = []
+    for started, lag in ticks:
+        ended = started + interval + lag
+        shared = max(
+            (
+                sum(
+                    max(0.0, min(ended, c_start + interval + c_lag) - max(started, c_start))
+                    for c_start, c_lag in stalls
+                )
+                for stalls in controls
+            ),
+            default=0.0,
+        )
+        own.append(max(0.0, lag - shared))
+    return own
+
+
+class LoopLagProbe:
+    """`async with LoopLagProbe() as probe: ...` then read `probe.own_max_ms` (and `raw_max_ms`, `ticks`)."""
+
+    def __init__(self, *, interval: float = 0.001, controls: bool = True, freeze_gc: bool = True) -> None:
+        self.interval = interval
+        self.use_controls = controls
+        self.freeze_gc = freeze_gc
+        self.gc_pauses_ms: list[float] = []
+        self._gc_started = 0.0
+        self.ticks: list[Tick] = []
+        self.control_stalls: list[list[Tick]] = []
+        self._done = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._procs: list[asyncio.subprocess.Process] = []
+
+    async def _tick(self) -> None:
+        while not self._done.is_set():
+            started = time.monotonic()
+            await asyncio.sleep(self.interval)
+            self.ticks.append((started, time.monotonic() - started - self.interval))
+
+    async def __aenter__(self) -> LoopLagProbe:
+        if self.use_controls:
+            cpus = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else [-1]
+            for cpu in cpus:
+                proc = await asyncio.create_subprocess_exec(
+                    sys.executable, "-c", _CONTROL_TICKER, str(cpu), stdout=asyncio.subprocess.PIPE
+                )
+                self._procs.append(proc)
+                assert proc.stdout is not None
+                await proc.stdout.readline()
+        if self.freeze_gc:
+            gc.collect()
+            gc.freeze()
+        gc.callbacks.append(self._on_gc)
+        self._task = asyncio.create_task(self._tick())
+        await asyncio.sleep(0)
+        return self
+
+    def _on_gc(self, phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            self._gc_started = time.perf_counter()
+        else:
+            self.gc_pauses_ms.append((time.perf_counter() - self._gc_started) * 1000.0)
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self._done.set()
+        if self._task is not None:
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        gc.callbacks.remove(self._on_gc)
+        if self.freeze_gc:
+            gc.unfreeze()
+        for proc in self._procs:
+            proc.terminate()
+            output, _ = await proc.communicate()
+            fields = [line.split() for line in output.decode().splitlines()]
+            self.control_stalls.append([(float(f[0]), float(f[1])) for f in fields if len(f) == 2])
+
+    @property
+    def raw_max_ms(self) -> float:
+        return max((lag for _, lag in self.ticks), default=0.0) * 1000.0
+
+    @property
+    def own_max_ms(self) -> float:
+        return max(own_stalls(self.ticks, self.control_stalls, self.interval), default=0.0) * 1000.0
+
+    def summary(self) -> str:
+        worst_gc = max(self.gc_pauses_ms, default=0.0)
+        return (
+            f"own max lag {self.own_max_ms:.1f} ms (raw {self.raw_max_ms:.1f} ms over {len(self.ticks)} ticks; "
+            f"{len(self.gc_pauses_ms)} GC pauses, longest {worst_gc:.1f} ms)"
+        )

@@ -1,0 +1,170 @@
+"""The pipeline against a real HTTP server speaking the OpenAI API (mini.testing.sim_server): concurrency,
+streaming, rewriting, and provider failures surfacing as typed errors, never as answers."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from mini import AgenticRAG, EmbeddingModel, LLMConfig, RetrievalConfig, VectorStore
+from mini.errors import AuthenticationError, ProviderServerError
+from mini.testing.looplag import LoopLagProbe
+from tests.conftest import SAMPLE_CORPUS
+
+
+def make_rag(sim: Any, store_dir: Path, **llm: Any) -> AgenticRAG:
+    return AgenticRAG(
+        VectorStore(str(store_dir), collection_name="sim"),
+        EmbeddingModel("openai:sim-embed", base_url=sim.base_url, api_key="sim", dimension=384),
+        llm_config=LLMConfig(model="sim-chat", base_url=sim.base_url, api_key="sim", **llm),
+    )
+
+
+@pytest.fixture
+async def rag(sim: Any, tmp_path: Path) -> AgenticRAG:
+    rag = make_rag(sim, tmp_path)
+    report = await rag.index_documents_async([SAMPLE_CORPUS])
+    assert report.ok, report.failures
+    sim.reset()
+    return rag
+
+
+async def test_64_concurrent_queries_keep_64_chats_in_flight_and_the_loop_free(
+    rag: AgenticRAG, sim: Any, lag_probe: LoopLagProbe
+) -> None:
+    sim.configure(chat_ms=300, embed_ms=50)
+    questions = [f"How much is the 2025 library budget? ({i})" for i in range(64)]
+    async with lag_probe:
+        responses = await asyncio.gather(*(rag.query_async(q) for q in questions))
+    stats = sim.stats()
+    assert stats["chat"]["peak_in_flight"] == 64
+    assert stats["chat"]["requests"] == 128  # one rewrite + one answer per question, no retries
+    assert stats["embeddings"]["requests"] == 64  # the original and its variants embedded in one call
+    assert all(r.citations and r.metadata["answer_type"] == "llm" for r in responses)
+    assert lag_probe.own_max_ms < 50, lag_probe.summary()
+
+
+async def test_llm_answer_cites_sources_and_reports_usage(rag: AgenticRAG, sim: Any) -> None:
+    response = await rag.query_async("How much is the 2025 library budget?")
+    assert response.metadata["answer_type"] == "llm"
+    assert response.metadata["llm"] == "openai:sim-chat"
+    assert response.metadata["rewrite"] == "ok"
+    assert response.rewritten_queries[0] == "How much is the 2025 library budget?"
+    assert len(response.rewritten_queries) == 3
+    # The simulator answers with the first sentence of sources [1] and [2], cited.
+    assert [c.number for c in response.citations] == [1, 2]
+    assert response.answer.startswith(" ".join(response.retrieved_chunks[0].text.split())[:30])
+    usage = response.metadata["usage"]
+    assert usage["prompt_tokens"] > 0 and usage["completion_tokens"] > 0
+
+
+async def test_rewriting_can_be_disabled(sim: Any, tmp_path: Path) -> None:
+    rag = make_rag(sim, tmp_path)
+    rag.retrieval_config = RetrievalConfig(use_query_rewriting=False)
+    await rag.index_documents_async([SAMPLE_CORPUS])
+    sim.reset()
+    response = await rag.query_async("When is glass collected?")
+    assert response.metadata["rewrite"] == "disabled"
+    assert sim.stats()["chat"]["requests"] == 1
+
+
+async def test_stream_relays_tokens_and_resolves_citations_as_they_arrive(rag: AgenticRAG, sim: Any) -> None:
+    events = [e async for e in rag.stream_async("When is glass collected for recycling?")]
+    kinds = [e.type for e in events]
+    assert kinds[0] == "sources" and kinds[-1] == "done"
+    assert kinds.count("token") > 3
+    done = events[-1].data
+    assert "".join(e.data for e in events if e.type == "token") == done["answer"]
+    assert [e.data["number"] for e in events if e.type == "citation"] == [1, 2]
+    assert done["metadata"]["usage"]["completion_tokens"] > 0
+    assert sim.stats()["chat"]["stream_requests"] == 1
+
+
+async def test_closing_a_stream_early_cancels_the_upstream_request(rag: AgenticRAG, sim: Any) -> None:
+    sim.configure(token_ms=50)
+    stream = rag.stream_async("When is glass collected for recycling?")
+    async for event in stream:
+        if event.type == "token":
+            break
+    await stream.aclose()  # type: ignore[attr-defined]
+    for _ in range(100):
+        if sim.stats()["chat"]["in_flight"] == 0:
+            break
+        await asyncio.sleep(0.02)
+    assert sim.stats()["chat"]["in_flight"] == 0
+
+
+async def test_server_errors_raise_typed_errors_not_answers(sim: Any, tmp_path: Path) -> None:
+    # Local embeddings, simulated chat that always fails with 500.
+    rag = AgenticRAG(
+        VectorStore(str(tmp_path), collection_name="t"),
+        EmbeddingModel(),
+        llm_config=LLMConfig(model="sim-chat", base_url=sim.base_url, api_key="sim", max_retries=1),
+    )
+    await rag.index_documents_async([SAMPLE_CORPUS])
+    sim.configure(error_fraction=1.0)
+    with pytest.raises(ProviderServerError) as info:
+        await rag.query_async("How much is the 2025 library budget?")
+    assert info.value.status_code == 500
+    # The rewrite failed twice (1 retry) and was skipped with a warning; the answer failed twice and raised.
+    assert sim.stats()["chat"]["errors"] == 4
+    events = [e async for e in rag.stream_async("How much is the 2025 library budget?")]
+    assert [e.type for e in events] == ["sources", "error"]
+    assert events[-1].data["type"] == "ProviderServerError"
+
+
+async def test_failed_rewrite_degrades_to_the_original_question_with_a_warning(
+    sim: Any, tmp_path: Path
+) -> None:
+    rag = make_rag(sim, tmp_path, max_retries=0)
+    await rag.index_documents_async([SAMPLE_CORPUS])
+    original = rag.llm.complete  # type: ignore[union-attr]
+    calls = 0
+
+    async def failing_first(*args: Any, **kwargs: Any) -> Any:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            raise ProviderServerError("rewrite exploded", status_code=503)
+        return await original(*args, **kwargs)
+
+    rag.llm.complete = failing_first  # type: ignore[union-attr, method-assign]
+    response = await rag.query_async("How much is the 2025 library budget?")
+    assert response.metadata["rewrite"] == "failed"
+    assert "rewrite exploded" in response.metadata["warnings"][0]
+    assert response.rewritten_queries == ["How much is the 2025 library budget?"]
+    assert response.citations
+
+
+async def test_stream_reports_a_provider_failure_as_an_error_event(rag: AgenticRAG, sim: Any) -> None:
+    sim.configure(api_key="other-key")
+    try:
+        events = [e async for e in rag.stream_async("How much is the 2025 library budget?")]
+    finally:
+        sim.configure(api_key=None)
+    assert [e.type for e in events] == ["error"]
+    assert events[0].data["type"] == "AuthenticationError"
+
+
+async def test_wrong_api_key_raises_authentication_error_without_retrying(rag: AgenticRAG, sim: Any) -> None:
+    sim.configure(api_key="other-key")
+    try:
+        with pytest.raises(AuthenticationError):
+            await rag.query_async("How much is the 2025 library budget?")
+        assert sim.stats()["total"]["unauthorized"] == 1
+    finally:
+        sim.configure(api_key=None)
+
+
+async def test_rate_limited_provider_is_survived_by_retrying(sim: Any, tmp_path: Path) -> None:
+    rag = make_rag(sim, tmp_path, max_retries=8)
+    await rag.index_documents_async([SAMPLE_CORPUS])
+    sim.configure(chat_ms=50, max_in_flight=4, retry_after=0.02)
+    sim.reset()
+    responses = await asyncio.gather(*(rag.query_async(f"library budget {i}?") for i in range(16)))
+    stats = sim.stats()
+    assert stats["total"]["rate_limited"] > 0
+    assert all(r.citations for r in responses)
