@@ -162,7 +162,7 @@ class PerLoop(Generic[T]):
         # Step it to its first `yield` right here: that registers it with the running loop's asyncgen hooks.
         # The loop only holds it weakly; the entry keeps it alive.
         with contextlib.suppress(StopIteration):
-            agen.__anext__().send(None)
+            agen.__anext__().send(None)  # type: ignore[attr-defined]
         return agen
 
     def pop_current(self) -> T | None:

@@ -62,7 +62,6 @@ class RetrievalConfig:
     use_hybrid_search: bool = False
     num_query_variants: int = 2
     rrf_k: int = 60
-    max_concurrency: int = 16  # searches in flight per query
 
     def __post_init__(self) -> None:
         if self.top_k < 1 or self.rerank_top_k < 1:

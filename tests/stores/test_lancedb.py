@@ -497,3 +497,32 @@ async def test_64_concurrent_searches_over_20k_rows_keep_the_loop_responsive(
     assert lag_probe.own_max_ms < 50, (lag_probe.summary(), slow)
     expected = vectors[17] / np.linalg.norm(vectors[17])
     assert (await backend.search(expected, top_k=1))[0].id == "id17"
+
+
+async def test_search_many_returns_one_ranking_per_vector_like_single_searches(tmp_path: Path) -> None:
+    rng = np.random.default_rng(3)
+    vectors = rng.standard_normal((300, 16)).astype(np.float32)
+    backend = make(tmp_path)
+    await backend.insert(
+        [Record(f"r{i}", row, f"text {i}", {"source": f"s{i % 3}"}) for i, row in enumerate(vectors)]
+    )
+    queries = rng.standard_normal((5, 16)).astype(np.float32)
+    many = await backend.search_many(list(queries), top_k=7, filter=parse_filter({"source": "s1"}))
+    assert len(many) == 5
+    for query, ranking in zip(queries, many, strict=True):
+        single = await backend.search(query, top_k=7, filter=parse_filter({"source": "s1"}))
+        assert [h.id for h in ranking] == [h.id for h in single]
+        assert all(h.metadata["source"] == "s1" for h in ranking)
+        assert [h.score for h in ranking] == sorted((h.score for h in ranking), reverse=True)
+    assert await backend.search_many([], top_k=3) == []
+
+
+async def test_concurrent_searches_share_store_calls(tmp_path: Path) -> None:
+    rng = np.random.default_rng(4)
+    vectors = rng.standard_normal((200, 8)).astype(np.float32)
+    backend = make(tmp_path)
+    await backend.insert([Record(f"r{i}", row, "t") for i, row in enumerate(vectors)])
+    before = backend._searches.batches
+    results = await asyncio.gather(*(backend.search(vectors[i], top_k=1) for i in range(64)))
+    assert [hits[0].id for hits in results] == [f"r{i}" for i in range(64)]  # each caller got its own answer
+    assert backend._searches.batches - before < 64 / 4  # and they rode along in a few multi-vector queries

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -145,7 +145,7 @@ class AgenticRAG:
         vectors = await self.embedding_model.embed_async(queries, input_type="query")
         run.add_time("embed", since)
         since = time.perf_counter()
-        rankings = await self.vector_store.search_many_async(vectors, k, filter)
+        rankings = await self.vector_store.search_many_async(list(vectors), k, filter)
         run.add_time("search", since)
         if len(rankings) == 1:
             return rankings[0]
@@ -352,7 +352,7 @@ class AgenticRAG:
 
     def stream(
         self, question: str, *, top_k: int | None = None, filter: Mapping[str, Any] | None = None
-    ) -> Any:
+    ) -> Iterator[StreamEvent]:
         """Sync iterator over the same events as `stream_async`."""
         return _portal.iterate(self.stream_async(question, top_k=top_k, filter=filter))
 
