@@ -10,6 +10,8 @@ import datetime as dt
 import textwrap
 from pathlib import Path
 
+from mini.testing.minipdf import pdf_escape, serialize
+
 CORPUS = Path(__file__).resolve().parent.parent / "examples" / "corpus"
 
 RECYCLING_TITLE = "Harbor Town Recycling and Waste Collection Schedule 2025"
@@ -45,10 +47,6 @@ RECYCLING_PAGES = [
         "If your bin was not emptied, report it by 5 p.m. on the next working day and the crew will return.",
     ],
 ]
-
-
-def pdf_escape(text: str) -> str:
-    return text.replace("\\", "\\\\").replace("(", "\\(").replace(")", "\\)")
 
 
 def page_stream(paragraphs: list[str]) -> bytes:
@@ -91,20 +89,7 @@ def write_pdf(path: Path, pages: list[list[str]], *, title: str) -> None:
     objects.append(f"<< /Title ({pdf_escape(title)}) /Producer (make_sample_corpus.py) >>".encode())
     info_id = len(objects)
 
-    out = bytearray(b"%PDF-1.4\n%\xe2\xe3\xcf\xd3\n")
-    offsets = []
-    for number, body in enumerate(objects, start=1):
-        offsets.append(len(out))
-        out += b"%d 0 obj\n" % number + body + b"\nendobj\n"
-    xref = len(out)
-    out += b"xref\n0 %d\n0000000000 65535 f \n" % (len(objects) + 1)
-    out += b"".join(b"%010d 00000 n \n" % offset for offset in offsets)
-    out += b"trailer\n<< /Size %d /Root 1 0 R /Info %d 0 R >>\nstartxref\n%d\n%%%%EOF\n" % (
-        len(objects) + 1,
-        info_id,
-        xref,
-    )
-    path.write_bytes(bytes(out))
+    path.write_bytes(serialize(objects, info=info_id))
 
 
 def write_parks_docx(path: Path) -> None:

@@ -11,15 +11,12 @@ import pytest
 
 from mini.errors import DocumentError, DocumentParseError, UnsupportedFormatError
 from mini.ingest.loaders import SUPPORTED_SUFFIXES, discover, load_file, load_file_async
+from mini.testing.minipdf import pdf_escape, serialize
 
 SAMPLE_CORPUS = Path(__file__).resolve().parents[2] / "examples" / "corpus"
 
 
 # --- a minimal PDF writer: tests need text, blank and encrypted PDFs, and pypdfium2 cannot author text ---
-
-
-def _pdf_escape(text: str) -> str:
-    return text.replace("\\", "\\\\").replace("(", "\\(").replace(")", "\\)")
 
 
 def make_pdf(pages: list[list[str]], *, title: str = "", encrypt: bool = False) -> bytes:
@@ -33,14 +30,14 @@ def make_pdf(pages: list[list[str]], *, title: str = "", encrypt: bool = False) 
     for i, lines in enumerate(pages):
         ops = ["BT", "/F1 11 Tf", "72 740 Td"]
         for line in lines:
-            ops += [f"({_pdf_escape(line)}) Tj", "0 -15 Td"]
+            ops += [f"({pdf_escape(line)}) Tj", "0 -15 Td"]
         stream = "\n".join([*ops, "ET"]).encode("latin-1") if lines else b""
         objects.append(
             f"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /Contents {5 + 2 * i} 0 R "
             "/Resources << /Font << /F1 3 0 R >> >> >>".encode()
         )
         objects.append(b"<< /Length %d >>\nstream\n" % len(stream) + stream + b"\nendstream")
-    objects.append(f"<< /Title ({_pdf_escape(title)}) >>".encode())
+    objects.append(f"<< /Title ({pdf_escape(title)}) >>".encode())
     trailer_extra = b""
     if encrypt:
         # A standard security handler whose /U entry matches no password: opening needs a password.
@@ -48,22 +45,7 @@ def make_pdf(pages: list[list[str]], *, title: str = "", encrypt: bool = False) 
             b"<< /Filter /Standard /V 1 /R 2 /O <" + b"11" * 32 + b"> /U <" + b"22" * 32 + b"> /P -4 >>"
         )
         trailer_extra = b" /Encrypt %d 0 R /ID [<%s> <%s>]" % (len(objects), b"ab" * 16, b"ab" * 16)
-    out = bytearray(b"%PDF-1.4\n")
-    offsets = []
-    for number, body in enumerate(objects, start=1):
-        offsets.append(len(out))
-        out += b"%d 0 obj\n" % number + body + b"\nendobj\n"
-    xref = len(out)
-    out += b"xref\n0 %d\n0000000000 65535 f \n" % (len(objects) + 1)
-    out += b"".join(b"%010d 00000 n \n" % offset for offset in offsets)
-    info = 4 + 2 * n
-    out += b"trailer\n<< /Size %d /Root 1 0 R /Info %d 0 R%s >>\nstartxref\n%d\n%%%%EOF\n" % (
-        len(objects) + 1,
-        info,
-        trailer_extra,
-        xref,
-    )
-    return bytes(out)
+    return serialize(objects, info=4 + 2 * n, trailer_extra=trailer_extra)
 
 
 def write(path: Path, content: str | bytes) -> Path:
