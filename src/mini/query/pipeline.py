@@ -13,7 +13,7 @@ from mini import _portal
 from mini._limits import is_retryable
 from mini.config import LLMConfig, ObservabilityConfig, RerankerConfig, RetrievalConfig
 from mini.embeddings.base import EmbeddingModel
-from mini.errors import EmptyQuestionError, InvalidInputError, ProviderError
+from mini.errors import ConfigurationError, EmptyQuestionError, InvalidInputError, ProviderError
 from mini.llms.base import LLM, Usage, create_llm, resolve_llm_config
 from mini.llms.extractive import NO_CONTEXT_ANSWER, ExtractiveGenerator
 from mini.query import prompts
@@ -94,6 +94,10 @@ class AgenticRAG:
             resolved = resolve_llm_config(llm_config)
             llm = create_llm(resolved) if resolved is not None else None
         self.llm = llm
+        if reranker is None and self.reranker_config.kind not in ("none", "passthrough"):
+            raise ConfigurationError(
+                f"reranker {self.reranker_config.kind!r} is not available in this version"
+            )
         self.reranker = reranker or PassThroughReranker()
         self.extractive = ExtractiveGenerator()
 
@@ -198,6 +202,8 @@ class AgenticRAG:
                 run.metadata["rewrite"] = "failed"
                 run.warnings.append(f"query rewriting failed, searched the original question only: {exc}")
         run.add_time("rewrite", since)
+        if self.retrieval_config.use_hybrid_search:
+            run.warnings.append("hybrid search is not available yet: dense retrieval only")
         candidates = await self._retrieve(run, run.queries, top_k=top_k, filter=filter)
         since = time.perf_counter()
         run.chunks = await self.rerank_async(run.question, candidates)
