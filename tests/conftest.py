@@ -22,6 +22,14 @@ _ENV_TO_CLEAR = (
     "MINI_URI",
     "MINI_COLLECTION",
     "MINI_EMBEDDING_MODEL",
+    "ANTHROPIC_API_KEY",
+    "ANTHROPIC_BASE_URL",
+    "AWS_ACCESS_KEY_ID",
+    "AWS_SECRET_ACCESS_KEY",
+    "AWS_SESSION_TOKEN",
+    "AWS_PROFILE",
+    "AWS_REGION",
+    "AWS_DEFAULT_REGION",
 )
 
 
@@ -31,6 +39,16 @@ def _hermetic_env(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.Temp
     for name in _ENV_TO_CLEAR:
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("MINI_URI", str(tmp_path_factory.mktemp("default_store")))
+
+
+@pytest.fixture(autouse=True)
+def _fresh_limiters() -> Iterator[None]:
+    """Provider limits are process-wide (shared per endpoint); each test starts without learnt caps."""
+    from mini._limits import reset_limiters
+
+    reset_limiters()
+    yield
+    reset_limiters()
 
 
 _OWN_CACHE: str | None = None
@@ -70,6 +88,12 @@ def sim(sim_server: object) -> Iterator[object]:
         max_in_flight=0,
         rate_limit_fraction=0,
         error_fraction=0,
+        slow_fraction=0,
+        slow_ms=0,
+        disconnect_fraction=0,
+        retry_after=1,
+        api_key="",
+        seed=0,
     )
     sim_server.reset()  # type: ignore[attr-defined]
     yield sim_server

@@ -7,7 +7,17 @@ import random
 
 import pytest
 
-from mini._limits import Limiter, RetryPolicy, backoff_delay, is_retryable, limiter_for
+from mini._limits import (
+    AdaptiveConfig,
+    Limiter,
+    RateBudget,
+    RetryPolicy,
+    backoff_delay,
+    current_attempt,
+    endpoint_key,
+    is_retryable,
+    limiter_for,
+)
 from mini.errors import (
     AuthenticationError,
     BadRequestError,
@@ -114,11 +124,162 @@ async def test_hold_keeps_the_slot_until_the_block_exits() -> None:
 
     async with limiter.hold(open_stream) as stream:
         assert stream == "stream"
-        assert limiter.slot().locked()
-    assert not limiter.slot().locked()
+        assert limiter.in_flight() == 1
+    assert limiter.in_flight() == 0
 
 
-def test_limiter_for_shares_one_limiter_per_endpoint_and_cap() -> None:
-    a = limiter_for("http://x/v1", max_in_flight=7)
-    assert limiter_for("http://x/v1", max_in_flight=7) is a
-    assert limiter_for("http://x/v1", max_in_flight=8) is not a
+async def test_a_cancelled_waiter_does_not_leak_its_slot() -> None:
+    limiter = Limiter("test", 1)
+    release = asyncio.Event()
+
+    async def blocker() -> None:
+        await release.wait()
+
+    first = asyncio.create_task(limiter.call(blocker))
+    await asyncio.sleep(0)
+    waiting = asyncio.create_task(limiter.call(blocker))
+    await asyncio.sleep(0)
+    waiting.cancel()
+    release.set()
+    await first
+    with pytest.raises(asyncio.CancelledError):
+        await waiting
+    assert limiter.in_flight() == 0
+    assert await limiter.call(lambda: asyncio.sleep(0, "free")) == "free"
+
+
+def test_limiter_for_shares_one_limiter_per_endpoint_with_the_strictest_settings() -> None:
+    a = limiter_for("http://x/v1", max_in_flight=8)
+    assert limiter_for("http://x/v1", max_in_flight=8) is a
+    assert limiter_for("http://x/v1", max_in_flight=4, requests_per_minute=600) is a
+    assert (a.max_in_flight, a.cap) == (4, 4)
+    assert a.requests is not None and a.requests.interval == pytest.approx(0.1)
+    limiter_for("http://x/v1", max_in_flight=16, requests_per_minute=6000)  # looser: ignored
+    assert a.max_in_flight == 4 and a.requests.interval == pytest.approx(0.1)
+    assert limiter_for("http://y/v1", max_in_flight=8) is not a
+
+
+def test_endpoint_keys_separate_credentials_without_keeping_them() -> None:
+    one, two = endpoint_key("https://api/v1/", "sk-one"), endpoint_key("https://api/v1", "sk-two")
+    assert one != two and "sk-one" not in one
+    assert endpoint_key("https://api/v1/", None) == "https://api/v1"
+
+
+def test_rate_budget_allows_a_burst_then_paces_evenly() -> None:
+    budget = RateBudget(per_minute=600, burst=5)  # one every 0.1 s
+    waits = [budget.reserve(1, now=100.0) for _ in range(8)]
+    assert waits[:5] == [0.0] * 5
+    assert waits[5:] == pytest.approx([0.1, 0.2, 0.3])
+    assert budget.reserve(1, now=101.0) == 0.0  # refilled after a quiet second
+    tokens = RateBudget(per_minute=60_000, burst=1000)
+    assert tokens.reserve(1000, now=0.0) == 0.0
+    assert tokens.reserve(500, now=0.0) == pytest.approx(0.5)  # 500 tokens at 1000/s
+
+
+async def _refuse(limiter: Limiter, others: int) -> None:
+    """A refusal while `others` of our requests are in flight (they succeed afterwards)."""
+    release = asyncio.Event()
+
+    async def hold() -> None:
+        await release.wait()
+
+    async def refused() -> None:
+        raise RateLimitError("429")
+
+    holders = [asyncio.create_task(limiter.call(hold)) for _ in range(others)]
+    await asyncio.sleep(0)
+    with pytest.raises(RateLimitError):
+        await limiter.call(refused, policy=RetryPolicy(max_attempts=1))
+    release.set()
+    await asyncio.gather(*holders)
+
+
+async def _wave(limiter: Limiter, accepted: int, refused: int) -> None:
+    """A provider serving `accepted` requests refuses `refused` more sent at the same time (no success yet)."""
+    release = asyncio.Event()
+
+    async def served() -> None:
+        await release.wait()
+
+    async def refuse() -> None:
+        await asyncio.sleep(0)
+        raise RateLimitError("429")
+
+    holders = [asyncio.create_task(limiter.call(served)) for _ in range(accepted)]
+    rejected = [
+        asyncio.create_task(limiter.call(refuse, policy=RetryPolicy(max_attempts=1))) for _ in range(refused)
+    ]
+    await asyncio.gather(*rejected, return_exceptions=True)
+    release.set()
+    await asyncio.gather(*holders)
+
+
+async def test_one_wave_of_refusals_teaches_the_providers_cap() -> None:
+    limiter = Limiter("test", 64)
+    await _wave(limiter, accepted=16, refused=48)
+    assert limiter.cap == 16
+    assert limiter.stats.refused == 48
+    caps = [cap for _, cap in limiter.stats.cap_history]
+    assert caps[0] == 63 and caps[-1] == 16 and caps == sorted(caps, reverse=True)
+
+
+async def test_one_refusal_never_more_than_halves_the_cap() -> None:
+    limiter = Limiter("test", 64)
+    await _refuse(limiter, others=3)
+    assert limiter.cap == 32
+
+
+async def test_refusals_below_a_level_that_recently_succeeded_keep_the_cap() -> None:
+    # Random 429s: we just succeeded with 40 in flight, so a refusal with 10 in flight is not about load.
+    limiter = Limiter("test", 64)
+    await _refuse(limiter, others=40)  # nothing proven yet: a capacity signal
+    assert limiter.cap == 40
+    await _refuse(limiter, others=10)  # the 40 holders succeeded meanwhile
+    assert limiter.cap == 40
+    assert limiter.stats.refused == 2
+
+
+async def test_the_cap_grows_back_additively_once_refusals_stop() -> None:
+    limiter = Limiter("test", 8, adaptive=AdaptiveConfig(hold_seconds=0.05))
+    await _wave(limiter, accepted=4, refused=4)
+    assert limiter.cap == 4
+
+    async def work() -> None:
+        await asyncio.sleep(0.001)
+
+    await asyncio.gather(*(limiter.call(work) for _ in range(40)))  # inside the hold: no growth
+    assert limiter.cap == 4
+    await asyncio.sleep(0.06)
+    await asyncio.gather(*(limiter.call(work) for _ in range(200)))
+    assert limiter.cap == 8  # back to the configured max, never above
+    await asyncio.gather(*(limiter.call(work) for _ in range(50)))
+    assert limiter.cap == 8
+
+
+async def test_an_idle_cap_does_not_grow() -> None:
+    limiter = Limiter("test", 8, adaptive=AdaptiveConfig(hold_seconds=0))
+    await _wave(limiter, accepted=4, refused=4)
+    assert limiter.cap == 4
+    for _ in range(50):  # one at a time: the cap of 4 is never in use
+        await limiter.call(lambda: asyncio.sleep(0))
+    assert limiter.cap == 4
+
+
+async def test_adaptive_off_keeps_the_cap() -> None:
+    limiter = Limiter("test", 8, adaptive=AdaptiveConfig(enabled=False))
+    await _wave(limiter, accepted=2, refused=6)
+    assert limiter.cap == 8
+
+
+async def test_retries_know_their_attempt_number() -> None:
+    limiter = Limiter("test", 2, RetryPolicy(max_attempts=3, initial_backoff=0.001, max_backoff=0.001))
+    seen: list[int] = []
+
+    async def flaky() -> None:
+        seen.append(current_attempt.get())
+        if len(seen) < 3:
+            raise ProviderServerError("down", status_code=502)
+
+    await limiter.call(flaky)
+    assert seen == [1, 2, 3]
+    assert current_attempt.get() == 1

@@ -19,6 +19,7 @@ from collections.abc import AsyncIterator, Iterator, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from mini._limits import current_attempt
 from mini._portal import PerLoop
 from mini.errors import ProviderConnectionError, ProviderError, ProviderTimeoutError, status_error
 
@@ -73,6 +74,19 @@ def parse_retry_after(headers: Mapping[str, str], now: float | None = None) -> f
     with contextlib.suppress(TypeError, ValueError):
         when = email.utils.parsedate_to_datetime(value).timestamp()
         return max(0.0, when - (time.time() if now is None else now))
+    return None
+
+
+RETRY_HEADER = "x-mini-retry-count"
+_REQUEST_ID_HEADERS = ("x-request-id", "request-id", "x-amzn-requestid")
+
+
+def request_id(headers: Mapping[str, str]) -> str | None:
+    """The provider's id for a request (OpenAI `x-request-id`, Anthropic `request-id`, AWS `x-amzn-RequestId`)."""
+    for name in _REQUEST_ID_HEADERS:
+        value = headers.get(name)
+        if value:
+            return value
     return None
 
 
@@ -160,12 +174,13 @@ class HttpClient:
         self, path: str, payload: Mapping[str, Any], limits: aiohttp.ClientTimeout
     ) -> aiohttp.ClientResponse:
         session = self._sessions.get()
+        headers = {"Content-Type": "application/json"}
+        attempt = current_attempt.get()
+        if attempt > 1:  # for the provider's logs (and the simulator's retry accounting)
+            headers[RETRY_HEADER] = str(attempt - 1)
         with map_http_errors(self.provider):
             response = await session.post(
-                self.base_url + path,
-                data=json.dumps(payload),
-                timeout=limits,
-                headers={"Content-Type": "application/json"},
+                self.base_url + path, data=json.dumps(payload), timeout=limits, headers=headers
             )
             if response.status >= 400:
                 try:
@@ -177,6 +192,7 @@ class HttpClient:
                     error_message(body),
                     provider=self.provider,
                     retry_after=parse_retry_after(response.headers),
+                    request_id=request_id(response.headers),
                 )
         return response
 

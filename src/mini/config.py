@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from mini._limits import RetryPolicy
     from mini._settings import Settings
 
 OFFLINE_LLM_NAMES = frozenset({"none", "extractive", "offline", ""})
@@ -26,8 +27,18 @@ def load_settings() -> Settings:
 class LLMConfig:
     """Which chat model answers and rewrites, and how hard to push it.
 
-    `model` is `provider:name` (`openai:gpt-4o-mini`, any OpenAI-compatible server via `base_url`); a bare
-    name means the OpenAI-compatible provider. `api_key`/`base_url` default to OPENAI_API_KEY/OPENAI_BASE_URL.
+    `model` is `provider:name`: `openai:gpt-4o-mini` (any OpenAI-compatible server via `base_url`: vLLM,
+    Ollama, LM Studio), `anthropic:claude-...`, `bedrock:<model or inference-profile id>`; a bare name means
+    the OpenAI-compatible provider. `api_key`/`base_url` default to the provider's environment variables
+    (OPENAI_API_KEY/OPENAI_BASE_URL, ANTHROPIC_API_KEY/ANTHROPIC_BASE_URL; Bedrock uses the AWS credential
+    chain, `region` or AWS_REGION, and `base_url` as its endpoint URL).
+
+    Limits are per endpoint and credential, shared by every caller in the process: at most `max_concurrency`
+    requests in flight (lowered automatically while the provider answers 429, restored on success), and
+    optionally `requests_per_minute`/`tokens_per_minute`. `timeout` bounds each request; `max_retries`
+    retries 429/5xx/timeouts with jittered backoff, never longer than `retry_deadline` seconds in total.
+    `extra_params` go into the request body as given (e.g. `{"top_p": 0.9}`); `reasoning_effort` is sent to
+    reasoning models that accept it.
     """
 
     model: str = "openai:gpt-4o-mini"
@@ -38,6 +49,11 @@ class LLMConfig:
     timeout: float = 60.0
     max_retries: int = 3
     max_concurrency: int = 64
+    requests_per_minute: float | None = None
+    tokens_per_minute: float | None = None
+    retry_deadline: float = 120.0
+    reasoning_effort: str | None = None
+    region: str | None = None
     extra_params: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -45,6 +61,17 @@ class LLMConfig:
             raise ValueError("max_concurrency must be >= 1")
         if self.timeout <= 0:
             raise ValueError("timeout must be > 0")
+        if self.max_retries < 0:
+            raise ValueError("max_retries must be >= 0")
+        for name in ("requests_per_minute", "tokens_per_minute"):
+            value = getattr(self, name)
+            if value is not None and value <= 0:
+                raise ValueError(f"{name} must be > 0 (or None for no limit)")
+
+    def retry_policy(self) -> RetryPolicy:
+        from mini._limits import RetryPolicy
+
+        return RetryPolicy(max_attempts=self.max_retries + 1, deadline=self.retry_deadline)
 
 
 @dataclass(frozen=True, slots=True)

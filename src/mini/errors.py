@@ -14,13 +14,14 @@
     │   ├── DimensionMismatchError      vectors do not fit the collection's dimension
     │   └── DuplicateIdError            `insert` was given ids that already exist (use `upsert`)
     └── ProviderError                   a remote model (LLM, embeddings) call failed; `.provider` names it
+        │                               (also `.model`, `.request_id`, `.hint`)
         ├── ProviderConnectionError     could not reach the provider
         │   └── ProviderTimeoutError    no answer within the timeout
         └── ProviderStatusError         the provider answered with an error status; `.status_code`
             ├── AuthenticationError     401/403
             ├── BadRequestError         400/404/422: the request itself is wrong, retrying will not help
             ├── RateLimitError          429; `.retry_after` seconds when the provider said
-            └── ProviderServerError     5xx
+            └── ProviderServerError     5xx, overloaded
 
 Adapters translate their SDK's exceptions into these at the boundary and always `raise ... from exc`,
 so the original error stays attached.
@@ -107,61 +108,143 @@ class DuplicateIdError(StoreError):
 
 
 class ProviderError(MiniError):
-    """A remote model call failed."""
+    """A remote model call failed.
 
-    def __init__(self, message: str, *, provider: str = "") -> None:
+    `provider` and `model` name what was called, `request_id` is the provider's id for the failed request
+    (quote it to their support), `hint` says what the user can do about it. All are optional.
+    """
+
+    default_hint = ""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        provider: str = "",
+        model: str | None = None,
+        request_id: str | None = None,
+        hint: str | None = None,
+    ) -> None:
         self.provider = provider
-        super().__init__(f"{provider}: {message}" if provider else message)
+        self.model = model
+        self.request_id = request_id
+        self.hint = self.default_hint if hint is None else hint
+        self.detail = message
+        super().__init__(self._render())
+
+    def _render(self) -> str:
+        where = self.provider + (f" ({self.model})" if self.model else "")
+        text = f"{where}: {self.detail}" if where else self.detail
+        if self.request_id:
+            text += f" [request id {self.request_id}]"
+        if self.hint:
+            text += f". Hint: {self.hint}"
+        return text
+
+    def with_context(self, *, model: str | None = None, request_id: str | None = None) -> ProviderError:
+        """Fill in what the transport did not know (the adapter knows the model); returns self."""
+        self.model = self.model or model
+        self.request_id = self.request_id or request_id
+        self.args = (self._render(),)
+        return self
 
 
 class ProviderConnectionError(ProviderError):
     """The provider could not be reached."""
 
+    default_hint = "check the base URL and the network; the request is retried automatically"
+
 
 class ProviderTimeoutError(ProviderConnectionError):
     """The provider did not answer in time."""
+
+    default_hint = "raise the timeout (LLMConfig(timeout=...)) or lower max_concurrency"
 
 
 class ProviderStatusError(ProviderError):
     """The provider answered with an error status."""
 
-    def __init__(self, message: str, *, provider: str = "", status_code: int = 0) -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        status_code: int = 0,
+        provider: str = "",
+        model: str | None = None,
+        request_id: str | None = None,
+        hint: str | None = None,
+    ) -> None:
         self.status_code = status_code
-        super().__init__(f"HTTP {status_code}: {message}" if status_code else message, provider=provider)
+        super().__init__(
+            f"HTTP {status_code}: {message}" if status_code else message,
+            provider=provider,
+            model=model,
+            request_id=request_id,
+            hint=hint,
+        )
 
 
 class AuthenticationError(ProviderStatusError):
-    """The provider rejected the credentials (401/403)."""
+    """The provider rejected the credentials (401/403). Never retried."""
+
+    default_hint = (
+        "check the API key (OPENAI_API_KEY, ANTHROPIC_API_KEY or AWS credentials) and its permissions"
+    )
 
 
 class BadRequestError(ProviderStatusError):
     """The provider rejected the request (400/404/422); retrying will not help."""
 
+    default_hint = "check the model name and request parameters"
+
 
 class RateLimitError(ProviderStatusError):
-    """The provider is rate limiting (429)."""
+    """The provider is rate limiting (429); `.retry_after` seconds when it said how long to wait."""
+
+    default_hint = "retries are automatic; lower max_concurrency or set requests_per_minute/tokens_per_minute"
 
     def __init__(
-        self, message: str, *, provider: str = "", status_code: int = 429, retry_after: float | None = None
+        self,
+        message: str,
+        *,
+        status_code: int = 429,
+        retry_after: float | None = None,
+        provider: str = "",
+        model: str | None = None,
+        request_id: str | None = None,
+        hint: str | None = None,
     ) -> None:
         self.retry_after = retry_after
-        super().__init__(message, provider=provider, status_code=status_code)
+        super().__init__(
+            message, status_code=status_code, provider=provider, model=model, request_id=request_id, hint=hint
+        )
 
 
 class ProviderServerError(ProviderStatusError):
-    """The provider failed on its side (5xx)."""
+    """The provider failed on its side (5xx, or an overloaded/unavailable model)."""
+
+    default_hint = "a provider-side failure; retried automatically"
 
 
 def status_error(
-    status_code: int, message: str, *, provider: str = "", retry_after: float | None = None
+    status_code: int,
+    message: str,
+    *,
+    provider: str = "",
+    retry_after: float | None = None,
+    model: str | None = None,
+    request_id: str | None = None,
 ) -> ProviderStatusError:
     """The most specific `ProviderStatusError` for an HTTP status."""
     if status_code == 429:
-        return RateLimitError(message, provider=provider, retry_after=retry_after)
+        return RateLimitError(
+            message, retry_after=retry_after, provider=provider, model=model, request_id=request_id
+        )
+    cls: type[ProviderStatusError] = ProviderStatusError
     if status_code in (401, 403):
-        return AuthenticationError(message, provider=provider, status_code=status_code)
-    if status_code >= 500:
-        return ProviderServerError(message, provider=provider, status_code=status_code)
-    if 400 <= status_code < 500:
-        return BadRequestError(message, provider=provider, status_code=status_code)
-    return ProviderStatusError(message, provider=provider, status_code=status_code)
+        cls = AuthenticationError
+    elif status_code >= 500:
+        cls = ProviderServerError
+    elif 400 <= status_code < 500:
+        cls = BadRequestError
+    return cls(message, status_code=status_code, provider=provider, model=model, request_id=request_id)
