@@ -325,3 +325,34 @@ def test_start_failure_raises_with_the_server_stderr() -> None:
         taken.listen()
         with pytest.raises(RuntimeError, match="address already in use"):
             SimServer(port=taken.getsockname()[1]).start()
+
+
+async def test_slow_fraction_delays_admitted_requests(client: AsyncOpenAI, server: SimServer) -> None:
+    server.configure(slow_fraction=1.0, slow_ms=150)
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    await client.embeddings.create(input="x", model="m")
+    assert loop.time() - started >= 0.15
+    server.configure(slow_fraction=0.0)
+    started = loop.time()
+    await client.embeddings.create(input="x", model="m")
+    assert loop.time() - started < 0.15
+
+
+async def test_arrivals_log_status_and_retry_count(client: AsyncOpenAI, server: SimServer) -> None:
+    server.configure(rate_limit_fraction=1.0, retry_after=0.01)
+    retrying = AsyncOpenAI(base_url=server.base_url, api_key="test", max_retries=2)
+    try:
+        with pytest.raises(openai.RateLimitError):
+            await retrying.embeddings.create(input="x", model="m")
+    finally:
+        await retrying.close()
+    arrivals = server.arrivals()
+    assert [(endpoint, status, retry) for _, endpoint, status, retry in arrivals] == [
+        ("embeddings", 429, 0),
+        ("embeddings", 429, 1),
+        ("embeddings", 429, 2),
+    ]
+    times = [t for t, *_ in arrivals]
+    assert times == sorted(times)
+    assert server.stats()["embeddings"]["retried"] == 2

@@ -1,4 +1,12 @@
-"""Simulated OpenAI-compatible LLM server (latency, faults, stats) for provider tests and benchmarks."""
+"""Simulated LLM provider server (latency, faults, stats) for provider tests and benchmarks.
+
+One process speaks three wire formats, each on its own paths: OpenAI (`/v1/chat/completions`,
+`/v1/embeddings`), Anthropic Messages (`/v1/messages`, see `sim_anthropic`) and AWS Bedrock Converse
+(`/model/{id}/converse[-stream]`, see `sim_bedrock`). They share the settings, the fault injection (auth,
+429 fraction, a max-in-flight cap answered with 429 + Retry-After, 5xx fraction, slow responses, mid-stream
+disconnects), the deterministic answers, the scripted replies and the statistics (`GET /stats`, and
+`GET /arrivals`: every request's arrival time, endpoint, status and retry count).
+"""
 
 from __future__ import annotations
 
@@ -21,7 +29,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from types import TracebackType
 from typing import IO, Any
 
@@ -34,16 +42,24 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 READY_PREFIX = "SIM_SERVER_READY "
-_ENDPOINTS = {"/v1/chat/completions": "chat", "/v1/embeddings": "embeddings"}
+ENDPOINT_NAMES = ("chat", "embeddings", "messages", "converse")
 _OUTCOMES = {
     200: "responses_ok",
     400: "bad_requests",
+    404: "bad_requests",
     401: "unauthorized",
+    403: "unauthorized",
     429: "rate_limited",
     500: "errors",
 }
-_COUNTERS = ("requests", *_OUTCOMES.values(), "in_flight", "peak_in_flight")
-_COUNTERS += ("inputs_embedded", "completion_tokens", "stream_requests")
+_COUNTERS = ("requests", *dict.fromkeys(_OUTCOMES.values()), "in_flight", "peak_in_flight")
+_COUNTERS += ("inputs_embedded", "completion_tokens", "stream_requests", "retried", "disconnects")
+RETRY_HEADER = (
+    b"x-mini-retry-count"  # sent by mini's transports on retries; the OpenAI SDK's equivalent below
+)
+_SDK_RETRY_HEADER = b"x-stainless-retry-count"
+_MAX_ARRIVALS = 200_000
+_FAULT_IDS = itertools.count(1)
 _WORD = re.compile(r"\w+")
 _SOURCE_BLOCK = re.compile(r"^\[(\d+)\]\s*(?:\(source: [^\n]*?\)\s)?(.*)$", re.DOTALL)
 _REWRITE_COUNT = re.compile(r"Return exactly (\d+) search queries")
@@ -61,8 +77,11 @@ class SimConfig:
     dim: int = 384
     max_in_flight: int = 0  # 0 = unlimited
     rate_limit_fraction: float = 0.0
-    error_fraction: float = 0.0
+    error_fraction: float = 0.0  # answered 500
     retry_after: float = 1.0  # seconds, sent as Retry-After and retry-after-ms on 429
+    slow_fraction: float = 0.0  # this fraction of admitted requests waits slow_ms more before being served
+    slow_ms: float = 0.0
+    disconnect_fraction: float = 0.0  # this fraction of streams is cut after the first piece
     seed: int = 0
     api_key: str | None = None
 
@@ -124,21 +143,103 @@ def _pieces(content: str) -> list[str]:
     return re.findall(r"\s*\S+|\s+$", content)
 
 
-def _tool_calls(reply: dict[str, Any]) -> list[dict[str, Any]]:
-    """Scripted `{"name", "arguments"}` calls in the OpenAI wire shape, arguments as a JSON string."""
+@dataclasses.dataclass(frozen=True)
+class Reply:
+    """What the simulated model says, in no particular wire format."""
+
+    content: str
+    tool_calls: list[dict[str, Any]]  # {"id", "name", "arguments": dict}
+    prompt_tokens: int
+    completion_tokens: int
+
+    @property
+    def pieces(self) -> list[str]:
+        return _pieces(self.content)
+
+
+def make_reply(state: SimState, messages: list[dict[str, Any]]) -> Reply:
+    """The next scripted reply, else the deterministic answer; `messages` in OpenAI shape (text content)."""
+    scripted = state.scripts.pop(0) if state.scripts else {"content": answer_for(messages)}
     calls = []
-    for i, call in enumerate(reply.get("tool_calls") or []):
+    for i, call in enumerate(scripted.get("tool_calls") or []):
         arguments = call.get("arguments", {})
-        function = {
-            "name": call["name"],
-            "arguments": arguments if isinstance(arguments, str) else json.dumps(arguments),
+        if isinstance(arguments, str):
+            arguments = json.loads(arguments or "{}")
+        calls.append({"id": f"call_sim_{next(state.ids)}_{i}", "name": call["name"], "arguments": arguments})
+    content = scripted.get("content") or ""
+    # Whitespace tokens: crude, but deterministic and good enough for usage and token_ms latency.
+    completion = len(content.split()) + sum(len(json.dumps(c["arguments"]).split()) for c in calls)
+    prompt = sum(len(_text_of(m).split()) for m in messages)
+    return Reply(content, calls, prompt, completion)
+
+
+def _tool_calls(reply: Reply) -> list[dict[str, Any]]:
+    """The reply's tool calls in the OpenAI wire shape, arguments as a JSON string."""
+    return [
+        {
+            "id": call["id"],
+            "type": "function",
+            "function": {"name": call["name"], "arguments": json.dumps(call["arguments"])},
         }
-        calls.append({"id": f"call_sim_{i}", "type": "function", "function": function})
-    return calls
+        for call in reply.tool_calls
+    ]
 
 
 def _error_body(message: str, kind: str, code: str | None) -> dict[str, Any]:
     return {"error": {"message": message, "type": kind, "param": None, "code": code}}
+
+
+@dataclasses.dataclass(frozen=True)
+class Fault:
+    """An injected failure, rendered by each wire format in its own error shape."""
+
+    kind: str  # "auth" (401/403), "rate_limit" (429), "server" (500)
+    message: str
+    retry_after: float | None = None
+    request_id: str = dataclasses.field(default_factory=lambda: f"req_sim_{next(_FAULT_IDS)}")
+
+
+@dataclasses.dataclass(frozen=True)
+class Wire:
+    """One provider wire format: which paths it owns, how it checks credentials, how it renders faults."""
+
+    name: str
+    endpoint_of: Callable[[str], str | None]  # request path -> stats endpoint name, None if not ours
+    authorized: Callable[[dict[bytes, bytes], str], bool]  # request headers, configured key
+    render: Callable[[Fault], Response]
+    routes: Callable[[SimState], list[Route]]
+
+
+def _openai_endpoint(path: str) -> str | None:
+    # "" = ours but not counted (listing models): credentials are checked, no other fault applies.
+    return {"/v1/chat/completions": "chat", "/v1/embeddings": "embeddings", "/v1/models": ""}.get(path)
+
+
+def _openai_authorized(headers: dict[bytes, bytes], api_key: str) -> bool:
+    return headers.get(b"authorization", b"").decode() == f"Bearer {api_key}"
+
+
+def _openai_render(fault: Fault) -> Response:
+    request_id = {"x-request-id": fault.request_id}
+    if fault.kind == "auth":
+        body = _error_body(fault.message, "invalid_request_error", "invalid_api_key")
+        return JSONResponse(body, status_code=401, headers=request_id)
+    if fault.kind == "rate_limit":
+        body = _error_body(fault.message, "rate_limit_exceeded", "rate_limit_exceeded")
+        headers = {**retry_after_headers(fault.retry_after), **request_id}
+        return JSONResponse(body, status_code=429, headers=headers)
+    return JSONResponse(_error_body(fault.message, "server_error", None), status_code=500, headers=request_id)
+
+
+def missing_model(model: Any) -> bool:
+    """Models named "missing-..." do not exist: every wire answers them with its not-found error."""
+    return str(model or "").startswith("missing")
+
+
+def retry_after_headers(seconds: float | None) -> dict[str, str]:
+    if seconds is None:
+        return {}
+    return {"Retry-After": str(math.ceil(seconds)), "retry-after-ms": str(round(seconds * 1000))}
 
 
 class SimState:
@@ -146,10 +247,11 @@ class SimState:
 
     def __init__(self, config: SimConfig) -> None:
         self.config = config
-        self.stats: dict[str, dict[str, int]] = {
-            name: dict.fromkeys(_COUNTERS, 0) for name in ("chat", "embeddings")
-        }
+        self.stats: dict[str, dict[str, int]] = {name: dict.fromkeys(_COUNTERS, 0) for name in ENDPOINT_NAMES}
         self.peak_in_flight = 0
+        self.started = time.monotonic()
+        # (seconds since start or reset, endpoint, status, retry count): what a provider's access log would show
+        self.arrivals: list[tuple[float, str, int, int]] = []
         self.scripts: list[dict[str, Any]] = []
         self.rng = random.Random(config.seed)
         self.ids = itertools.count(1)
@@ -165,6 +267,8 @@ class SimState:
                 if name != "in_flight":
                     counters[name] = counters["in_flight"] if name == "peak_in_flight" else 0
         self.peak_in_flight = self.in_flight
+        self.started = time.monotonic()
+        self.arrivals.clear()
         self.scripts.clear()
         self.rng = random.Random(self.config.seed)
         self.ids = itertools.count(1)
@@ -190,46 +294,59 @@ class SimState:
             "peak_in_flight": self.peak_in_flight,
         }
 
-    def rejection(self, scope: Scope, endpoint: str | None) -> Response | None:
-        """The fault response for a request arriving now, if any: auth first, then rate limits, then 500s."""
+    def fault_for(self, wire: Wire, headers: dict[bytes, bytes], endpoint: str) -> Fault | None:
+        """The fault for a request arriving now, if any: auth first, then rate limits, then 500s."""
         config = self.config
-        if config.api_key is not None:
-            headers = dict(scope["headers"])
-            if headers.get(b"authorization", b"").decode() != f"Bearer {config.api_key}":
-                body = _error_body("Incorrect API key provided.", "invalid_request_error", "invalid_api_key")
-                return JSONResponse(body, status_code=401)
-        if endpoint is None:
+        if config.api_key is not None and not wire.authorized(headers, config.api_key):
+            return Fault("auth", "Incorrect API key provided.")
+        if not endpoint:
             return None
         over_limit = 0 < config.max_in_flight <= self.in_flight
         # One draw per configured fraction, so enabling one fault does not shift the other's sequence.
         if over_limit or (config.rate_limit_fraction > 0 and self.rng.random() < config.rate_limit_fraction):
-            headers = {
-                "Retry-After": str(math.ceil(config.retry_after)),
-                "retry-after-ms": str(round(config.retry_after * 1000)),
-            }
-            body = _error_body(
-                "Rate limit reached (simulated).", "rate_limit_exceeded", "rate_limit_exceeded"
-            )
-            return JSONResponse(body, status_code=429, headers=headers)
+            return Fault("rate_limit", "Rate limit reached (simulated).", config.retry_after)
         if config.error_fraction > 0 and self.rng.random() < config.error_fraction:
-            body = _error_body("The server had an error (simulated).", "server_error", None)
-            return JSONResponse(body, status_code=500)
+            return Fault("server", "The server had an error (simulated).")
         return None
+
+    def draw(self, fraction: float) -> bool:
+        """One seeded draw: True with probability `fraction` (no draw at all when it is 0)."""
+        return fraction > 0 and self.rng.random() < fraction
+
+    def should_disconnect(self, endpoint: str) -> bool:
+        """Decided when a stream starts: cut this one after its first piece? (counted in `disconnects`)"""
+        if not self.draw(self.config.disconnect_fraction):
+            return False
+        self.stats[endpoint]["disconnects"] += 1
+        return True
+
+
+class SimulatedDisconnect(Exception):
+    """Raised inside a streaming body: the server drops the connection mid-response (like a crashed upstream)."""
 
 
 class _Accounting:
     """ASGI wrapper: faults at arrival, in-flight from arrival to the last byte, outcomes by status code."""
 
-    def __init__(self, app: ASGIApp, state: SimState) -> None:
+    def __init__(self, app: ASGIApp, state: SimState, wires: list[Wire]) -> None:
         self.app = app
         self.state = state
+        self.wires = wires
+
+    def _route(self, path: str) -> tuple[Wire, str] | None:
+        for wire in self.wires:
+            endpoint = wire.endpoint_of(path)
+            if endpoint is not None:
+                return wire, endpoint
+        return None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        path = scope.get("path", "")
-        if scope["type"] != "http" or not path.startswith("/v1/"):
+        routed = self._route(scope.get("path", "")) if scope["type"] == "http" else None
+        if routed is None:
             await self.app(scope, receive, send)
             return
-        endpoint = _ENDPOINTS.get(path)
+        wire, endpoint = routed
+        state = self.state
         status = 0
 
         async def send_and_record(message: Message) -> None:
@@ -238,52 +355,124 @@ class _Accounting:
                 status = message["status"]
             await send(message)
 
-        counters = self.state.stats.get(endpoint or "", {})
-        if counters:
-            counters["requests"] += 1
-        rejection = self.state.rejection(scope, endpoint)
+        headers = dict(scope["headers"])
+        fault = state.fault_for(wire, headers, endpoint)
+        if not endpoint:  # uncounted path: only credentials matter
+            await (wire.render(fault) if fault else self.app)(scope, receive, send)
+            return
+        retry = int(headers.get(RETRY_HEADER) or headers.get(_SDK_RETRY_HEADER) or 0)
+        counters = state.stats[endpoint]
+        counters["requests"] += 1
+        counters["retried"] += retry > 0
         # Rejected requests never count as in flight: a burst of 429s must not inflate the load it reports.
-        admitted = rejection is None and bool(counters)
+        admitted = fault is None
         if admitted:
             counters["in_flight"] += 1
             counters["peak_in_flight"] = max(counters["peak_in_flight"], counters["in_flight"])
-            self.state.peak_in_flight = max(self.state.peak_in_flight, self.state.in_flight)
+            state.peak_in_flight = max(state.peak_in_flight, state.in_flight)
+        arrival = round(time.monotonic() - state.started, 4)
         try:
-            await (rejection or self.app)(scope, receive, send_and_record)
+            if fault is not None:
+                await wire.render(fault)(scope, receive, send_and_record)
+                return
+            if state.draw(state.config.slow_fraction):
+                await asyncio.sleep(state.config.slow_ms / 1000)
+            await self.app(scope, receive, send_and_record)
         finally:  # also on cancellation, when the client disconnects mid-stream
             if admitted:
                 counters["in_flight"] -= 1
-            if counters and status in _OUTCOMES:
+            if status in _OUTCOMES:
                 counters[_OUTCOMES[status]] += 1
+            if len(state.arrivals) < _MAX_ARRIVALS:
+                state.arrivals.append((arrival, endpoint, status, retry))
 
 
-class _BadRequest(Exception):
-    """Turned into a 400 with an OpenAI-style error body."""
+def _openai_bad_request(message: str) -> Response:
+    return JSONResponse(_error_body(message, "invalid_request_error", None), status_code=400)
 
 
-async def _json_body(request: Request) -> dict[str, Any]:
+class BadRequest(Exception):
+    """Turned into a 400 by `render` (the raising wire's error shape; OpenAI's by default)."""
+
+    def __init__(self, message: str, render: Callable[[str], Response] | None = None) -> None:
+        super().__init__(message)
+        self.render = render or _openai_bad_request
+
+
+async def json_body(request: Request, render: Callable[[str], Response] | None = None) -> dict[str, Any]:
     try:
         body = await request.json()
     except ValueError as exc:
-        raise _BadRequest(f"invalid JSON body: {exc}") from exc
+        raise BadRequest(f"invalid JSON body: {exc}", render) from exc
     if not isinstance(body, dict):
-        raise _BadRequest("the JSON body must be an object")
+        raise BadRequest("the JSON body must be an object", render)
     return body
 
 
 async def _bad_request(request: Request, exc: Exception) -> Response:
-    return JSONResponse(_error_body(str(exc), "invalid_request_error", None), status_code=400)
+    assert isinstance(exc, BadRequest)
+    return exc.render(str(exc))
 
 
 def build_app(state: SimState) -> ASGIApp:
-    """The ASGI app: OpenAI endpoints under /v1, control endpoints (/stats, /config, /reset, /script) at the root."""
+    """The ASGI app: provider endpoints, and control endpoints (/stats, /arrivals, /config, /reset, /script)."""
+    from mini.testing import sim_anthropic, sim_bedrock
+
+    openai_wire = Wire("openai", _openai_endpoint, _openai_authorized, _openai_render, _openai_routes)
+    wires = [openai_wire, sim_anthropic.WIRE, sim_bedrock.WIRE]
+
+    async def stats(request: Request) -> Response:
+        return JSONResponse(state.snapshot())
+
+    async def arrivals(request: Request) -> Response:
+        return JSONResponse({"arrivals": state.arrivals})
+
+    async def reset(request: Request) -> Response:
+        state.reset()
+        return JSONResponse(state.snapshot())
+
+    async def config(request: Request) -> Response:
+        if request.method == "POST":
+            try:
+                state.update(await json_body(request))
+            except (TypeError, ValueError) as exc:
+                raise BadRequest(str(exc)) from exc
+        return JSONResponse(dataclasses.asdict(state.config))
+
+    async def script(request: Request) -> Response:
+        responses = (await json_body(request)).get("responses")
+        if not isinstance(responses, list) or not all(
+            isinstance(r, dict)
+            and ("content" in r or "tool_calls" in r)
+            and all(isinstance(call, dict) and "name" in call for call in r.get("tool_calls") or [])
+            for r in responses
+        ):
+            raise BadRequest('responses must be a list of {"content": ...} or {"tool_calls": [...]} objects')
+        state.scripts.extend(responses)
+        return JSONResponse({"queued": len(state.scripts)})
+
+    routes = [route for wire in wires for route in wire.routes(state)]
+    routes += [
+        Route("/stats", stats, methods=["GET"]),
+        Route("/arrivals", arrivals, methods=["GET"]),
+        Route("/reset", reset, methods=["POST"]),
+        Route("/config", config, methods=["GET", "POST"]),
+        Route("/script", script, methods=["POST"]),
+    ]
+    # Each wire renders its own 400s; a BadRequest raised by a handler carries the wire that raised it.
+    app = Starlette(routes=routes, exception_handlers={BadRequest: _bad_request})
+    return _Accounting(app, state, wires)
+
+
+def _openai_routes(state: SimState) -> list[Route]:
+    """The OpenAI-compatible endpoints under /v1."""
 
     async def embeddings(request: Request) -> Response:
-        body = await _json_body(request)
+        body = await json_body(request)
         inputs = body.get("input")
         inputs = [inputs] if isinstance(inputs, str) else inputs
         if not isinstance(inputs, list) or not all(isinstance(text, str) for text in inputs):
-            raise _BadRequest("input must be a string or a list of strings")
+            raise BadRequest("input must be a string or a list of strings")
         config = state.config
         dim = int(body.get("dimensions") or config.dim)
         await asyncio.sleep((config.embed_ms + config.embed_input_ms * len(inputs)) / 1000)
@@ -303,19 +492,18 @@ def build_app(state: SimState) -> ASGIApp:
         )
 
     async def chat(request: Request) -> Response:
-        body = await _json_body(request)
+        body = await json_body(request)
         messages = body.get("messages")
         if not isinstance(messages, list) or not all(isinstance(m, dict) for m in messages):
-            raise _BadRequest("messages must be a list of objects")
-        reply = state.scripts.pop(0) if state.scripts else {"content": answer_for(messages)}
-        content: str | None = reply.get("content")
+            raise BadRequest("messages must be a list of objects")
+        if missing_model(body.get("model")):
+            body = _error_body(f"The model `{body['model']}` does not exist.", "invalid_request_error", None)
+            return JSONResponse(body, status_code=404, headers={"x-request-id": f"req_sim_{next(state.ids)}"})
+        reply = make_reply(state, messages)
+        content: str | None = reply.content if reply.content or not reply.tool_calls else None
         tool_calls = _tool_calls(reply)
         finish = "tool_calls" if tool_calls else "stop"
-        # Whitespace tokens: crude, but deterministic and good enough for usage and token_ms latency.
-        completion = len((content or "").split()) + sum(
-            len(c["function"]["arguments"].split()) for c in tool_calls
-        )
-        prompt = sum(len(_text_of(m).split()) for m in messages)
+        prompt, completion = reply.prompt_tokens, reply.completion_tokens
         usage = {
             "prompt_tokens": prompt,
             "completion_tokens": completion,
@@ -338,6 +526,7 @@ def build_app(state: SimState) -> ASGIApp:
 
         counters["stream_requests"] += 1
         include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
+        cut = state.should_disconnect("chat")
 
         def chunk(delta: dict[str, Any], finish_reason: str | None = None) -> str:
             choice = {"index": 0, "delta": delta, "finish_reason": finish_reason, "logprobs": None}
@@ -355,6 +544,8 @@ def build_app(state: SimState) -> ASGIApp:
                     await asyncio.sleep(config.token_ms / 1000)
                 yield chunk({"role": "assistant", "content": piece} if i == 0 else {"content": piece})
                 counters["completion_tokens"] += 1
+                if cut:
+                    raise SimulatedDisconnect("stream cut after the first piece (simulated)")
             if tool_calls:
                 deltas = [{"index": i, **call} for i, call in enumerate(tool_calls)]
                 yield chunk({"role": "assistant", "content": None, "tool_calls": deltas})
@@ -380,44 +571,11 @@ def build_app(state: SimState) -> ASGIApp:
         ]
         return JSONResponse({"object": "list", "data": data})
 
-    async def stats(request: Request) -> Response:
-        return JSONResponse(state.snapshot())
-
-    async def reset(request: Request) -> Response:
-        state.reset()
-        return JSONResponse(state.snapshot())
-
-    async def config(request: Request) -> Response:
-        if request.method == "POST":
-            try:
-                state.update(await _json_body(request))
-            except (TypeError, ValueError) as exc:
-                raise _BadRequest(str(exc)) from exc
-        return JSONResponse(dataclasses.asdict(state.config))
-
-    async def script(request: Request) -> Response:
-        responses = (await _json_body(request)).get("responses")
-        if not isinstance(responses, list) or not all(
-            isinstance(r, dict)
-            and ("content" in r or "tool_calls" in r)
-            and all(isinstance(call, dict) and "name" in call for call in r.get("tool_calls") or [])
-            for r in responses
-        ):
-            raise _BadRequest('responses must be a list of {"content": ...} or {"tool_calls": [...]} objects')
-        state.scripts.extend(responses)
-        return JSONResponse({"queued": len(state.scripts)})
-
-    routes = [
+    return [
         Route("/v1/embeddings", embeddings, methods=["POST"]),
         Route("/v1/chat/completions", chat, methods=["POST"]),
         Route("/v1/models", models, methods=["GET"]),
-        Route("/stats", stats, methods=["GET"]),
-        Route("/reset", reset, methods=["POST"]),
-        Route("/config", config, methods=["GET", "POST"]),
-        Route("/script", script, methods=["POST"]),
     ]
-    app = Starlette(routes=routes, exception_handlers={_BadRequest: _bad_request})
-    return _Accounting(app, state)
 
 
 class _ReadyServer(uvicorn.Server):
@@ -564,6 +722,10 @@ class SimServer:
     def reset(self) -> dict[str, Any]:
         return self._call("POST", "/reset", {})
 
+    def arrivals(self) -> list[tuple[float, str, int, int]]:
+        """Every request since the last reset: (seconds since reset, endpoint, status, retry count)."""
+        return [tuple(row) for row in self._call("GET", "/arrivals")["arrivals"]]
+
     def config(self) -> dict[str, Any]:
         return self._call("GET", "/config")
 
@@ -577,4 +739,8 @@ class SimServer:
 
 
 if __name__ == "__main__":
-    main()
+    # Run the canonical module, not this `__main__` copy: the wire modules import mini.testing.sim_server,
+    # and its classes (BadRequest, Fault, ...) must be the ones the app was built with.
+    from mini.testing.sim_server import main as _main
+
+    _main()
