@@ -35,7 +35,8 @@ EMBEDDERS: dict[str, Entry] = {
 
 LLMS: dict[str, Entry] = {
     "openai": Entry("mini.llms.openai:OpenAIChat", label="OpenAI-compatible chat"),
-    "anthropic": Entry("mini.llms.anthropic:AnthropicChat", "anthropic", "anthropic", "Anthropic"),
+    # Anthropic's Messages API is spoken over aiohttp like OpenAI's (see docs/design-decisions.md): no extra.
+    "anthropic": Entry("mini.llms.anthropic:AnthropicChat", label="Anthropic"),
     "bedrock": Entry("mini.llms.bedrock:BedrockChat", "bedrock", "aioboto3", "AWS Bedrock"),
 }
 

@@ -2,20 +2,78 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
-from dataclasses import dataclass
-from typing import Protocol, runtime_checkable
+import json
+from collections.abc import AsyncIterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol, runtime_checkable
 
 from mini import _registry
 from mini.config import OFFLINE_LLM_NAMES, LLMConfig, load_settings
 
-Message = dict[str, str]
+# Provider-neutral conversation, in OpenAI's shape; each adapter translates it to its wire format:
+#   {"role": "system" | "user", "content": str}
+#   {"role": "assistant", "content": str, "tool_calls": [ToolCall, ...]}     (tool_calls optional)
+#   {"role": "tool", "tool_call_id": str, "content": str}                    (a tool's result)
+Message = Mapping[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class Tool:
+    """A function the model may call: its name, what it does, and a JSON Schema for its arguments."""
+
+    name: str
+    description: str
+    parameters: Mapping[str, Any] = field(default_factory=lambda: {"type": "object", "properties": {}})
+
+
+@dataclass(frozen=True, slots=True)
+class ToolCall:
+    """The model asked for `name(**arguments)`; answer with `tool_result(call, output)`."""
+
+    id: str
+    name: str
+    arguments: Mapping[str, Any]
+
+
+def assistant_message(text: str, tool_calls: Sequence[ToolCall] = ()) -> dict[str, Any]:
+    """The model's turn, to append to the conversation before the tool results."""
+    message: dict[str, Any] = {"role": "assistant", "content": text}
+    if tool_calls:
+        message["tool_calls"] = list(tool_calls)
+    return message
+
+
+def tool_result(call: ToolCall, output: str) -> dict[str, Any]:
+    """A tool's output as the message that answers `call`."""
+    return {"role": "tool", "tool_call_id": call.id, "content": output}
+
+
+def estimate_tokens(messages: Any, max_output: int | None, *, default_output: int = 512) -> int:
+    """A request's size for a tokens/min budget: ~4 characters a token in, plus the output it may produce."""
+    return len(json.dumps(messages, default=str)) // 4 + (max_output or default_output)
+
+
+def parse_arguments(raw: Any) -> dict[str, Any]:
+    """Tool arguments from the wire (a JSON string or an object); unparsable text is kept under "_raw"."""
+    if isinstance(raw, Mapping):
+        return dict(raw)
+    if not raw:
+        return {}
+    try:
+        value = json.loads(raw)
+    except ValueError:
+        return {"_raw": raw}
+    return value if isinstance(value, dict) else {"_raw": raw}
 
 
 @dataclass(frozen=True, slots=True)
 class Usage:
     prompt_tokens: int = 0
     completion_tokens: int = 0
+
+    @property
+    def total_tokens(self) -> int:
+        return self.prompt_tokens + self.completion_tokens
 
     def __add__(self, other: Usage) -> Usage:
         return Usage(
@@ -31,30 +89,48 @@ class Completion:
     text: str
     model: str
     usage: Usage = Usage()
-    finish_reason: str | None = None
+    finish_reason: str | None = None  # provider-neutral: "stop", "length", "tool_calls", or the raw value
+    tool_calls: tuple[ToolCall, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
 class Delta:
-    """A piece of a streamed completion: text, and on the last piece usage/finish_reason when known."""
+    """A piece of a streamed completion: text; the last piece carries usage, finish_reason and the
+    complete tool calls (adapters assemble streamed argument fragments, callers never see partial JSON)."""
 
     text: str = ""
     usage: Usage | None = None
     finish_reason: str | None = None
+    tool_calls: tuple[ToolCall, ...] = ()
 
 
 @runtime_checkable
 class LLM(Protocol):
-    """A chat model. No I/O in `__init__`. `stream` is an async generator; closing it cancels the request."""
+    """A chat model. No I/O in `__init__`. `stream` is an async generator; closing it cancels the request.
+
+    `tools` offers functions to call; the answer's `tool_calls` (and `finish_reason == "tool_calls"`) say the
+    model wants them run. `usage` is the running total of tokens this instance spent.
+    """
 
     name: str
+    usage: Usage
 
     async def complete(
-        self, messages: Sequence[Message], *, temperature: float | None = None, max_tokens: int | None = None
+        self,
+        messages: Sequence[Message],
+        *,
+        temperature: float | None = None,
+        max_tokens: int | None = None,
+        tools: Sequence[Tool] | None = None,
     ) -> Completion: ...
 
     def stream(
-        self, messages: Sequence[Message], *, temperature: float | None = None, max_tokens: int | None = None
+        self,
+        messages: Sequence[Message],
+        *,
+        temperature: float | None = None,
+        max_tokens: int | None = None,
+        tools: Sequence[Tool] | None = None,
     ) -> AsyncIterator[Delta]: ...
 
     async def aclose(self) -> None: ...

@@ -7,17 +7,80 @@ from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 from mini import _registry
-from mini._limits import RetryPolicy, limiter_for
+from mini._limits import endpoint_key, limiter_for
 from mini._openai import PROVIDER, openai_http, resolve_credentials
 from mini.config import LLMConfig
-from mini.errors import ProviderError
-from mini.llms.base import Completion, Delta, Message, Usage
+from mini.errors import ProviderConnectionError, ProviderError
+from mini.llms.base import (
+    Completion,
+    Delta,
+    Message,
+    Tool,
+    ToolCall,
+    Usage,
+    estimate_tokens,
+    parse_arguments,
+)
+
+_FINISH = {"tool_calls": "tool_calls", "function_call": "tool_calls", "stop": "stop", "length": "length"}
 
 
 def _usage(raw: Any) -> Usage:
     if not isinstance(raw, dict):
         return Usage()
     return Usage(int(raw.get("prompt_tokens") or 0), int(raw.get("completion_tokens") or 0))
+
+
+def wire_messages(messages: Sequence[Message]) -> list[dict[str, Any]]:
+    """Canonical messages -> OpenAI's: tool calls carry their arguments as JSON text."""
+    out: list[dict[str, Any]] = []
+    for message in messages:
+        calls = message.get("tool_calls")
+        if not calls:
+            out.append(dict(message))
+            continue
+        wire = {k: v for k, v in message.items() if k != "tool_calls"}
+        wire["tool_calls"] = [
+            {
+                "id": call.id,
+                "type": "function",
+                "function": {"name": call.name, "arguments": json.dumps(dict(call.arguments))},
+            }
+            for call in calls
+        ]
+        out.append(wire)
+    return out
+
+
+def wire_tools(tools: Sequence[Tool]) -> list[dict[str, Any]]:
+    return [
+        {
+            "type": "function",
+            "function": {"name": t.name, "description": t.description, "parameters": dict(t.parameters)},
+        }
+        for t in tools
+    ]
+
+
+class _ToolCallAssembler:
+    """Streamed tool calls arrive as fragments keyed by index (id and name first, arguments in pieces)."""
+
+    def __init__(self) -> None:
+        self._parts: dict[int, dict[str, str]] = {}
+
+    def feed(self, deltas: Any) -> None:
+        for delta in deltas or []:
+            part = self._parts.setdefault(int(delta.get("index", 0)), {"id": "", "name": "", "arguments": ""})
+            part["id"] = delta.get("id") or part["id"]
+            function = delta.get("function") or {}
+            part["name"] = function.get("name") or part["name"]
+            part["arguments"] += function.get("arguments") or ""
+
+    def calls(self) -> tuple[ToolCall, ...]:
+        return tuple(
+            ToolCall(id=p["id"], name=p["name"], arguments=parse_arguments(p["arguments"]))
+            for _, p in sorted(self._parts.items())
+        )
 
 
 class OpenAIChat:
@@ -27,74 +90,148 @@ class OpenAIChat:
         _provider, self.model = _registry.split_model(config.model, default_provider="openai")
         self.name = f"openai:{self.model}"
         self.config = config
+        self.usage = Usage()
         base_url, api_key = resolve_credentials(config.base_url, config.api_key)
         self._http = openai_http(base_url, api_key, timeout=config.timeout)
+        self._policy = config.retry_policy()
         self._limiter = limiter_for(
-            base_url,
+            endpoint_key(base_url, api_key),
             max_in_flight=config.max_concurrency,
-            policy=RetryPolicy(max_attempts=config.max_retries + 1),
+            requests_per_minute=config.requests_per_minute,
+            tokens_per_minute=config.tokens_per_minute,
         )
 
     def _payload(
-        self, messages: Sequence[Message], temperature: float | None, max_tokens: int | None
+        self,
+        messages: Sequence[Message],
+        temperature: float | None,
+        max_tokens: int | None,
+        tools: Sequence[Tool] | None,
     ) -> dict[str, Any]:
         payload: dict[str, Any] = {
             "model": self.model,
-            "messages": list(messages),
+            "messages": wire_messages(messages),
             "temperature": self.config.temperature if temperature is None else temperature,
-            **self.config.extra_params,
         }
         limit = self.config.max_tokens if max_tokens is None else max_tokens
-        if limit is not None:
-            payload["max_tokens"] = limit
+        if self.config.reasoning_effort is not None:
+            # Reasoning models take an effort and count hidden reasoning in max_completion_tokens.
+            payload["reasoning_effort"] = self.config.reasoning_effort
+            if limit is not None:
+                payload["max_completion_tokens"] = limit
+        elif limit is not None:
+            payload["max_tokens"] = limit  # what vLLM, Ollama and LM Studio understand
+        if tools:
+            payload["tools"] = wire_tools(tools)
+        payload.update(self.config.extra_params)
         return payload
 
+    def _tokens(self, payload: dict[str, Any]) -> int:
+        limit = payload.get("max_completion_tokens") or payload.get("max_tokens")
+        return estimate_tokens(payload["messages"], limit)
+
     async def complete(
-        self, messages: Sequence[Message], *, temperature: float | None = None, max_tokens: int | None = None
+        self,
+        messages: Sequence[Message],
+        *,
+        temperature: float | None = None,
+        max_tokens: int | None = None,
+        tools: Sequence[Tool] | None = None,
     ) -> Completion:
-        payload = self._payload(messages, temperature, max_tokens)
-        data = await self._limiter.call(lambda: self._http.post_json("/chat/completions", payload))
+        payload = self._payload(messages, temperature, max_tokens, tools)
+        try:
+            data = await self._limiter.call(
+                lambda: self._http.post_json("/chat/completions", payload),
+                policy=self._policy,
+                tokens=self._tokens(payload),
+            )
+        except ProviderError as exc:
+            exc.with_context(model=self.model)
+            raise
         try:
             choice = data["choices"][0]
-            text = choice["message"].get("content") or ""
+            message = choice["message"]
+            text = message.get("content") or ""
+            calls = tuple(
+                ToolCall(c["id"], c["function"]["name"], parse_arguments(c["function"].get("arguments")))
+                for c in message.get("tool_calls") or []
+            )
         except (KeyError, IndexError, TypeError, AttributeError) as exc:
-            raise ProviderError(f"malformed chat completion: {str(data)[:200]}", provider=PROVIDER) from exc
+            raise ProviderError(
+                f"malformed chat completion: {str(data)[:200]}", provider=PROVIDER, model=self.model
+            ) from exc
+        usage = _usage(data.get("usage"))
+        self.usage += usage
+        finish = choice.get("finish_reason")
         return Completion(
             text=text,
             model=data.get("model") or self.model,
-            usage=_usage(data.get("usage")),
-            finish_reason=choice.get("finish_reason"),
+            usage=usage,
+            finish_reason=_FINISH.get(finish, finish),
+            tool_calls=calls,
         )
 
     async def stream(
-        self, messages: Sequence[Message], *, temperature: float | None = None, max_tokens: int | None = None
+        self,
+        messages: Sequence[Message],
+        *,
+        temperature: float | None = None,
+        max_tokens: int | None = None,
+        tools: Sequence[Tool] | None = None,
     ) -> AsyncIterator[Delta]:
-        payload = self._payload(messages, temperature, max_tokens)
+        payload = self._payload(messages, temperature, max_tokens, tools)
         payload["stream"] = True
         payload["stream_options"] = {"include_usage": True}
-        # The slot is held for the whole stream: the provider is busy until the last token.
-        async with self._limiter.hold(lambda: self._http.open_sse("/chat/completions", payload)) as stream:
+        open_stream = self._limiter.hold(
+            lambda: self._http.open_sse("/chat/completions", payload),
+            policy=self._policy,
+            tokens=self._tokens(payload),
+        )
+        try:
+            # The slot is held for the whole stream: the provider is busy until the last token.
+            async with open_stream as stream:
+                try:
+                    async for delta in self._deltas(stream):
+                        yield delta
+                finally:
+                    await stream.aclose()
+        except ProviderError as exc:
+            exc.with_context(model=self.model)
+            raise
+
+    async def _deltas(self, stream: Any) -> AsyncIterator[Delta]:
+        calls = _ToolCallAssembler()
+        usage: Usage | None = None
+        finish: str | None = None
+        done = False
+        async for event in stream:
+            if event.data == "[DONE]":
+                done = True
+                break
             try:
-                async for event in stream:
-                    if event.data == "[DONE]":
-                        break
-                    try:
-                        chunk = json.loads(event.data)
-                    except ValueError as exc:
-                        raise ProviderError(
-                            f"malformed stream chunk: {event.data[:200]!r}", provider=PROVIDER
-                        ) from exc
-                    if "error" in chunk:
-                        raise ProviderError(f"stream failed: {chunk['error']}", provider=PROVIDER)
-                    usage = _usage(chunk["usage"]) if chunk.get("usage") else None
-                    choices = chunk.get("choices") or []
-                    choice = choices[0] if choices else {}
-                    text = (choice.get("delta") or {}).get("content") or ""
-                    finish = choice.get("finish_reason")
-                    if text or usage is not None or finish:
-                        yield Delta(text=text, usage=usage, finish_reason=finish)
-            finally:
-                await stream.aclose()
+                chunk = json.loads(event.data)
+            except ValueError as exc:
+                raise ProviderError(
+                    f"malformed stream chunk: {event.data[:200]!r}", provider=PROVIDER
+                ) from exc
+            if "error" in chunk:
+                raise ProviderError(f"stream failed: {chunk['error']}", provider=PROVIDER)
+            if chunk.get("usage"):
+                usage = _usage(chunk["usage"])
+            choices = chunk.get("choices") or []
+            choice = choices[0] if choices else {}
+            delta = choice.get("delta") or {}
+            calls.feed(delta.get("tool_calls"))
+            finish = choice.get("finish_reason") or finish
+            text = delta.get("content") or ""
+            if text:
+                yield Delta(text=text)
+        if not done and finish is None:
+            raise ProviderConnectionError("the stream ended before the model finished", provider=PROVIDER)
+        if usage is not None:
+            self.usage += usage
+        # One closing delta with everything only known at the end.
+        yield Delta(usage=usage, finish_reason=_FINISH.get(finish or "", finish), tool_calls=calls.calls())
 
     async def aclose(self) -> None:
         await self._http.aclose()

@@ -1,0 +1,358 @@
+"""Anthropic chat over the Messages API (`POST /v1/messages`), spoken directly over aiohttp.
+
+No vendor SDK here for the same reason as the OpenAI adapter (docs/design-decisions.md): the SDK costs about
+ten times the CPU per request, and the Messages wire format is small and stable.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterable, AsyncIterator, Mapping, Sequence
+from typing import Any
+
+from mini import _registry
+from mini._http import HttpClient, SSEEvent
+from mini._limits import endpoint_key, limiter_for
+from mini.config import LLMConfig
+from mini.errors import (
+    AuthenticationError,
+    ConfigurationError,
+    ProviderConnectionError,
+    ProviderError,
+    ProviderServerError,
+    RateLimitError,
+)
+from mini.llms.base import (
+    Completion,
+    Delta,
+    Message,
+    Tool,
+    ToolCall,
+    Usage,
+    estimate_tokens,
+    parse_arguments,
+)
+
+PROVIDER = "anthropic"
+DEFAULT_BASE_URL = "https://api.anthropic.com"
+API_VERSION = "2023-06-01"
+DEFAULT_MAX_TOKENS = 1024  # the API requires max_tokens; this is what we ask for when nobody said
+MESSAGES_PATH = "/v1/messages"
+AUTH_HINT = "check ANTHROPIC_API_KEY (or LLMConfig(api_key=...)) and the key's permissions"
+
+# Provider-neutral finish reasons; others ("pause_turn", "refusal", ...) pass through as they are.
+_FINISH = {"end_turn": "stop", "stop_sequence": "stop", "max_tokens": "length", "tool_use": "tool_calls"}
+
+
+def resolve_credentials(base_url: str | None, api_key: str | None) -> tuple[str, str | None]:
+    """Fill base_url/api_key from the environment; a base_url alone (a proxy, the simulator) needs no key."""
+    from mini.config import load_settings
+
+    settings = load_settings()
+    base_url = base_url or settings.anthropic_base_url
+    if api_key is None and settings.anthropic_api_key is not None:
+        api_key = settings.anthropic_api_key.get_secret_value() or None
+    if not api_key and base_url is None:
+        raise ConfigurationError(
+            "no API key for the Anthropic provider: set ANTHROPIC_API_KEY (or pass api_key=), "
+            "or point base_url/ANTHROPIC_BASE_URL at an Anthropic-compatible server"
+        )
+    base_url = (base_url or DEFAULT_BASE_URL).rstrip("/")
+    # The SDK's convention is a base URL without /v1; accept the OpenAI habit of including it too.
+    return base_url.removesuffix("/v1"), api_key
+
+
+def _text_blocks(content: Any) -> list[dict[str, Any]]:
+    """Canonical content (a string, or already a list of content blocks) as Anthropic content blocks."""
+    if isinstance(content, str):
+        # The API rejects empty text blocks, so an empty string contributes nothing.
+        return [{"type": "text", "text": content}] if content else []
+    if isinstance(content, list):
+        return [dict(block) for block in content]
+    return [] if content is None else [{"type": "text", "text": str(content)}]
+
+
+def _blocks_of(message: Message) -> tuple[str, list[dict[str, Any]]]:
+    """One canonical user/assistant/tool message -> (Anthropic role, content blocks)."""
+    role = message.get("role")
+    if role == "tool":
+        block: dict[str, Any] = {"type": "tool_result", "tool_use_id": message.get("tool_call_id")}
+        output = message.get("content")
+        if output:
+            block["content"] = output if isinstance(output, (str, list)) else str(output)
+        return "user", [block]  # tool results travel in the user's turn
+    if role == "assistant":
+        blocks = _text_blocks(message.get("content"))
+        for call in message.get("tool_calls") or ():
+            blocks.append(
+                {"type": "tool_use", "id": call.id, "name": call.name, "input": dict(call.arguments)}
+            )
+        return "assistant", blocks
+    return "user", _text_blocks(message.get("content"))
+
+
+def wire_messages(messages: Sequence[Message]) -> tuple[str | None, list[dict[str, Any]]]:
+    """Canonical messages -> (top-level `system`, Anthropic `messages`).
+
+    System messages move to the top-level system prompt. Consecutive messages of one role are merged into one
+    turn: the API wants every tool result answering an assistant turn's `tool_use` blocks in the single user
+    message right after it (results first, then any text, which canonical order already gives).
+    """
+    system: list[str] = []
+    out: list[dict[str, Any]] = []
+    for message in messages:
+        if message.get("role") in ("system", "developer"):
+            text = message.get("content")
+            system.append(text if isinstance(text, str) else "".join(b.get("text", "") for b in text or ()))
+            continue
+        role, blocks = _blocks_of(message)
+        if not blocks and role == "assistant":
+            continue  # an empty assistant turn is rejected by the API and says nothing
+        if out and out[-1]["role"] == role:
+            out[-1]["content"].extend(blocks)
+        else:
+            out.append({"role": role, "content": blocks})
+    for wire in out:
+        content = wire["content"]
+        if not content:
+            wire["content"] = ""
+        elif len(content) == 1 and content[0].get("type") == "text" and set(content[0]) == {"type", "text"}:
+            wire["content"] = content[0]["text"]  # the plain form, as people write it
+    joined = "\n\n".join(text for text in system if text)
+    return joined or None, out
+
+
+def wire_tools(tools: Sequence[Tool]) -> list[dict[str, Any]]:
+    return [{"name": t.name, "description": t.description, "input_schema": dict(t.parameters)} for t in tools]
+
+
+def _usage(raw: Any, previous: Usage | None = None) -> Usage:
+    """Anthropic usage -> ours. Cached prompt tokens are reported apart from `input_tokens`; all of them were
+    the prompt. Absent fields keep `previous` (a stream's message_delta repeats only what changed)."""
+    base = previous or Usage()
+    if not isinstance(raw, Mapping):
+        return base
+    prompt_fields = ("input_tokens", "cache_creation_input_tokens", "cache_read_input_tokens")
+    if any(raw.get(name) is not None for name in prompt_fields):
+        prompt = sum(int(raw.get(name) or 0) for name in prompt_fields)
+    else:
+        prompt = base.prompt_tokens
+    output = raw.get("output_tokens")
+    return Usage(prompt, base.completion_tokens if output is None else int(output))
+
+
+def stream_error(data: Mapping[str, Any]) -> ProviderError:
+    """An `event: error` inside a stream (the HTTP status was already 200) as the typed error it stands for."""
+    error = data.get("error")
+    error = error if isinstance(error, Mapping) else {}
+    kind = str(error.get("type") or "error")
+    message = str(error.get("message") or kind)
+    request_id = data.get("request_id")
+    request_id = str(request_id) if request_id else None
+    if kind == "overloaded_error":
+        return ProviderServerError(message, status_code=529, provider=PROVIDER, request_id=request_id)
+    if kind == "rate_limit_error":
+        return RateLimitError(message, provider=PROVIDER, request_id=request_id)
+    if kind == "api_error":
+        return ProviderServerError(message, status_code=500, provider=PROVIDER, request_id=request_id)
+    return ProviderError(f"stream failed: {kind}: {message}", provider=PROVIDER, request_id=request_id)
+
+
+class _ToolUseAssembler:
+    """Streamed `tool_use` blocks: id and name in content_block_start, the input as `input_json_delta`
+    fragments of one JSON text, keyed by the block's index."""
+
+    def __init__(self) -> None:
+        self._blocks: dict[int, dict[str, Any]] = {}
+
+    def start(self, index: int, block: Mapping[str, Any]) -> None:
+        self._blocks[index] = {
+            "id": str(block.get("id") or ""),
+            "name": str(block.get("name") or ""),
+            "input": block.get("input") or {},
+            "json": "",
+        }
+
+    def feed(self, index: int, fragment: str) -> None:
+        block = self._blocks.get(index)
+        if block is not None:
+            block["json"] += fragment
+
+    def calls(self) -> tuple[ToolCall, ...]:
+        return tuple(
+            ToolCall(b["id"], b["name"], parse_arguments(b["json"] or b["input"]))
+            for _, b in sorted(self._blocks.items())
+        )
+
+
+class AnthropicChat:
+    """Claude models over the Messages API (or anything speaking it, via base_url). Construction does no I/O."""
+
+    def __init__(self, config: LLMConfig) -> None:
+        _provider, self.model = _registry.split_model(config.model, default_provider=PROVIDER)
+        self.name = f"{PROVIDER}:{self.model}"
+        self.config = config
+        self.usage = Usage()
+        base_url, api_key = resolve_credentials(config.base_url, config.api_key)
+        headers = {"anthropic-version": API_VERSION}
+        if api_key:
+            headers["x-api-key"] = api_key
+        self._http = HttpClient(base_url, provider=PROVIDER, headers=headers, timeout=config.timeout)
+        self._policy = config.retry_policy()
+        self._limiter = limiter_for(
+            endpoint_key(base_url, api_key),
+            max_in_flight=config.max_concurrency,
+            requests_per_minute=config.requests_per_minute,
+            tokens_per_minute=config.tokens_per_minute,
+        )
+
+    def _payload(
+        self,
+        messages: Sequence[Message],
+        temperature: float | None,
+        max_tokens: int | None,
+        tools: Sequence[Tool] | None,
+    ) -> dict[str, Any]:
+        # `reasoning_effort` has no Messages API equivalent; extended thinking goes in extra_params
+        # ({"thinking": {"type": "enabled", "budget_tokens": ...}}).
+        system, wire = wire_messages(messages)
+        limit = self.config.max_tokens if max_tokens is None else max_tokens
+        payload: dict[str, Any] = {
+            "model": self.model,
+            "max_tokens": limit or DEFAULT_MAX_TOKENS,
+            "messages": wire,
+            "temperature": self.config.temperature if temperature is None else temperature,
+        }
+        if system is not None:
+            payload["system"] = system
+        if tools:
+            payload["tools"] = wire_tools(tools)
+        payload.update(self.config.extra_params)
+        return payload
+
+    def _tokens(self, payload: dict[str, Any]) -> int:
+        return estimate_tokens([payload.get("system"), payload["messages"]], payload.get("max_tokens"))
+
+    def _annotate(self, exc: ProviderError) -> None:
+        """Add what the transport could not know: the model, and which key to check on an auth failure."""
+        if isinstance(exc, AuthenticationError) and exc.hint == AuthenticationError.default_hint:
+            exc.hint = AUTH_HINT
+        exc.with_context(model=self.model)
+
+    async def complete(
+        self,
+        messages: Sequence[Message],
+        *,
+        temperature: float | None = None,
+        max_tokens: int | None = None,
+        tools: Sequence[Tool] | None = None,
+    ) -> Completion:
+        payload = self._payload(messages, temperature, max_tokens, tools)
+        try:
+            data = await self._limiter.call(
+                lambda: self._http.post_json(MESSAGES_PATH, payload),
+                policy=self._policy,
+                tokens=self._tokens(payload),
+            )
+        except ProviderError as exc:
+            self._annotate(exc)
+            raise
+        try:
+            texts: list[str] = []
+            calls: list[ToolCall] = []
+            for block in data["content"]:
+                if block["type"] == "text":
+                    texts.append(block["text"])
+                elif block["type"] == "tool_use":
+                    calls.append(ToolCall(block["id"], block["name"], parse_arguments(block.get("input"))))
+                # thinking/redacted_thinking blocks are not part of the answer
+        except (KeyError, TypeError) as exc:
+            raise ProviderError(
+                f"malformed message: {str(data)[:200]}", provider=PROVIDER, model=self.model
+            ) from exc
+        usage = _usage(data.get("usage"))
+        self.usage += usage
+        stop = data.get("stop_reason")
+        return Completion(
+            text="".join(texts),
+            model=data.get("model") or self.model,
+            usage=usage,
+            finish_reason=_FINISH.get(stop, stop),
+            tool_calls=tuple(calls),
+        )
+
+    async def stream(
+        self,
+        messages: Sequence[Message],
+        *,
+        temperature: float | None = None,
+        max_tokens: int | None = None,
+        tools: Sequence[Tool] | None = None,
+    ) -> AsyncIterator[Delta]:
+        payload = self._payload(messages, temperature, max_tokens, tools)
+        payload["stream"] = True
+        open_stream = self._limiter.hold(
+            lambda: self._http.open_sse(MESSAGES_PATH, payload),
+            policy=self._policy,
+            tokens=self._tokens(payload),
+        )
+        try:
+            # The slot is held for the whole stream: the provider is busy until the last token.
+            async with open_stream as stream:
+                try:
+                    async for delta in self._deltas(stream):
+                        yield delta
+                finally:
+                    await stream.aclose()
+        except ProviderError as exc:
+            self._annotate(exc)
+            raise
+
+    async def _deltas(self, stream: AsyncIterable[SSEEvent]) -> AsyncIterator[Delta]:
+        """message_start, content blocks (start/delta/stop), message_delta, message_stop -> our deltas."""
+        calls = _ToolUseAssembler()
+        usage = Usage()
+        stop: str | None = None
+        done = False
+        async for event in stream:
+            if event.event == "ping" or not event.data:
+                continue
+            try:
+                data = json.loads(event.data)
+            except ValueError as exc:
+                raise ProviderError(
+                    f"malformed stream event: {event.data[:200]!r}", provider=PROVIDER
+                ) from exc
+            if not isinstance(data, dict):
+                continue
+            kind = data.get("type") or event.event
+            if kind == "error":
+                raise stream_error(data)
+            if kind == "message_start":
+                usage = _usage((data.get("message") or {}).get("usage"), usage)
+            elif kind == "content_block_start":
+                block = data.get("content_block") or {}
+                if block.get("type") == "tool_use":
+                    calls.start(int(data.get("index", 0)), block)
+                elif block.get("type") == "text" and block.get("text"):
+                    yield Delta(text=block["text"])
+            elif kind == "content_block_delta":
+                delta = data.get("delta") or {}
+                if delta.get("type") == "text_delta" and delta.get("text"):
+                    yield Delta(text=delta["text"])
+                elif delta.get("type") == "input_json_delta":
+                    calls.feed(int(data.get("index", 0)), delta.get("partial_json") or "")
+            elif kind == "message_delta":
+                stop = (data.get("delta") or {}).get("stop_reason") or stop
+                usage = _usage(data.get("usage"), usage)  # cumulative totals: they replace, not add
+            elif kind == "message_stop":
+                done = True
+                break
+        if not done:
+            raise ProviderConnectionError("the stream ended before the model finished", provider=PROVIDER)
+        self.usage += usage
+        # One closing delta with everything only known at the end.
+        yield Delta(usage=usage, finish_reason=_FINISH.get(stop or "", stop), tool_calls=calls.calls())
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
