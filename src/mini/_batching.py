@@ -1,9 +1,15 @@
-"""Opportunistic batching: concurrent requests with the same key are served by one batched call.
+"""Batching of concurrent requests: requests with the same key are served by one batched call.
 
-No timer and no added latency: a request that finds its key idle runs at once, alone. Requests that arrive
-while `max_concurrent` batches of their key are already running wait, and the next free runner takes all of
-them (up to `max_batch`) in one call. Under load, batches grow by themselves; when idle, nothing waits.
-This is how many concurrent questions share one vector-store scan instead of paying one scan each.
+By default there is no timer and no added latency: a request that finds its key idle runs at once, alone.
+Requests that arrive while `max_concurrent` batches of their key are already running wait, and the next free
+runner takes all of them (up to `max_batch`) in one call. Under load, batches grow by themselves; when idle,
+nothing waits. This is how many concurrent questions share one vector-store scan instead of paying one each.
+
+With `window` > 0 a runner first waits that long for company (micro-batching): used where one call costs
+about the same for one item as for many, like an embeddings request.
+
+`run_batch` may return an exception instance in place of an output: that item's caller gets it raised, the
+others their results (per-item failures are never dropped or spread to the whole batch).
 """
 
 from __future__ import annotations
@@ -18,7 +24,7 @@ K = TypeVar("K", bound=Hashable)
 I = TypeVar("I")  # noqa: E741 - item
 O = TypeVar("O")  # noqa: E741 - output
 
-RunBatch = Callable[[K, list[I]], Awaitable[Sequence[O]]]
+RunBatch = Callable[[K, list[I]], Awaitable[Sequence[O | BaseException]]]
 
 
 class _KeyState(Generic[I, O]):
@@ -33,13 +39,21 @@ class Coalescer(Generic[K, I, O]):
     """`await coalescer.submit(key, item)` returns `run_batch(key, items)[position of item]`."""
 
     def __init__(
-        self, run_batch: RunBatch[K, I, O], *, max_batch: int = 256, max_concurrent: int = 2
+        self,
+        run_batch: RunBatch[K, I, O],
+        *,
+        max_batch: int = 256,
+        max_concurrent: int = 2,
+        window: float = 0.0,
     ) -> None:
         if max_batch < 1 or max_concurrent < 1:
             raise ValueError("max_batch and max_concurrent must be >= 1")
+        if window < 0:
+            raise ValueError("window must be >= 0")
         self._run_batch = run_batch
         self.max_batch = max_batch
         self.max_concurrent = max_concurrent
+        self.window = window
         self._states: PerLoop[dict[K, _KeyState[I, O]]] = PerLoop(dict)
         self.batches = 0  # calls made, for tests and stats
         self.items = 0
@@ -72,6 +86,8 @@ class Coalescer(Generic[K, I, O]):
 
     async def _drain(self, key: K, state: _KeyState[I, O], states: dict[K, _KeyState[I, O]]) -> None:
         try:
+            if self.window > 0:
+                await asyncio.sleep(self.window)
             while True:
                 live = [(item, fut) for item, fut in state.pending if not fut.done()]
                 batch, state.pending = live[: self.max_batch], live[self.max_batch :]
@@ -91,7 +107,11 @@ class Coalescer(Generic[K, I, O]):
                         raise
                     continue
                 for (_, fut), result in zip(batch, results, strict=True):
-                    if not fut.done():
+                    if fut.done():
+                        continue
+                    if isinstance(result, BaseException):
+                        fut.set_exception(result)
+                    else:
                         fut.set_result(result)
         finally:
             state.running -= 1

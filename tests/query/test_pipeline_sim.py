@@ -42,7 +42,10 @@ async def test_64_concurrent_queries_keep_64_chats_in_flight_and_the_loop_free(
     stats = sim.stats()
     assert stats["chat"]["peak_in_flight"] == 64
     assert stats["chat"]["requests"] == 128  # one rewrite + one answer per question, no retries
-    assert stats["embeddings"]["requests"] == 64  # the original and its variants embedded in one call
+    # Each question embeds its original and variants in one call, and concurrent calls share requests
+    # (micro-batching): far fewer than 64 requests, every question still gets its own vectors.
+    assert stats["embeddings"]["requests"] <= 8
+    assert stats["embeddings"]["inputs_embedded"] == 64 * 3
     assert all(r.citations and r.metadata["answer_type"] == "llm" for r in responses)
     assert lag_probe.own_max_ms < 50, lag_probe.summary()
 
@@ -59,6 +62,10 @@ async def test_llm_answer_cites_sources_and_reports_usage(rag: AgenticRAG, sim: 
     assert response.answer.startswith(" ".join(response.retrieved_chunks[0].text.split())[:30])
     usage = response.metadata["usage"]
     assert usage["prompt_tokens"] > 0 and usage["completion_tokens"] > 0
+    # Rewrite and answer both count: the per-question usage adds up to what the model instance spent.
+    assert rag.llm is not None
+    assert usage == rag.llm.usage.as_dict()
+    assert usage["completion_tokens"] > len(response.answer.split())
 
 
 async def test_rewriting_can_be_disabled(sim: Any, tmp_path: Path) -> None:

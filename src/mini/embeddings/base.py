@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Literal, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
 
 from mini import _portal, _registry
-from mini.errors import InvalidInputError
+from mini._batching import Coalescer
+from mini.errors import BadRequestError, ConfigurationError, InvalidInputError
 
 if TYPE_CHECKING:
     import numpy as np
@@ -32,14 +34,39 @@ class Embedder(Protocol):
     async def aclose(self) -> None: ...
 
 
+# Micro-batching: calls of at most this many texts wait `batch_window_ms` for company and share one request.
+# Larger calls (ingestion) are batches already and go straight through.
+COALESCE_MAX_TEXTS = 32
+
+
 def create_embedder(
-    model: str, *, base_url: str | None, api_key: str | None, dimension: int | None, batch_size: int | None
+    model: str,
+    *,
+    base_url: str | None,
+    api_key: str | None,
+    dimension: int | None,
+    batch_size: int | None,
+    **remote_options: Any,
 ) -> Embedder:
+    """`remote_options` (timeout, max_concurrency, max_retries, requests/tokens per minute) are given only
+    when set; a local model rejects them with a clear error rather than silently ignoring them."""
     provider, name = _registry.split_model(model, default_provider="openai")
     cls = _registry.load(_registry.lookup(_registry.EMBEDDERS, provider, "embedding provider"))
-    embedder: Embedder = cls(
-        name, base_url=base_url, api_key=api_key, dimension=dimension, batch_size=batch_size
-    )
+    try:
+        embedder: Embedder = cls(
+            name,
+            base_url=base_url,
+            api_key=api_key,
+            dimension=dimension,
+            batch_size=batch_size,
+            **remote_options,
+        )
+    except TypeError as exc:
+        if not remote_options:
+            raise
+        raise ConfigurationError(
+            f"{', '.join(sorted(remote_options))} only apply to remote embedding providers, not {model!r}"
+        ) from exc
     return embedder
 
 
@@ -48,6 +75,11 @@ class EmbeddingModel:
 
     `model="openai:text-embedding-3-small"` uses any OpenAI-compatible server (`base_url`/OPENAI_BASE_URL).
     Construction does no I/O; the model loads (or the client opens) on first use.
+
+    Concurrent small calls (questions) arriving within `batch_window_ms` share one request to the provider
+    (or one local-model batch); each caller gets its own vectors. `batch_window_ms=0` turns that off.
+    Remote providers also take `timeout`, `max_concurrency`, `max_retries`, `requests_per_minute` and
+    `tokens_per_minute`; limits are shared with every other caller of the same endpoint and key.
     """
 
     def __init__(
@@ -58,17 +90,41 @@ class EmbeddingModel:
         api_key: str | None = None,
         dimension: int | None = None,
         batch_size: int | None = None,
+        batch_window_ms: float = 2.0,
+        timeout: float | None = None,
+        max_concurrency: int | None = None,
+        max_retries: int | None = None,
+        requests_per_minute: float | None = None,
+        tokens_per_minute: float | None = None,
         embedder: Embedder | None = None,
     ) -> None:
+        if batch_window_ms < 0:
+            raise ValueError("batch_window_ms must be >= 0")
         if embedder is None:
             if model is None:
                 from mini.config import load_settings
 
                 model = load_settings().embedding_model
+            options = {
+                "timeout": timeout,
+                "max_concurrency": max_concurrency,
+                "max_retries": max_retries,
+                "requests_per_minute": requests_per_minute,
+                "tokens_per_minute": tokens_per_minute,
+            }
             embedder = create_embedder(
-                model, base_url=base_url, api_key=api_key, dimension=dimension, batch_size=batch_size
+                model,
+                base_url=base_url,
+                api_key=api_key,
+                dimension=dimension,
+                batch_size=batch_size,
+                **{k: v for k, v in options.items() if v is not None},
             )
         self.embedder = embedder
+        self.batch_window_ms = batch_window_ms
+        self._coalescer: Coalescer[InputType, str, Any] = Coalescer(
+            self._embed_coalesced, max_batch=256, max_concurrent=4, window=batch_window_ms / 1000
+        )
 
     @property
     def name(self) -> str:
@@ -91,11 +147,29 @@ class EmbeddingModel:
                 raise InvalidInputError(f"text {i} is {type(text).__name__}, not str")
             if not text.strip():
                 raise InvalidInputError(f"text {i} is empty; empty text has no meaningful embedding")
-        if not texts:
-            import numpy as np
+        import numpy as np
 
+        if not texts:
             return np.zeros((0, self.dimension or 0), dtype=np.float32)
+        if self.batch_window_ms > 0 and len(texts) <= COALESCE_MAX_TEXTS:
+            rows = await self._coalescer.submit_many(input_type, list(texts))
+            return np.stack(rows)
         return await self.embedder.embed(list(texts), input_type=input_type)
+
+    async def _embed_coalesced(self, input_type: InputType, texts: list[str]) -> list[Any]:
+        """One request for many callers' texts. A rejected batch is retried text by text, so one bad input
+        fails only its own caller."""
+        try:
+            vectors = await self.embedder.embed(texts, input_type=input_type)
+        except BadRequestError:
+            if len(texts) == 1:
+                raise
+            singles = await asyncio.gather(
+                *(self.embedder.embed([t], input_type=input_type) for t in texts),
+                return_exceptions=True,
+            )
+            return [r if isinstance(r, BaseException) else r[0] for r in singles]
+        return list(vectors)
 
     async def embed_query_async(self, query: str) -> list[float]:
         if not isinstance(query, str) or not query.strip():

@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from mini._limits import limiter_for
+from mini._limits import RetryPolicy, endpoint_key, limiter_for
 from mini._openai import PROVIDER, openai_http, resolve_credentials
 from mini._tasks import gather_all
 from mini.errors import BadRequestError, DimensionMismatchError, ProviderError
@@ -42,6 +42,9 @@ class OpenAIEmbedder:
         batch_size: int | None = None,
         timeout: float = 60.0,
         max_concurrency: int = 64,
+        max_retries: int = 3,
+        requests_per_minute: float | None = None,
+        tokens_per_minute: float | None = None,
     ) -> None:
         self.model = name
         self.name = f"openai:{name}"
@@ -50,7 +53,14 @@ class OpenAIEmbedder:
         self.batch_size = batch_size or DEFAULT_BATCH_SIZE
         base_url, api_key = resolve_credentials(base_url, api_key)
         self._http = openai_http(base_url, api_key, timeout=timeout)
-        self._limiter = limiter_for(base_url, max_in_flight=max_concurrency)
+        # The same limiter as the chat model on this endpoint and key: embeddings and chat share the quota.
+        self._limiter = limiter_for(
+            endpoint_key(base_url, api_key),
+            max_in_flight=max_concurrency,
+            requests_per_minute=requests_per_minute,
+            tokens_per_minute=tokens_per_minute,
+        )
+        self._policy = RetryPolicy(max_attempts=max_retries + 1)
         # base64 is ~4x smaller on the wire and decodes without building Python floats; servers that reject
         # it get "float" from then on.
         self._encoding = "base64"
@@ -73,7 +83,12 @@ class OpenAIEmbedder:
             return await self._http.post_json("/embeddings", payload)
 
     async def _embed_batch(self, texts: list[str]) -> np.ndarray:
-        data = await self._limiter.call(lambda: self._request(texts))
+        tokens = sum(len(t) for t in texts) // 4 + 1
+        try:
+            data = await self._limiter.call(lambda: self._request(texts), policy=self._policy, tokens=tokens)
+        except ProviderError as exc:
+            exc.with_context(model=self.model)
+            raise
         try:
             items = sorted(data["data"], key=lambda item: item["index"])
             vectors = np.stack([decode_embedding(item["embedding"]) for item in items])

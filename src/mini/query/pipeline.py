@@ -115,12 +115,15 @@ class AgenticRAG:
 
         Without an LLM, or with rewriting disabled, just the original.
         """
-        query = check_question(query)
+        queries, _usage = await self._rewrite(check_question(query))
+        return queries
+
+    async def _rewrite(self, query: str) -> tuple[list[str], Usage]:
         n = self.retrieval_config.num_query_variants
         if self.llm is None or not self.retrieval_config.use_query_rewriting or n == 0:
-            return [query]
+            return [query], Usage()
         completion = await self.llm.complete(prompts.rewrite_messages(query, n=n), temperature=0.0)
-        return [query, *prompts.parse_rewrites(completion.text, original=query, n=n)]
+        return [query, *prompts.parse_rewrites(completion.text, original=query, n=n)], completion.usage
 
     async def retrieve_async(
         self,
@@ -191,7 +194,8 @@ class AgenticRAG:
             run.queries = [run.question]
         else:
             try:
-                run.queries = await self.rewrite_query_async(run.question)
+                run.queries, usage = await self._rewrite(run.question)
+                run.usage = run.usage + usage  # tokens spent on rewriting count toward the question's usage
                 run.metadata["rewrite"] = "ok"
             except ProviderError as exc:
                 # Rewriting only widens recall: when the provider is struggling (it already retried), answering
@@ -227,7 +231,8 @@ class AgenticRAG:
         run = _Run(check_question(question))
         await self._prepare(run, top_k=top_k, filter=filter)
         since = time.perf_counter()
-        answer, run.usage = await self._generate(run.question, run.chunks)
+        answer, usage = await self._generate(run.question, run.chunks)
+        run.usage = run.usage + usage
         run.add_time("generate", since)
         run.metadata["answer_type"] = self._answer_type(run)
         return RAGResponse(
