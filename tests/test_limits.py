@@ -283,3 +283,21 @@ async def test_retries_know_their_attempt_number() -> None:
     await limiter.call(flaky)
     assert seen == [1, 2, 3]
     assert current_attempt.get() == 1
+
+
+def test_remote_limits_on_a_local_embedding_model_are_a_clear_error() -> None:
+    from mini import EmbeddingModel
+    from mini.errors import ConfigurationError
+
+    with pytest.raises(ConfigurationError, match="max_concurrency only apply to remote"):
+        EmbeddingModel("local:all-MiniLM-L6-v2", max_concurrency=4)
+
+
+def test_embedding_limits_join_the_endpoints_shared_limiter() -> None:
+    from mini import EmbeddingModel
+
+    EmbeddingModel(
+        "openai:m", base_url="http://sim/v1", api_key="k", max_concurrency=5, requests_per_minute=60
+    )
+    shared = limiter_for(endpoint_key("http://sim/v1", "k"), max_in_flight=64)
+    assert shared.max_in_flight == 5 and shared.requests is not None
