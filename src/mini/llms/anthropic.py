@@ -12,7 +12,6 @@ from typing import Any
 
 from mini import _registry
 from mini._http import HttpClient, SSEEvent
-from mini._limits import endpoint_key, limiter_for
 from mini.config import LLMConfig
 from mini.errors import (
     AuthenticationError,
@@ -31,6 +30,7 @@ from mini.llms.base import (
     Usage,
     estimate_tokens,
     parse_arguments,
+    provider_limiter,
 )
 
 PROVIDER = "anthropic"
@@ -199,12 +199,7 @@ class AnthropicChat:
             headers["x-api-key"] = api_key
         self._http = HttpClient(base_url, provider=PROVIDER, headers=headers, timeout=config.timeout)
         self._policy = config.retry_policy()
-        self._limiter = limiter_for(
-            endpoint_key(base_url, api_key),
-            max_in_flight=config.max_concurrency,
-            requests_per_minute=config.requests_per_minute,
-            tokens_per_minute=config.tokens_per_minute,
-        )
+        self._limiter = provider_limiter(config, base_url, api_key)
 
     def _payload(
         self,

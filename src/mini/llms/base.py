@@ -5,10 +5,13 @@ from __future__ import annotations
 import json
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from mini import _registry
 from mini.config import OFFLINE_LLM_NAMES, LLMConfig, load_settings
+
+if TYPE_CHECKING:
+    from mini._limits import Limiter
 
 # Provider-neutral conversation, in OpenAI's shape; each adapter translates it to its wire format:
 #   {"role": "system" | "user", "content": str}
@@ -46,6 +49,18 @@ def assistant_message(text: str, tool_calls: Sequence[ToolCall] = ()) -> dict[st
 def tool_result(call: ToolCall, output: str) -> dict[str, Any]:
     """A tool's output as the message that answers `call`."""
     return {"role": "tool", "tool_call_id": call.id, "content": output}
+
+
+def provider_limiter(config: LLMConfig, base_url: str, credential: str | None) -> Limiter:
+    """The process-wide limiter of an endpoint and credential, with this config's cap and rates."""
+    from mini._limits import endpoint_key, limiter_for
+
+    return limiter_for(
+        endpoint_key(base_url, credential),
+        max_in_flight=config.max_concurrency,
+        requests_per_minute=config.requests_per_minute,
+        tokens_per_minute=config.tokens_per_minute,
+    )
 
 
 def estimate_tokens(messages: Any, max_output: int | None, *, default_output: int = 512) -> int:

@@ -29,7 +29,7 @@ from botocore.eventstream import ParserError as EventStreamParserError
 
 from mini import _registry
 from mini._http import RETRY_HEADER, parse_retry_after, request_id
-from mini._limits import current_attempt, endpoint_key, limiter_for
+from mini._limits import current_attempt
 from mini._portal import PerLoop
 from mini.config import LLMConfig, load_settings
 from mini.errors import (
@@ -52,6 +52,7 @@ from mini.llms.base import (
     Usage,
     estimate_tokens,
     parse_arguments,
+    provider_limiter,
 )
 
 PROVIDER = "bedrock"
@@ -277,12 +278,7 @@ class BedrockChat:
         # (read from the environment without I/O; a profile name stands in for the keys it holds).
         credential = self._api_key or os.environ.get("AWS_ACCESS_KEY_ID") or os.environ.get("AWS_PROFILE")
         url = self.endpoint_url or f"https://bedrock-runtime.{self.region}.amazonaws.com"
-        self._limiter = limiter_for(
-            endpoint_key(url, credential),
-            max_in_flight=config.max_concurrency,
-            requests_per_minute=config.requests_per_minute,
-            tokens_per_minute=config.tokens_per_minute,
-        )
+        self._limiter = provider_limiter(config, url, credential)
         self._clients: PerLoop[_ClientSlot] = PerLoop(_ClientSlot, aclose=_close_slot)
 
     # --- the client --------------------------------------------------------------------------------------

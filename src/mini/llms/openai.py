@@ -7,7 +7,6 @@ from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 from mini import _registry
-from mini._limits import endpoint_key, limiter_for
 from mini._openai import PROVIDER, openai_http, resolve_credentials
 from mini.config import LLMConfig
 from mini.errors import ProviderConnectionError, ProviderError
@@ -20,6 +19,7 @@ from mini.llms.base import (
     Usage,
     estimate_tokens,
     parse_arguments,
+    provider_limiter,
 )
 
 _FINISH = {"tool_calls": "tool_calls", "function_call": "tool_calls", "stop": "stop", "length": "length"}
@@ -94,12 +94,7 @@ class OpenAIChat:
         base_url, api_key = resolve_credentials(config.base_url, config.api_key)
         self._http = openai_http(base_url, api_key, timeout=config.timeout)
         self._policy = config.retry_policy()
-        self._limiter = limiter_for(
-            endpoint_key(base_url, api_key),
-            max_in_flight=config.max_concurrency,
-            requests_per_minute=config.requests_per_minute,
-            tokens_per_minute=config.tokens_per_minute,
-        )
+        self._limiter = provider_limiter(config, base_url, api_key)
 
     def _payload(
         self,
