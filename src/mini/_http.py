@@ -21,10 +21,17 @@ from typing import TYPE_CHECKING, Any
 
 from mini._limits import current_attempt
 from mini._portal import PerLoop
-from mini.errors import ProviderConnectionError, ProviderError, ProviderTimeoutError, status_error
+from mini.errors import (
+    ConfigurationError,
+    ProviderConnectionError,
+    ProviderError,
+    ProviderTimeoutError,
+    status_error,
+)
 
 if TYPE_CHECKING:
     import aiohttp
+    from pydantic import SecretStr
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,6 +85,15 @@ def parse_retry_after(headers: Mapping[str, str], now: float | None = None) -> f
 
 
 RETRY_HEADER = "x-mini-retry-count"
+
+
+def retry_headers() -> dict[str, str]:
+    """`x-mini-retry-count: N` on the N-th retry of the current task's request (for the provider's logs and
+    the simulator's retry accounting); nothing on a first attempt."""
+    retries = current_attempt.get() - 1
+    return {RETRY_HEADER: str(retries)} if retries > 0 else {}
+
+
 _REQUEST_ID_HEADERS = ("x-request-id", "request-id", "x-amzn-requestid")
 
 
@@ -88,6 +104,25 @@ def request_id(headers: Mapping[str, str]) -> str | None:
         if value:
             return value
     return None
+
+
+def resolve_endpoint(
+    base_url: str | None,
+    api_key: str | None,
+    *,
+    env_base_url: str | None,
+    env_api_key: SecretStr | None,
+    default_base_url: str,
+    missing: str,
+) -> tuple[str, str | None]:
+    """Explicit values, else the environment's; a base URL alone (a local server, a proxy, the simulator)
+    needs no key, but the provider's public default does: without either, `missing` is raised."""
+    base_url = base_url or env_base_url
+    if api_key is None and env_api_key is not None:
+        api_key = env_api_key.get_secret_value() or None
+    if not api_key and base_url is None:
+        raise ConfigurationError(missing)
+    return base_url or default_base_url, api_key
 
 
 def error_message(body: bytes) -> str:
@@ -174,10 +209,7 @@ class HttpClient:
         self, path: str, payload: Mapping[str, Any], limits: aiohttp.ClientTimeout
     ) -> aiohttp.ClientResponse:
         session = self._sessions.get()
-        headers = {"Content-Type": "application/json"}
-        attempt = current_attempt.get()
-        if attempt > 1:  # for the provider's logs (and the simulator's retry accounting)
-            headers[RETRY_HEADER] = str(attempt - 1)
+        headers = {"Content-Type": "application/json", **retry_headers()}
         with map_http_errors(self.provider):
             response = await session.post(
                 self.base_url + path, data=json.dumps(payload), timeout=limits, headers=headers

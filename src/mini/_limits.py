@@ -168,7 +168,8 @@ class LimiterStats:
     refused: int = 0  # 429 / overloaded answers
     failures: int = 0  # calls that raised after all attempts
     peak_in_flight: int = 0
-    cap_history: list[tuple[float, int]] = field(default_factory=list)
+    # The latest cap changes (time, cap): bounded, a long-running process changes its cap without end.
+    cap_history: deque[tuple[float, int]] = field(default_factory=lambda: deque(maxlen=256))
 
 
 class Limiter:

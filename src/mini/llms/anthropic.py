@@ -11,11 +11,10 @@ from collections.abc import AsyncIterable, AsyncIterator, Mapping, Sequence
 from typing import Any
 
 from mini import _registry
-from mini._http import HttpClient, SSEEvent
+from mini._http import HttpClient, SSEEvent, resolve_endpoint
 from mini.config import LLMConfig
 from mini.errors import (
     AuthenticationError,
-    ConfigurationError,
     ProviderConnectionError,
     ProviderError,
     ProviderServerError,
@@ -31,6 +30,7 @@ from mini.llms.base import (
     estimate_tokens,
     parse_arguments,
     provider_limiter,
+    stream_sse,
 )
 
 PROVIDER = "anthropic"
@@ -49,15 +49,16 @@ def resolve_credentials(base_url: str | None, api_key: str | None) -> tuple[str,
     from mini.config import load_settings
 
     settings = load_settings()
-    base_url = base_url or settings.anthropic_base_url
-    if api_key is None and settings.anthropic_api_key is not None:
-        api_key = settings.anthropic_api_key.get_secret_value() or None
-    if not api_key and base_url is None:
-        raise ConfigurationError(
-            "no API key for the Anthropic provider: set ANTHROPIC_API_KEY (or pass api_key=), "
-            "or point base_url/ANTHROPIC_BASE_URL at an Anthropic-compatible server"
-        )
-    base_url = (base_url or DEFAULT_BASE_URL).rstrip("/")
+    base_url, api_key = resolve_endpoint(
+        base_url,
+        api_key,
+        env_base_url=settings.anthropic_base_url,
+        env_api_key=settings.anthropic_api_key,
+        default_base_url=DEFAULT_BASE_URL,
+        missing="no API key for the Anthropic provider: set ANTHROPIC_API_KEY (or pass api_key=), "
+        "or point base_url/ANTHROPIC_BASE_URL at an Anthropic-compatible server",
+    )
+    base_url = base_url.rstrip("/")
     # The SDK's convention is a base URL without /v1; accept the OpenAI habit of including it too.
     return base_url.removesuffix("/v1"), api_key
 
@@ -276,7 +277,7 @@ class AnthropicChat:
             tool_calls=tuple(calls),
         )
 
-    async def stream(
+    def stream(
         self,
         messages: Sequence[Message],
         *,
@@ -286,22 +287,15 @@ class AnthropicChat:
     ) -> AsyncIterator[Delta]:
         payload = self._payload(messages, temperature, max_tokens, tools)
         payload["stream"] = True
-        open_stream = self._limiter.hold(
+        # Returned, not wrapped: closing the caller's iterator closes the stream (and the connection) at once.
+        return stream_sse(
+            self._limiter,
             lambda: self._http.open_sse(MESSAGES_PATH, payload),
+            self._deltas,
             policy=self._policy,
             tokens=self._tokens(payload),
+            on_error=self._annotate,
         )
-        try:
-            # The slot is held for the whole stream: the provider is busy until the last token.
-            async with open_stream as stream:
-                try:
-                    async for delta in self._deltas(stream):
-                        yield delta
-                finally:
-                    await stream.aclose()
-        except ProviderError as exc:
-            self._annotate(exc)
-            raise
 
     async def _deltas(self, stream: AsyncIterable[SSEEvent]) -> AsyncIterator[Delta]:
         """message_start, content blocks (start/delta/stop), message_delta, message_stop -> our deltas."""

@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from mini import _registry
 from mini.config import OFFLINE_LLM_NAMES, LLMConfig, load_settings
+from mini.errors import ProviderError
 
 if TYPE_CHECKING:
-    from mini._limits import Limiter
+    from mini._http import SSEStream
+    from mini._limits import Limiter, RetryPolicy
 
 # Provider-neutral conversation, in OpenAI's shape; each adapter translates it to its wire format:
 #   {"role": "system" | "user", "content": str}
@@ -61,6 +63,31 @@ def provider_limiter(config: LLMConfig, base_url: str, credential: str | None) -
         requests_per_minute=config.requests_per_minute,
         tokens_per_minute=config.tokens_per_minute,
     )
+
+
+async def stream_sse(
+    limiter: Limiter,
+    open_stream: Callable[[], Awaitable[SSEStream]],
+    read: Callable[[SSEStream], AsyncIterator[Delta]],
+    *,
+    policy: RetryPolicy,
+    tokens: int,
+    on_error: Callable[[ProviderError], object],
+) -> AsyncIterator[Delta]:
+    """A server-sent-events completion under `limiter`: opening is retried (never once output has flowed),
+    the slot is held until the last token (the provider is busy until then), the connection is closed
+    however the stream ends (which tells the provider to stop generating), and provider errors pass
+    `on_error` (to add the model, a hint) on their way out."""
+    try:
+        async with limiter.hold(open_stream, policy=policy, tokens=tokens) as stream:
+            try:
+                async for delta in read(stream):
+                    yield delta
+            finally:
+                await stream.aclose()
+    except ProviderError as exc:
+        on_error(exc)
+        raise
 
 
 def estimate_tokens(messages: Any, max_output: int | None, *, default_output: int = 512) -> int:

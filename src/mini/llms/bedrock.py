@@ -28,8 +28,7 @@ from botocore.config import Config
 from botocore.eventstream import ParserError as EventStreamParserError
 
 from mini import _registry
-from mini._http import RETRY_HEADER, parse_retry_after, request_id
-from mini._limits import current_attempt
+from mini._http import parse_retry_after, request_id, retry_headers
 from mini._portal import PerLoop
 from mini.config import LLMConfig, load_settings
 from mini.errors import (
@@ -322,9 +321,8 @@ class BedrockChat:
     def _before_send(self, request: Any, **_: Any) -> None:
         """Runs in the calling task, so it sees the limiter's attempt number. Headers set here are not signed
         (the request is already signed), and `request.headers` is case-insensitive: assignment replaces."""
-        attempt = current_attempt.get()
-        if attempt > 1:  # for the provider's logs (and the simulator's retry accounting)
-            request.headers[RETRY_HEADER] = str(attempt - 1)
+        for name, value in retry_headers().items():
+            request.headers[name] = value
         if self._api_key:
             request.headers["Authorization"] = f"Bearer {self._api_key}"
 

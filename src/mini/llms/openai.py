@@ -20,6 +20,7 @@ from mini.llms.base import (
     estimate_tokens,
     parse_arguments,
     provider_limiter,
+    stream_sse,
 )
 
 _FINISH = {"tool_calls": "tool_calls", "function_call": "tool_calls", "stop": "stop", "length": "length"}
@@ -166,7 +167,7 @@ class OpenAIChat:
             tool_calls=calls,
         )
 
-    async def stream(
+    def stream(
         self,
         messages: Sequence[Message],
         *,
@@ -177,22 +178,15 @@ class OpenAIChat:
         payload = self._payload(messages, temperature, max_tokens, tools)
         payload["stream"] = True
         payload["stream_options"] = {"include_usage": True}
-        open_stream = self._limiter.hold(
+        # Returned, not wrapped: closing the caller's iterator closes the stream (and the connection) at once.
+        return stream_sse(
+            self._limiter,
             lambda: self._http.open_sse("/chat/completions", payload),
+            self._deltas,
             policy=self._policy,
             tokens=self._tokens(payload),
+            on_error=lambda exc: exc.with_context(model=self.model),
         )
-        try:
-            # The slot is held for the whole stream: the provider is busy until the last token.
-            async with open_stream as stream:
-                try:
-                    async for delta in self._deltas(stream):
-                        yield delta
-                finally:
-                    await stream.aclose()
-        except ProviderError as exc:
-            exc.with_context(model=self.model)
-            raise
 
     async def _deltas(self, stream: Any) -> AsyncIterator[Delta]:
         calls = _ToolCallAssembler()
