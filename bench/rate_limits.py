@@ -30,16 +30,6 @@ REPO = Path(__file__).resolve().parents[1]
 KEY = "sim"
 
 
-def max_in_window(times: list[float], window: float) -> int:
-    times = sorted(times)
-    best, start = 0, 0
-    for end, t in enumerate(times):
-        while t - times[start] > window:
-            start += 1
-        best = max(best, end - start + 1)
-    return best
-
-
 async def make_rag(sim: Any, tmp: str) -> Any:
     from mini import AgenticRAG, EmbeddingModel, LLMConfig, VectorStore
 
@@ -71,6 +61,7 @@ async def ask_all(rag: Any, questions: list[str]) -> tuple[float, int, int]:
 
 async def capped(sim: Any, args: argparse.Namespace, questions: list[str], adaptive: bool) -> str:
     from mini._limits import AdaptiveConfig, reset_limiters
+    from mini.testing.sim_server import max_in_window
 
     reset_limiters()
     with tempfile.TemporaryDirectory() as tmp:

@@ -13,23 +13,7 @@ from mini import AgenticRAG, EmbeddingModel, LLMConfig, RetrievalConfig, VectorS
 from mini.errors import AuthenticationError, ProviderServerError
 from mini.testing.looplag import LoopLagProbe
 from tests.conftest import SAMPLE_CORPUS
-
-
-def make_rag(sim: Any, store_dir: Path, **llm: Any) -> AgenticRAG:
-    return AgenticRAG(
-        VectorStore(str(store_dir), collection_name="sim"),
-        EmbeddingModel("openai:sim-embed", base_url=sim.base_url, api_key="sim", dimension=384),
-        llm_config=LLMConfig(model="sim-chat", base_url=sim.base_url, api_key="sim", **llm),
-    )
-
-
-@pytest.fixture
-async def rag(sim: Any, tmp_path: Path) -> AgenticRAG:
-    rag = make_rag(sim, tmp_path)
-    report = await rag.index_documents_async([SAMPLE_CORPUS])
-    assert report.ok, report.failures
-    sim.reset()
-    return rag
+from tests.query.conftest import make_rag
 
 
 async def test_64_concurrent_queries_keep_64_chats_in_flight_and_the_loop_free(

@@ -14,39 +14,11 @@ from typing import Any
 import numpy as np
 import pytest
 
-from mini import AgenticRAG, EmbeddingModel, LLMConfig, VectorStore
+from mini import AgenticRAG, EmbeddingModel
 from mini._limits import endpoint_key, limiter_for
 from mini.errors import AuthenticationError
-from tests.conftest import SAMPLE_CORPUS
-
-KEY = "sim"
-
-
-def make_rag(sim: Any, store_dir: Path, **llm: Any) -> AgenticRAG:
-    return AgenticRAG(
-        VectorStore(str(store_dir), collection_name="sim"),
-        EmbeddingModel("openai:sim-embed", base_url=sim.base_url, api_key=KEY, dimension=384),
-        llm_config=LLMConfig(model="sim-chat", base_url=sim.base_url, api_key=KEY, **llm),
-    )
-
-
-@pytest.fixture
-async def rag(sim: Any, tmp_path: Path) -> AgenticRAG:
-    rag = make_rag(sim, tmp_path)
-    report = await rag.index_documents_async([SAMPLE_CORPUS])
-    assert report.ok, report.failures
-    sim.reset()
-    return rag
-
-
-def _max_in_window(times: list[float], window: float) -> int:
-    times = sorted(times)
-    best, start = 0, 0
-    for end, t in enumerate(times):
-        while t - times[start] > window:
-            start += 1
-        best = max(best, end - start + 1)
-    return best
+from mini.testing.sim_server import max_in_window
+from tests.query.conftest import SIM_KEY as KEY
 
 
 async def test_a_provider_capped_at_16_answers_all_64_with_one_wave_of_refusals(
@@ -67,7 +39,7 @@ async def test_a_provider_capped_at_16_answers_all_64_with_one_wave_of_refusals(
     assert len(late) <= 2, late
     # Retries come back spread by jitter, not in lockstep.
     retried = [t for t, _, _, retry in arrivals if retry > 0]
-    assert retried and _max_in_window(retried, 0.05) <= 16
+    assert retried and max_in_window(retried, 0.05) <= 16
     limiter = limiter_for(endpoint_key(sim.base_url, KEY), max_in_flight=64)
     assert limiter.cap == 16
 

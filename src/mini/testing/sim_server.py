@@ -321,6 +321,17 @@ class SimState:
         return True
 
 
+def max_in_window(times: list[float], window: float) -> int:
+    """The most arrival times falling within any `window` seconds (e.g. retries arriving together)."""
+    times = sorted(times)
+    best, start = 0, 0
+    for end, t in enumerate(times):
+        while t - times[start] > window:
+            start += 1
+        best = max(best, end - start + 1)
+    return best
+
+
 class SimulatedDisconnect(Exception):
     """Raised inside a streaming body: the server drops the connection mid-response (like a crashed upstream)."""
 
