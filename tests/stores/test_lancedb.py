@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -538,3 +539,57 @@ async def test_concurrent_searches_share_store_calls(tmp_path: Path) -> None:
     results = await asyncio.gather(*(backend.search(vectors[i], top_k=1) for i in range(64)))
     assert [hits[0].id for hits in results] == [f"r{i}" for i in range(64)]  # each caller got its own answer
     assert backend._searches.batches - before < 64 / 4  # and they rode along in a few multi-vector queries
+
+
+async def test_get_by_ids_and_filter_with_and_without_vectors(tmp_path: Path) -> None:
+    backend = make(tmp_path)
+    await backend.upsert(rows(1500))  # more ids than one id predicate holds
+    assert await backend.get(ids=[]) == []
+    wanted = [f"r{i}" for i in range(0, 1500, 7)]
+    got = await backend.get(ids=wanted)
+    assert sorted(r.id for r in got) == sorted(wanted)
+    assert all(r.vector is None for r in got)
+    assert {r.text for r in got} >= {"text 0", "text 7"}
+    one = (await backend.get(ids=["r5"], include_vectors=True))[0]
+    assert one.metadata == {"source": "s2", "n": 5}
+    np.testing.assert_array_equal(one.vector, np.asarray(unit(5), dtype=np.float32))
+    both = await backend.get(ids=["r0", "r1", "r3"], filter=parse_filter({"source": "s0"}))
+    assert sorted(r.id for r in both) == ["r0", "r3"]
+    by_filter = await backend.get(filter=parse_filter({"n": {"$lt": 3}}))
+    assert sorted(r.id for r in by_filter) == ["r0", "r1", "r2"]
+    assert len(await backend.get(limit=10)) == 10
+    assert len(await backend.get()) == 1500
+    assert await make(tmp_path, name="missing").get() == []
+
+
+async def test_replace_swaps_a_scope_in_one_commit_and_leaves_other_rows(tmp_path: Path) -> None:
+    backend = make(tmp_path)
+    await backend.upsert(rows(6))  # sources s0, s1, s2 with two rows each
+    db = await lancedb.connect_async(str(tmp_path), read_consistency_interval=timedelta(0))
+    table = await db.open_table("t")
+    version = await table.version()
+    new = [
+        Record("r0", unit(1), "text 0 again", {"source": "s0"}),
+        Record("x", unit(2), "new", {"source": "s0"}),
+    ]
+    deleted = await backend.replace(new, scope=parse_filter({"source": "s0"}))
+    assert deleted == 1  # r3 was in scope and is not among the new rows
+    assert await table.version() == version + 1  # one commit: never a moment with the scope half replaced
+    in_scope = await backend.get(filter=parse_filter({"source": "s0"}))
+    assert sorted((r.id, r.text) for r in in_scope) == [("r0", "text 0 again"), ("x", "new")]
+    assert await backend.count() == 6  # s1 and s2 untouched: 4 + 2 new
+    # An empty replacement empties the scope.
+    assert await backend.replace([], scope=parse_filter({"source": "s1"})) == 2
+    assert await backend.count(parse_filter({"source": "s1"})) == 0
+
+
+def test_facade_get_and_replace_validate_input(tmp_path: Path) -> None:
+    store = VectorStore(str(tmp_path), collection_name="f")
+    store.upsert([unit(0), unit(1)], ["a", "b"], [{"source": "A"}, {"source": "B"}], ["a", "b"])
+    assert [r.id for r in store.get(["a"])] == ["a"]
+    with pytest.raises(InvalidInputError):
+        store.get("a")
+    with pytest.raises(InvalidInputError):
+        store.replace({}, [unit(0)], ["a"])
+    assert store.replace({"source": "A"}, [unit(2)], ["a2"], [{"source": "A"}], ["a2"]) == 1
+    assert sorted(r.id for r in store.get()) == ["a2", "b"]

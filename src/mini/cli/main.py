@@ -13,7 +13,7 @@ from rich.console import Console
 from rich.markup import escape
 
 if TYPE_CHECKING:
-    from mini.ingest.pipeline import IngestReport
+    from mini.ingest.pipeline import IngestProgress, IngestReport
     from mini.query.pipeline import AgenticRAG
     from mini.types import RAGResponse
 
@@ -77,39 +77,117 @@ def _run(main: Any) -> Any:
 
 def _print_report(report: IngestReport) -> None:
     total_s = report.timings_ms.get("total", 0.0) / 1000.0
+    pruned = f", {report.files_pruned} pruned" if report.files_pruned else ""
     out.print(
         f"Indexed {report.files_seen} file(s) in {total_s:.2f}s: {report.files_added} added, "
-        f"{report.files_updated} updated, {report.files_skipped} unchanged, {report.files_failed} failed; "
-        f"{report.chunks_added} chunks added, {report.chunks_removed} removed, {report.chunks_unchanged} unchanged."
+        f"{report.files_updated} updated, {report.files_skipped} unchanged, {report.files_failed} failed{pruned}; "
+        f"{report.chunks_added} chunks added, {report.chunks_removed} removed, {report.chunks_unchanged} unchanged; "
+        f"{report.chunks_embedded} embedded in {report.embedding_requests} request(s)."
     )
+    for warning in report.warnings:
+        err.print(f"[yellow]note:[/] {escape(_display_source(warning.path))}: {escape(warning.reason)}")
     for failure in report.failures:
         err.print(f"[red]failed:[/] {escape(_display_source(failure.path))}: {escape(failure.reason)}")
+    if report.interrupted:
+        err.print(
+            "[yellow]interrupted:[/] files written so far are complete; run the same command to resume."
+        )
+
+
+class _IngestBars:
+    """Three rich progress bars (files, chunks embedded, chunks written) fed by the ingestor's snapshots.
+
+    Snapshots arrive on the event loop's thread and only overwrite totals, so bars stay consistent however
+    many files and batches are in flight; rich redraws from its own thread at a fixed rate.
+    """
+
+    def __init__(self) -> None:
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+        self.progress = Progress(
+            TextColumn("{task.description:<9}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[note]}"),
+            TimeElapsedColumn(),
+            console=err,
+            transient=True,
+        )
+        self.files = self.progress.add_task("files", total=None, note="")
+        self.embedded = self.progress.add_task("embedded", total=None, note="")
+        self.written = self.progress.add_task("written", total=None, note="")
+
+    def __call__(self, snapshot: IngestProgress) -> None:
+        failed = f"{snapshot.files_failed} failed" if snapshot.files_failed else ""
+        self.progress.update(
+            self.files, completed=snapshot.files_done, total=snapshot.files_total, note=failed
+        )
+        chunks = snapshot.chunks_total or None
+        requests = f"{snapshot.embedding_requests} requests"
+        self.progress.update(self.embedded, completed=snapshot.chunks_embedded, total=chunks, note=requests)
+        self.progress.update(self.written, completed=snapshot.chunks_written, total=chunks, note="")
 
 
 @app.command()
 def ingest(
-    paths: Annotated[list[Path], typer.Argument(help="Files or directories to index.")],
+    paths: Annotated[list[str], typer.Argument(help="Files, directories or http(s) URLs to index.")],
     uri: UriOpt = None,
     collection: CollectionOpt = None,
     embedding_model: EmbeddingOpt = None,
-    concurrency: Annotated[int, typer.Option(min=1, help="Files processed at once.")] = 4,
+    concurrency: Annotated[
+        int | None, typer.Option(min=1, help="Embedding requests in flight (default 8).")
+    ] = None,
+    batch_size: Annotated[
+        int | None, typer.Option("--batch-size", min=1, help="Texts per embedding request (default 64).")
+    ] = None,
     glob: Annotated[str | None, typer.Option(help="Only files matching this pattern, e.g. '*.md'.")] = None,
+    prune: Annotated[
+        bool, typer.Option(help="Delete indexed files under the given directories that no longer exist.")
+    ] = False,
+    progress: Annotated[
+        bool | None, typer.Option(help="Progress bars on stderr (default: when it is a terminal).")
+    ] = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Index files (txt, md, html, pdf, docx, json, jsonl); re-running skips unchanged files."""
+    """Index files (txt, md, html, pdf, docx, json, jsonl) and URLs; re-running skips unchanged files and
+    resumes an interrupted run."""
+    show = progress if progress is not None else (err.is_terminal and not as_json)
+    bars = _IngestBars() if show else None
+    from mini.ingest.pipeline import DEFAULT_BATCH_SIZE, DEFAULT_CONCURRENCY, Ingestor
+
+    rag = _build_rag(uri, collection, embedding_model, "none")  # no I/O until used
+    ingestor = Ingestor(
+        rag.vector_store,
+        rag.embedding_model,
+        concurrency=concurrency or DEFAULT_CONCURRENCY,
+        batch_size=batch_size or DEFAULT_BATCH_SIZE,
+    )
 
     async def main() -> IngestReport:
-        rag = _build_rag(uri, collection, embedding_model, "none")
         async with rag:
-            return await rag.index_documents_async(list(paths), concurrency=concurrency, glob=glob)
+            return await ingestor.run(paths, glob=glob, prune=prune, progress=bars)
 
-    report = _run(main())
+    try:
+        if bars is not None:
+            with bars.progress:
+                report = _run(main())
+        else:
+            report = _run(main())
+    except typer.Exit as stop:
+        if stop.exit_code == 130 and ingestor.report is not None:
+            # Ctrl-C: say what was finished, so the user knows a re-run resumes from there.
+            _emit_report(ingestor.report, as_json)
+        raise
+    _emit_report(report, as_json)
+    if report.files_failed:
+        raise typer.Exit(1)
+
+
+def _emit_report(report: IngestReport, as_json: bool) -> None:
     if as_json:
         print(json.dumps(report.to_dict(), indent=2))
     else:
         _print_report(report)
-    if report.files_failed:
-        raise typer.Exit(1)
 
 
 def _print_response(response: RAGResponse) -> None:

@@ -259,6 +259,10 @@ class LocalOnnxEmbedder:
         # across loops/threads (portal + user loop), the threading lock makes the load happen exactly once.
         self._loop_locks: _portal.PerLoop[asyncio.Lock] = _portal.PerLoop(asyncio.Lock)
         self._load_lock = threading.Lock()
+        # One model batch per core at a time: concurrent callers (ingestion sends several batches at once)
+        # queue here instead of oversubscribing the CPU with threads that would only slow each other down.
+        cores = max(1, os.cpu_count() or 1)
+        self._cores: _portal.PerLoop[asyncio.Semaphore] = _portal.PerLoop(lambda: asyncio.Semaphore(cores))
 
     def __repr__(self) -> str:
         return f"LocalOnnxEmbedder({self.name!r}, loaded={self._runtime is not None})"
@@ -283,8 +287,16 @@ class LocalOnnxEmbedder:
         for start in range(0, len(texts), self.batch_size):
             index = order[start : start + self.batch_size]
             # One thread hop per batch: a cancelled call stops between batches.
-            out[index] = await asyncio.to_thread(runtime.embed_batch, [texts[i] for i in index])
+            async with self._cores.get():
+                out[index] = await asyncio.to_thread(runtime.embed_batch, [texts[i] for i in index])
         return out
+
+    def chunk_tokenizer(self) -> Tokenizer:
+        """The model's tokenizer for sizing chunks (truncation off), so no chunk exceeds what the model reads.
+        Blocking (reads a file once): async callers use a thread."""
+        from mini.ingest.chunking import load_tokenizer
+
+        return load_tokenizer(resolve_model_dir(self._model_path, name=self._model_name))
 
     async def aclose(self) -> None:
         """Drop the session (~100 MB); a later `embed` loads it again. Batches in flight finish first."""

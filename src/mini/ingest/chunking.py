@@ -19,6 +19,7 @@ if TYPE_CHECKING:
 __all__ = [
     "CHARS_PER_TOKEN",
     "MARKDOWN_FILE_TYPES",
+    "check_sizes",
     "chunk_documents",
     "chunk_id",
     "chunk_text",
@@ -91,7 +92,7 @@ def chunk_text(
     than the overlap gets none, which is fine because it is a natural break already.
     For exact token counts pass a tokenizer from `load_tokenizer` (truncation off, or counts are capped).
     """
-    _check_sizes(chunk_tokens, overlap_tokens)
+    check_sizes(chunk_tokens, overlap_tokens)
     if not text.strip():
         return []
     splitter = _splitter(chunk_tokens, overlap_tokens, tokenizer, markdown)
@@ -113,7 +114,7 @@ def chunk_documents(
     - A text that occurs twice in one source is kept once (its id would collide anyway).
     - Chunk metadata is a copy of the document's; `Chunk.store_metadata()` adds source, index and hash.
     """
-    _check_sizes(chunk_tokens, overlap_tokens)
+    check_sizes(chunk_tokens, overlap_tokens)
     chunks: list[Chunk] = []
     next_index: dict[str, int] = {}
     seen: dict[str, set[str]] = {}
@@ -147,7 +148,8 @@ def chunk_documents(
     return chunks
 
 
-def _check_sizes(chunk_tokens: int, overlap_tokens: int) -> None:
+def check_sizes(chunk_tokens: int, overlap_tokens: int) -> None:
+    """`InvalidInputError` unless 1 <= chunk_tokens and 0 <= overlap_tokens < chunk_tokens."""
     if chunk_tokens < 1:
         raise InvalidInputError(f"chunk_tokens must be at least 1, got {chunk_tokens}")
     if not 0 <= overlap_tokens < chunk_tokens:

@@ -16,7 +16,15 @@ from typing import Any
 from mini.errors import DocumentError, DocumentParseError, UnsupportedFormatError
 from mini.types import Document
 
-__all__ = ["SUPPORTED_SUFFIXES", "discover", "load_file", "load_file_async"]
+__all__ = [
+    "SUPPORTED_SUFFIXES",
+    "discover",
+    "file_type_of",
+    "load_file",
+    "load_file_async",
+    "parse_bytes",
+    "read_file",
+]
 
 logger = logging.getLogger("mini.ingest")
 
@@ -110,24 +118,49 @@ def load_file(path: str | Path) -> list[Document]:
     names the file. Blocking: async callers use `load_file_async`.
     """
     abs_path = _absolute(path)
-    source = abs_path.as_posix()
-    suffix = abs_path.suffix.lower()
+    file_type = file_type_of(abs_path)
+    return parse_bytes(abs_path.as_posix(), read_file(abs_path), file_type, filename=abs_path.name)
+
+
+def file_type_of(path: str | Path) -> str:
+    """The loader's file type for a path's suffix (``"md"`` for ``.markdown``); `UnsupportedFormatError` if none."""
+    suffix = Path(path).suffix.lower()
     file_type = _FILE_TYPES.get(suffix)
     if file_type is None:
         supported = " ".join(sorted(SUPPORTED_SUFFIXES))
         raise UnsupportedFormatError(
-            source, f"unsupported file type {suffix or '(no suffix)'!r}; supported: {supported}"
+            _absolute(path).as_posix(),
+            f"unsupported file type {suffix or '(no suffix)'!r}; supported: {supported}",
         )
+    return file_type
+
+
+def read_file(path: str | Path) -> bytes:
+    """A file's bytes, or `DocumentParseError` naming the file. Blocking."""
+    abs_path = _absolute(path)
     try:
-        data = abs_path.read_bytes()
+        return abs_path.read_bytes()
     except IsADirectoryError as exc:
-        raise DocumentParseError(source, "is a directory") from exc
+        raise DocumentParseError(abs_path.as_posix(), "is a directory") from exc
     except OSError as exc:
-        raise DocumentParseError(source, f"cannot read file: {(exc.strerror or str(exc)).lower()}") from exc
+        reason = f"cannot read file: {(exc.strerror or str(exc)).lower()}"
+        raise DocumentParseError(abs_path.as_posix(), reason) from exc
+
+
+def parse_bytes(source: str, data: bytes, file_type: str, *, filename: str | None = None) -> list[Document]:
+    """Parse the bytes of a file or download of `file_type` (see `file_type_of`) into documents named `source`.
+
+    Empty content gives ``[]``. CPU-bound and blocking: async callers run it in a thread.
+    """
+    parser = _PARSERS.get(file_type)
+    if parser is None:
+        raise UnsupportedFormatError(source, f"unsupported file type {file_type!r}")
     if not data.strip():
         return []
-    metadata: dict[str, Any] = {"filename": abs_path.name, "file_type": file_type}
-    return _PARSERS[file_type](source, data, metadata)
+    metadata: dict[str, Any] = {"file_type": file_type}
+    if filename:
+        metadata = {"filename": filename, **metadata}
+    return parser(source, data, metadata)
 
 
 def _document(text: str, source: str, metadata: dict[str, Any]) -> list[Document]:

@@ -14,6 +14,7 @@ from mini._limits import is_retryable
 from mini.config import LLMConfig, ObservabilityConfig, RerankerConfig, RetrievalConfig
 from mini.embeddings.base import EmbeddingModel
 from mini.errors import ConfigurationError, EmptyQuestionError, InvalidInputError, ProviderError
+from mini.ingest.cache import EmbeddingCache
 from mini.llms.base import LLM, Usage, create_llm, resolve_llm_config
 from mini.llms.extractive import NO_CONTEXT_ANSWER, ExtractiveGenerator
 from mini.query import prompts
@@ -24,7 +25,7 @@ from mini.stores.base import VectorStore
 from mini.types import Document, RAGResponse, RetrievalResult, StreamEvent
 
 if TYPE_CHECKING:
-    from mini.ingest.pipeline import IngestReport
+    from mini.ingest.pipeline import IngestReport, ProgressCallback
 
 log = logging.getLogger("mini.query")
 
@@ -100,6 +101,8 @@ class AgenticRAG:
             )
         self.reranker = reranker or PassThroughReranker()
         self.extractive = ExtractiveGenerator()
+        # Vectors by (model, content hash), shared by every ingestion run of this object.
+        self._embedding_cache = EmbeddingCache()
 
     def __repr__(self) -> str:
         return f"AgenticRAG(store={self.vector_store!r}, embeddings={self.embedding_model!r}, llm={self.llm_name!r})"
@@ -305,21 +308,62 @@ class AgenticRAG:
     # -- ingestion ---------------------------------------------------------------------------------------------
 
     async def index_documents_async(
-        self, paths: Sequence[str | Path | Document], *, concurrency: int = 4, glob: str | None = None
+        self,
+        items: Sequence[str | Path | Document],
+        *,
+        concurrency: int | None = None,
+        batch_size: int | None = None,
+        glob: str | None = None,
+        prune: bool = False,
+        progress: ProgressCallback | None = None,
     ) -> IngestReport:
-        """Load, chunk, embed and store files/directories (or `Document`s); idempotent, one report for all.
+        """Load, chunk, embed and store files, directories, http(s) URLs or `Document`s; one report for all.
 
-        Unchanged files cost no embedding calls; a changed file's old chunks are replaced. Failures are
-        listed per file in the report, never raised for the whole batch.
+        Idempotent and resumable: unchanged files cost nothing, a changed file's chunks are replaced in one
+        commit, and after a crash a re-run embeds only what is missing. Texts are embedded in batches of
+        `batch_size` across files, `concurrency` batches at a time. Failures are listed per file in the
+        report, never raised for the whole batch (except errors that would fail every file, like a bad key).
+        `prune=True` deletes stored files under the given directories that no longer exist.
         """
-        from mini.ingest.pipeline import Ingestor
+        from mini.ingest.pipeline import DEFAULT_BATCH_SIZE, DEFAULT_CONCURRENCY, Ingestor
 
-        ingestor = Ingestor(self.vector_store, self.embedding_model, concurrency=concurrency)
-        return await ingestor.run(paths, glob=glob)
+        ingestor = Ingestor(
+            self.vector_store,
+            self.embedding_model,
+            concurrency=concurrency or DEFAULT_CONCURRENCY,
+            batch_size=batch_size or DEFAULT_BATCH_SIZE,
+            cache=self._embedding_cache,
+        )
+        return await ingestor.run(items, glob=glob, prune=prune, progress=progress)
 
     async def index_document_async(self, document: str | Path | Document) -> IngestReport:
-        """Index one file or `Document` (see `index_documents_async`)."""
+        """Index one file, URL or `Document` (see `index_documents_async`)."""
         return await self.index_documents_async([document])
+
+    async def index_texts_async(
+        self,
+        texts: Sequence[str],
+        *,
+        sources: Sequence[str] | None = None,
+        metadata: Sequence[Mapping[str, Any]] | None = None,
+    ) -> IngestReport:
+        """Index in-memory texts. Each needs a stable source name to be updated later; without `sources`,
+        a text is named by its content hash ("text:<hash>"), so the same text is indexed once."""
+        from mini.ingest.chunking import content_hash
+
+        if isinstance(texts, str):
+            raise InvalidInputError("texts must be a list of strings, not a single string")
+        if sources is not None and len(sources) != len(texts):
+            raise InvalidInputError(f"got {len(sources)} sources for {len(texts)} texts")
+        if metadata is not None and len(metadata) != len(texts):
+            raise InvalidInputError(f"got {len(metadata)} metadata entries for {len(texts)} texts")
+        documents = []
+        for i, text in enumerate(texts):
+            if not isinstance(text, str):
+                raise InvalidInputError(f"text {i} is {type(text).__name__}, not str")
+            source = sources[i] if sources is not None else f"text:{content_hash(text)}"
+            documents.append(Document(text, source, dict(metadata[i]) if metadata is not None else {}))
+        return await self.index_documents_async(documents)
 
     async def aclose(self) -> None:
         """Close clients opened on the running loop."""
@@ -368,12 +412,37 @@ class AgenticRAG:
         return _portal.iterate(self.stream_async(question, top_k=top_k, filter=filter))
 
     def index_documents(
-        self, paths: Sequence[str | Path | Document], *, concurrency: int = 4, glob: str | None = None
+        self,
+        items: Sequence[str | Path | Document],
+        *,
+        concurrency: int | None = None,
+        batch_size: int | None = None,
+        glob: str | None = None,
+        prune: bool = False,
+        progress: ProgressCallback | None = None,
     ) -> IngestReport:
-        return _portal.run(self.index_documents_async(paths, concurrency=concurrency, glob=glob))
+        return _portal.run(
+            self.index_documents_async(
+                items,
+                concurrency=concurrency,
+                batch_size=batch_size,
+                glob=glob,
+                prune=prune,
+                progress=progress,
+            )
+        )
 
     def index_document(self, document: str | Path | Document) -> IngestReport:
         return _portal.run(self.index_document_async(document))
+
+    def index_texts(
+        self,
+        texts: Sequence[str],
+        *,
+        sources: Sequence[str] | None = None,
+        metadata: Sequence[Mapping[str, Any]] | None = None,
+    ) -> IngestReport:
+        return _portal.run(self.index_texts_async(texts, sources=sources, metadata=metadata))
 
     def close(self) -> None:
         _portal.run(self.aclose())

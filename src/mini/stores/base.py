@@ -56,6 +56,23 @@ class VectorStoreBackend(Protocol):
 
     async def delete(self, *, ids: Sequence[str] | None = None, filter: Filter | None = None) -> int: ...
 
+    async def replace(self, records: Sequence[Record], *, scope: Filter) -> int:
+        """Make the rows matching `scope` be exactly `records` (which should match it): upsert them and delete
+        the other rows in scope, in one atomic commit where the backend can. Returns the rows deleted."""
+        ...
+
+    async def get(
+        self,
+        *,
+        ids: Sequence[str] | None = None,
+        filter: Filter | None = None,
+        include_vectors: bool = False,
+        limit: int | None = None,
+    ) -> list[Record]:
+        """Rows by ids and/or filter (both: rows matching both), in no particular order; vectors only if asked
+        (then as float32 arrays, else None). Neither given: every row, up to `limit`."""
+        ...
+
     async def count(self, filter: Filter | None = None) -> int: ...
 
     async def existing_ids(self, ids: Sequence[str]) -> set[str]: ...
@@ -214,6 +231,45 @@ class VectorStore:
     async def count_async(self, filter: Mapping[str, Any] | None = None) -> int:
         return await self.backend.count(parse_filter(filter))
 
+    async def get_async(
+        self,
+        ids: Sequence[str] | None = None,
+        filter: Mapping[str, Any] | None = None,
+        *,
+        include_vectors: bool = False,
+        limit: int | None = None,
+    ) -> list[Record]:
+        """Rows by ids and/or a metadata filter (both: rows matching both), without search; no order."""
+        if isinstance(ids, str):
+            raise InvalidInputError("ids must be a list of strings, not a single string")
+        if limit is not None and limit < 1:
+            raise InvalidInputError("limit must be >= 1")
+        return await self.backend.get(
+            ids=list(ids) if ids is not None else None,
+            filter=parse_filter(filter),
+            include_vectors=include_vectors,
+            limit=limit,
+        )
+
+    async def replace_async(
+        self,
+        scope: Mapping[str, Any],
+        embeddings: Any,
+        texts: Sequence[str],
+        metadata: Sequence[Mapping[str, Any]] | None = None,
+        ids: Sequence[str] | None = None,
+    ) -> int:
+        """Make the rows matching `scope` (e.g. ``{"source": "a.md"}``) exactly these: upsert them, delete the
+        rest of the scope. On the embedded store this is one atomic commit, so searches never see a document
+        half old and half new. Returns the number of rows deleted."""
+        parsed = parse_filter(scope)
+        if parsed is None:
+            raise InvalidInputError("replace needs a non-empty scope filter (use drop() to start over)")
+        records = self._records(embeddings, texts, metadata, ids)
+        if not records:
+            return await self.backend.delete(filter=parsed)
+        return await self.backend.replace(records, scope=parsed)
+
     async def drop_async(self) -> None:
         """Delete the whole collection."""
         await self.backend.drop()
@@ -258,6 +314,26 @@ class VectorStore:
 
     def count(self, filter: Mapping[str, Any] | None = None) -> int:
         return _portal.run(self.count_async(filter))
+
+    def get(
+        self,
+        ids: Sequence[str] | None = None,
+        filter: Mapping[str, Any] | None = None,
+        *,
+        include_vectors: bool = False,
+        limit: int | None = None,
+    ) -> list[Record]:
+        return _portal.run(self.get_async(ids, filter, include_vectors=include_vectors, limit=limit))
+
+    def replace(
+        self,
+        scope: Mapping[str, Any],
+        embeddings: Any,
+        texts: Sequence[str],
+        metadata: Sequence[Mapping[str, Any]] | None = None,
+        ids: Sequence[str] | None = None,
+    ) -> int:
+        return _portal.run(self.replace_async(scope, embeddings, texts, metadata, ids))
 
     def drop(self) -> None:
         _portal.run(self.drop_async())

@@ -161,6 +161,23 @@ def _arrow_rows(records: Sequence[Record]) -> pa.Table:
         raise InvalidInputError(f"records cannot be converted for LanceDB: {exc}") from exc
 
 
+def _records_from_arrow(rows: pa.Table, include_vectors: bool) -> list[Record]:
+    """Rows read back as `Record`s (CPU only: big reads call this in a thread)."""
+    ids = rows.column(ID_COLUMN).to_pylist()
+    texts = rows.column(_TEXT).to_pylist()
+    metadata = [json.loads(m or "{}") for m in rows.column(METADATA_COLUMN).to_pylist()]
+    if include_vectors and rows.num_rows:
+        column = rows.column(_VECTOR).combine_chunks()
+        matrix = column.flatten().to_numpy(zero_copy_only=False).reshape(rows.num_rows, column.type.list_size)
+        vectors: list[Any] = list(matrix.astype(np.float32, copy=False))
+    else:
+        vectors = [None] * rows.num_rows
+    return [
+        Record(id=i, vector=v, text=t or "", metadata=m)
+        for i, v, t, m in zip(ids, vectors, texts, metadata, strict=True)
+    ]
+
+
 def _id_predicates(ids: Sequence[str]) -> list[str]:
     return [id_in(ids[start : start + _ID_BATCH]) for start in range(0, len(ids), _ID_BATCH)]
 
@@ -330,6 +347,51 @@ class LanceDBBackend:
                 result = await table.delete(predicate)
                 deleted += before if before is not None else int(getattr(result, "num_deleted_rows", 0))
         return deleted
+
+    async def replace(self, records: Sequence[Record], *, scope: Filter) -> int:
+        if not records:
+            return await self.delete(filter=scope)
+        table, rows = await self._prepare(records)
+        with map_lancedb_errors("replace"):
+            # One merge commit: readers see the old rows of the scope or the new ones, never a mix.
+            merge = (
+                table.merge_insert(ID_COLUMN)
+                .when_matched_update_all()
+                .when_not_matched_insert_all()
+                .when_not_matched_by_source_delete(to_where(scope))
+            )
+            result = await merge.execute(rows)
+        return int(result.num_deleted_rows)
+
+    async def get(
+        self,
+        *,
+        ids: Sequence[str] | None = None,
+        filter: Filter | None = None,
+        include_vectors: bool = False,
+        limit: int | None = None,
+    ) -> list[Record]:
+        table = await self._get_table()
+        if table is None or (ids is not None and not ids):
+            return []
+        where = to_where(filter) if filter is not None else None
+        # Id lists are split into predicates of bounded size (one query each), the filter ANDed to each.
+        id_parts: list[str | None] = [*_id_predicates(list(ids))] if ids is not None else [None]
+        columns = [ID_COLUMN, _TEXT, METADATA_COLUMN] + ([_VECTOR] if include_vectors else [])
+        records: list[Record] = []
+        with map_lancedb_errors("get"):
+            for id_part in id_parts:
+                predicate = " AND ".join(f"({p})" for p in (id_part, where) if p is not None)
+                query = table.query().select(columns)
+                if predicate:
+                    query = query.where(predicate)
+                if limit is not None:
+                    query = query.limit(limit - len(records))
+                rows = await query.to_arrow()
+                records += await asyncio.to_thread(_records_from_arrow, rows, include_vectors)
+                if limit is not None and len(records) >= limit:
+                    break
+        return records
 
     async def drop(self) -> None:
         db = await self._connection()
