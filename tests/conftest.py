@@ -91,6 +91,7 @@ def sim(sim_server: object) -> Iterator[object]:
         slow_fraction=0,
         slow_ms=0,
         disconnect_fraction=0,
+        reject_text="",
         retry_after=1,
         api_key="",
         seed=0,

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
+from typing import Any
 
 from tests.conftest import SAMPLE_CORPUS
 
@@ -72,3 +75,49 @@ def test_version_and_help(tmp_path: Path) -> None:
     assert mini("--version", cwd=tmp_path).stdout.startswith("mini-rag ")
     help_text = mini("--help", cwd=tmp_path).stdout
     assert "ingest" in help_text and "query" in help_text
+
+
+def test_ingest_flags_json_report_and_prune(tmp_path: Path) -> None:
+    from mini.testing.corpus import write_corpus
+
+    docs = tmp_path / "docs"
+    write_corpus(docs, 12)
+    args = ("--uri", str(tmp_path / "store"), "--json", "--batch-size", "8", "--concurrency", "2")
+    first = json.loads(mini("ingest", str(docs), *args, cwd=tmp_path).stdout)
+    assert first["files_added"] == 12 and first["embedding_requests"] >= 1
+    assert first["chunks_embedded"] == first["chunks_added"] > 0
+    (docs / "doc00003.txt").unlink()
+    pruned = json.loads(mini("ingest", str(docs), *args, "--prune", cwd=tmp_path).stdout)
+    assert (pruned["files_skipped"], pruned["files_pruned"], pruned["chunks_embedded"]) == (11, 1, 0)
+
+
+def test_ctrl_c_stops_cleanly_reports_progress_and_a_rerun_resumes(tmp_path: Path, sim: Any) -> None:
+    from mini.testing.corpus import write_corpus
+
+    docs = tmp_path / "docs"
+    write_corpus(docs, 80)
+    sim.configure(embed_ms=40)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "MINI_URI"))}
+    env.update(OPENAI_BASE_URL=sim.base_url, OPENAI_API_KEY="sim")
+    command = [str(MINI), "ingest", str(docs), "--uri", str(tmp_path / "store")]
+    command += ["--embedding-model", "openai:sim-embed", "--batch-size", "4", "--concurrency", "1"]
+    process = subprocess.Popen(
+        command, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    deadline = time.monotonic() + 60
+    while sim.stats()["embeddings"]["inputs_embedded"] < 30:
+        assert process.poll() is None and time.monotonic() < deadline
+        time.sleep(0.01)
+    process.send_signal(signal.SIGINT)
+    stdout, stderr = process.communicate(timeout=30)
+    assert process.returncode == 130, stderr
+    assert "interrupted" in stderr and "resume" in stderr
+    assert "Traceback" not in stderr
+    done = int(stdout.split(" added")[0].rsplit(" ", 1)[-1])  # "Indexed N file(s) in Xs: K added, ..."
+    assert 0 < done < 80
+    sim.configure(embed_ms=0)
+    rerun = subprocess.run(
+        [*command, "--json"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120
+    )
+    report = json.loads(rerun.stdout)
+    assert (report["files_skipped"], report["files_added"]) == (done, 80 - done)

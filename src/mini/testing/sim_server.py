@@ -82,6 +82,7 @@ class SimConfig:
     slow_fraction: float = 0.0  # this fraction of admitted requests waits slow_ms more before being served
     slow_ms: float = 0.0
     disconnect_fraction: float = 0.0  # this fraction of streams is cut after the first piece
+    reject_text: str = ""  # an embeddings request with an input containing this is answered 400 (bad input)
     seed: int = 0
     api_key: str | None = None
 
@@ -485,6 +486,8 @@ def _openai_routes(state: SimState) -> list[Route]:
         if not isinstance(inputs, list) or not all(isinstance(text, str) for text in inputs):
             raise BadRequest("input must be a string or a list of strings")
         config = state.config
+        if config.reject_text and any(config.reject_text in text for text in inputs):
+            raise BadRequest(f"input contains {config.reject_text!r}, which this model rejects")
         dim = int(body.get("dimensions") or config.dim)
         await asyncio.sleep((config.embed_ms + config.embed_input_ms * len(inputs)) / 1000)
         as_base64 = body.get("encoding_format") == "base64"
