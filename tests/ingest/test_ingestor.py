@@ -278,7 +278,7 @@ async def test_chunks_in_flight_stay_within_the_budget(sim: Any, tmp_path: Path)
 async def test_cancelling_leaves_every_file_complete_or_absent(sim: Any, tmp_path: Path) -> None:
     corpus = tmp_path / "docs"
     write_corpus(corpus, 60)
-    expected = await unique_chunks(sim, corpus, tmp_path)
+    await unique_chunks(sim, corpus, tmp_path)  # the reference store: each file's full chunk count
     reference = VectorStore(str(tmp_path / "reference"), collection_name="t")
     per_origin: dict[str, int] = {}
     for row in await reference.get_async():
@@ -286,14 +286,14 @@ async def test_cancelling_leaves_every_file_complete_or_absent(sim: Any, tmp_pat
     sim.configure(embed_ms=30)
     sim.reset()
     ing = ingestor(sim, tmp_path / "store", batch_size=4, concurrency=2)
-    a_third = asyncio.Event()
+    some_written = asyncio.Event()
 
     def watch(p: IngestProgress) -> None:
-        if p.chunks_embedded >= expected // 3:
-            a_third.set()
+        if p.chunks_written > 0:
+            some_written.set()
 
     task = asyncio.create_task(ing.run([corpus], progress=watch))
-    await a_third.wait()
+    await some_written.wait()
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task

@@ -31,7 +31,6 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
-from mini._batching import Coalescer
 from mini.errors import (
     AuthenticationError,
     BadRequestError,
@@ -63,9 +62,15 @@ DEFAULT_BATCH_SIZE = 64
 DEFAULT_LOAD_CONCURRENCY = 16
 # A partial batch waits this long for more chunks before it is sent anyway (the producer may be slow).
 _LINGER_S = 0.02
-# Origins per stored-state lookup, and rows per write commit.
-_LOOKUP_BATCH = 256
-_WRITE_ROWS = 4096
+# What the store holds is looked up for this many files at once (one scan each, read ahead of the workers).
+_LOOKUP_WINDOW = 256
+# A commit is made when this many rows are ready, or when the oldest waited _WRITE_LINGER_S, or at the end.
+# Few large commits matter on LanceDB: every commit adds a fragment and a version, and scans, merges and
+# memory grow with their number (700 commits of 64 rows: each upsert 26 -> 58 ms, a lookup 330 ms).
+_WRITE_ROWS = 2048
+_WRITE_LINGER_S = 0.25
+# Compact the table after this many commits in a run (LanceDB; also builds its vector index when large).
+_COMPACT_EVERY = 32
 
 ProgressCallback = Callable[[IngestProgress], None]
 
@@ -214,23 +219,29 @@ class _EmbedBatcher:
 
 
 class _Writer:
-    """Writes finished files, grouping those that are ready into one commit (natural batching)."""
+    """Writes finished files: one commit per `_WRITE_ROWS` ready rows, or after `_WRITE_LINGER_S`."""
 
     def __init__(self, write: Callable[[list[_Unit]], Awaitable[list[BaseException | None]]]) -> None:
         self._write = write
         self._queue: list[tuple[_Unit, asyncio.Future[None]]] = []
+        self._rows = 0
         self._any = asyncio.Event()
+        self._full = asyncio.Event()  # a commit's worth of rows is ready, or the input has ended
         self._closed = False
 
     async def submit(self, unit: _Unit) -> None:
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._queue.append((unit, future))
+        self._rows += len(unit.records)
         self._any.set()
+        if self._rows >= _WRITE_ROWS:
+            self._full.set()
         await future
 
     def close(self) -> None:
         self._closed = True
         self._any.set()
+        self._full.set()
 
     async def run(self) -> None:
         try:
@@ -241,12 +252,18 @@ class _Writer:
                     self._any.clear()
                     await self._any.wait()
                     continue
+                if not self._full.is_set():
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._full.wait(), _WRITE_LINGER_S)
                 batch: list[tuple[_Unit, asyncio.Future[None]]] = []
                 rows = 0
                 while self._queue and (not batch or rows + len(self._queue[0][0].records) <= _WRITE_ROWS):
                     item = self._queue.pop(0)
                     batch.append(item)
                     rows += len(item[0].records)
+                self._rows -= rows
+                if self._rows < _WRITE_ROWS and not self._closed:
+                    self._full.clear()
                 outcomes = await self._write([unit for unit, _ in batch])
                 for (_, future), outcome in zip(batch, outcomes, strict=True):
                     if future.done():
@@ -301,7 +318,8 @@ class Ingestor:
         self.cache = cache if cache is not None else EmbeddingCache()
         self.url_fetcher = url_fetcher
         # Enough chunks to keep every embedding slot busy several times over, and no more.
-        self.max_chunks_in_flight = max_chunks_in_flight or max(1024, 4 * concurrency * batch_size)
+        # (At least two commits' worth, so the writer never waits on rows the budget holds back.)
+        self.max_chunks_in_flight = max_chunks_in_flight or max(2 * _WRITE_ROWS, 4 * concurrency * batch_size)
         # The report of the current (or last) run, live while it runs: after an interruption it says what
         # was finished.
         self.report: IngestReport | None = None
@@ -356,9 +374,10 @@ class _Run:
             self._embed_batch, batch_size=ingestor.batch_size, concurrency=ingestor.concurrency
         )
         self.writer = _Writer(self._write)
-        self.lookups: Coalescer[None, str, _Stored | None] = Coalescer(
-            self._lookup_batch, max_batch=_LOOKUP_BATCH, max_concurrent=1
-        )
+        self.units: list[_Unit] = []
+        self.lookups: dict[int, asyncio.Task[dict[str, _Stored]]] = {}
+        self.store_was_empty = False
+        self.commits = 0
         self.unit_tasks: set[asyncio.Task[None]] = set()
         self.fetcher: UrlFetcher | None = None
         self.own_fetcher = False
@@ -418,8 +437,12 @@ class _Run:
         try:
             await self._process(units)
         finally:
+            for lookup in self.lookups.values():
+                lookup.cancel()
             if self.own_fetcher and self.fetcher is not None:
                 await self.fetcher.aclose()
+        if self.commits >= 4 and self.commits % _COMPACT_EVERY:
+            await self._compact()  # many small writes make later searches slower: merge them now
         if prune and roots:
             await self._prune(roots, glob)
 
@@ -474,7 +497,11 @@ class _Run:
         )
 
     async def _process(self, units: list[_Unit]) -> None:
-        queue = iter(units)
+        self.units = units
+        # A store with no rows at the start holds nothing of this run's files: no lookups at all (the first
+        # ingestion of a big corpus would otherwise scan a growing table once per window).
+        self.store_was_empty = await self.store.backend.count() == 0
+        queue = iter(enumerate(units))
         try:
             async with asyncio.TaskGroup() as group:
                 group.create_task(self.batcher.run())
@@ -494,9 +521,9 @@ class _Run:
             raise (errors or group_error.exceptions)[0] from None
 
     async def _worker(self, queue: Any, group: asyncio.TaskGroup) -> None:
-        for unit in queue:
+        for index, unit in queue:
             try:
-                needed = await self._prepare(unit)
+                needed = await self._prepare(index, unit)
             except Exception as exc:
                 if _fatal(exc):
                     raise
@@ -518,14 +545,14 @@ class _Run:
 
     # -- per unit -------------------------------------------------------------------------------------------
 
-    async def _prepare(self, unit: _Unit) -> dict[CacheKey, np.ndarray] | None:
+    async def _prepare(self, index: int, unit: _Unit) -> dict[CacheKey, np.ndarray] | None:
         """Read, fingerprint, compare with the store, parse and chunk. None when there is nothing to embed or
         write (unchanged, or empty and already absent); else the vectors known from the store."""
         since = time.perf_counter()
         content_key, parse = await self._load(unit)
         self.time("read", since)
         unit.fingerprint = f"{self.embed_key}.{self.config_key}.{content_key}"
-        unit.stored = await self.lookups.submit(None, unit.origin)
+        unit.stored = await self._stored(index)
         if unit.stored is not None and unit.stored.fingerprint == unit.fingerprint:
             self.report.files_skipped += 1
             self.report.chunks_unchanged += len(unit.stored.ids)
@@ -678,7 +705,21 @@ class _Run:
 
     # -- stages shared by all units -------------------------------------------------------------------------
 
-    async def _lookup_batch(self, _: None, origins: list[str]) -> list[_Stored | None]:
+    async def _stored(self, index: int) -> _Stored | None:
+        """What the store holds for unit `index`, looked up with its window of `_LOOKUP_WINDOW` files; the next
+        window's lookup starts now, so it is ready when the workers get there."""
+        if self.store_was_empty:
+            return None
+        window = index // _LOOKUP_WINDOW
+        for w in (window, window + 1):
+            if w not in self.lookups and w * _LOOKUP_WINDOW < len(self.units):
+                origins = [u.origin for u in self.units[w * _LOOKUP_WINDOW : (w + 1) * _LOOKUP_WINDOW]]
+                self.lookups[w] = asyncio.get_running_loop().create_task(self._lookup(origins))
+        self.lookups.pop(window - 2, None)  # windows behind every worker are done with
+        found = await asyncio.shield(self.lookups[window])
+        return found.get(self.units[index].origin)
+
+    async def _lookup(self, origins: list[str]) -> dict[str, _Stored]:
         rows = await self.store.backend.get(filter=In("origin", tuple(origins)))
         found: dict[str, _Stored] = {}
         for row in rows:
@@ -693,7 +734,7 @@ class _Run:
                 stored.ids.add(row.id)
                 if stored.fingerprint != fingerprint:
                     stored.fingerprint = None  # mixed versions (written by hand?): re-ingest it
-        return [found.get(origin) for origin in origins]
+        return found
 
     async def _embed_batch(self, texts: list[str]) -> list[np.ndarray | BaseException]:
         """One request. A rejected batch is retried text by text, so one bad text fails only its own file."""
@@ -753,6 +794,16 @@ class _Run:
             await self.store.backend.replace(records, scope=In("origin", replaced))
         else:
             await self.store.backend.upsert(records)
+        self.commits += 1
+        if self.commits % _COMPACT_EVERY == 0:
+            await self._compact()
+
+    async def _compact(self) -> None:
+        optimize = getattr(self.store.backend, "optimize", None)
+        if callable(optimize):
+            since = time.perf_counter()
+            await optimize()
+            self.time("compact", since)
 
     async def _prune(self, roots: list[Path], glob: str | None) -> None:
         since = time.perf_counter()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import random
 from pathlib import Path
 
-_WORDS = (
+_PROSE = (
     "the council library budget river bridge ferry island harbour school garden market museum station "
     "water energy solar wind storm flood road tunnel park forest trail coast beach lighthouse tower "
     "village town city district region county province nation people families children students teachers "
@@ -18,7 +18,8 @@ _WORDS = (
     "vote decision result change cost price rate level number share amount period season year month "
     "because although while after before during since until unless whether however therefore also "
     "about above across along among around behind below beside between beyond inside near outside"
-).split()
+)
+_WORDS = _PROSE.split()
 
 
 def document_text(index: int, chars: int = 1500, seed: int = 0) -> str:
