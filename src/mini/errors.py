@@ -3,7 +3,8 @@
     MiniError
     ├── UsageError                      the API was called the wrong way (e.g. a sync twin from the portal thread)
     ├── InvalidInputError (ValueError)  bad user input, raised before any I/O
-    │   └── EmptyQuestionError          empty or whitespace-only question
+    │   ├── EmptyQuestionError          empty or whitespace-only question
+    │   └── UnsupportedFilterError      a valid filter this store backend cannot express
     ├── ConfigurationError              settings that cannot work
     │   ├── MissingDependencyError      an optional extra is not installed (the message names it)
     │   └── ModelNotFoundError          the bundled embedding model is not installed (the message says how)
@@ -84,6 +85,10 @@ class DocumentParseError(DocumentError):
 
 class StoreError(MiniError):
     """The vector store failed."""
+
+
+class UnsupportedFilterError(InvalidInputError):
+    """The store backend cannot express this filter (e.g. a string range on Qdrant); nothing was run."""
 
 
 class DimensionMismatchError(StoreError):
