@@ -21,6 +21,8 @@ class Settings(BaseSettings):
 
     uri: str = "./mini_data"
     collection: str = "docs"
+    # Milvus / Zilliz Cloud token ("user:password" or an API key) or Qdrant API key for the store at `uri`.
+    store_token: SecretStr | None = None
     embedding_model: str = "local:all-MiniLM-L6-v2"
     # "openai:gpt-4o-mini", a bare model name, or "none"/"extractive" to force offline answers.
     llm: str | None = None

@@ -38,6 +38,7 @@ from mini.errors import (
     DimensionMismatchError,
     InvalidInputError,
     MiniError,
+    UnsupportedFilterError,
 )
 from mini.ingest import chunking, loaders
 from mini.ingest.cache import CacheKey, EmbeddingCache
@@ -811,8 +812,13 @@ class _Run:
             prefix = root.as_posix().rstrip("/") + "/"
             # Origins under the root: the strings from "root/" up to (not including) "root0" ('0' follows '/').
             spec = {"origin": {"$gte": prefix, "$lt": prefix[:-1] + "0"}}
-            rows = await self.store.backend.get(filter=parse_filter(spec))
-            stored = {o for r in rows if isinstance(o := r.metadata.get("origin"), str)}
+            try:
+                rows = await self.store.backend.get(filter=parse_filter(spec))
+            except UnsupportedFilterError:  # no string ranges (Qdrant): read every row's origin instead
+                rows = await self.store.backend.get()
+            stored = {
+                o for r in rows if isinstance(o := r.metadata.get("origin"), str) and o.startswith(prefix)
+            }
             stale = sorted(
                 o
                 for o in stored - self.seen_origins

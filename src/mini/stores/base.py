@@ -120,6 +120,11 @@ class VectorStore:
                 settings = load_settings()
                 uri = uri or settings.uri
                 collection_name = collection_name or settings.collection
+            if token is None and _registry.store_kind(uri) != "lancedb":
+                from mini.config import load_settings
+
+                secret = load_settings().store_token  # MINI_STORE_TOKEN, for Milvus/Zilliz/Qdrant
+                token = secret.get_secret_value() if secret is not None else None
             backend = create_backend(uri, collection_name=collection_name, dimension=dimension, token=token)
         self.uri = uri
         self.collection_name = collection_name
