@@ -23,7 +23,7 @@ import numpy as np
 
 from mini.errors import DimensionMismatchError, DuplicateIdError, UnsupportedFilterError
 from mini.stores.base import Record, VectorStoreBackend
-from mini.stores.filters import matches, parse_filter
+from mini.stores.filters import Compare, matches, parse_filter
 from mini.testing.looplag import LoopLagProbe
 
 BackendFactory = Callable[..., VectorStoreBackend]
@@ -312,11 +312,11 @@ async def check_replace_swaps_a_scope(make: BackendFactory) -> None:
         Record("r0", unit(1), "text 0 again", {"source": "s0"}),
         Record("x", unit(2), "new", {"source": "s0"}),
     ]
-    assert await backend.replace(new, scope=parse_filter({"source": "s0"})) == 1  # r3 goes
+    assert await backend.replace(new, scope=Compare("source", "eq", "s0")) == 1  # r3 goes
     in_scope = await backend.get(filter=parse_filter({"source": "s0"}))
     assert sorted((r.id, r.text) for r in in_scope) == [("r0", "text 0 again"), ("x", "new")]
     assert await backend.count() == 6
-    assert await backend.replace([], scope=parse_filter({"source": "s1"})) == 2
+    assert await backend.replace([], scope=Compare("source", "eq", "s1")) == 2
     assert await backend.count(parse_filter({"source": "s1"})) == 0
 
 
