@@ -365,3 +365,29 @@ async def test_local_model_ingestion_keeps_the_loop_responsive(tmp_path: Path, l
     assert max(len(tokenizer.encode(t, add_special_tokens=False).ids) for t in texts) <= 250
     assert len(lag_probe.ticks) > 100, "the ticker barely ran: ingestion held the loop"
     assert lag_probe.own_max_ms < 50, lag_probe.summary()
+
+
+@pytest.mark.parametrize("kind", ["milvus-lite", "qdrant-local"])
+async def test_idempotent_reruns_edits_and_prune_on_the_other_backends(
+    sim: Any, tmp_path: Path, kind: str
+) -> None:
+    uri = str(tmp_path / "m.db") if kind == "milvus-lite" else f"qdrant+path://{tmp_path / 'q'}"
+    store = VectorStore(uri, collection_name="t")
+    ing = Ingestor(store, embedder(sim))
+    corpus = tmp_path / "docs"
+    write_corpus(corpus, 12)
+    first = await ing.run([corpus])
+    rows = await store.count_async()
+    assert (first.files_added, first.chunks_added) == (12, rows)
+    assert (await ing.run([corpus])).chunks_embedded == 0
+    target = corpus / "doc00004.txt"
+    target.write_text(target.read_text() + "\n\nA new closing paragraph about purple zebras on the ferry.")
+    (corpus / "doc00009.txt").unlink()
+    sim.reset()
+    edited = await ing.run([corpus], prune=True)
+    assert (edited.files_updated, edited.files_pruned, edited.files_skipped) == (1, 1, 10)
+    assert embedded(sim)[1] == edited.chunks_embedded >= 1
+    assert not await store.get_async(filter={"origin": (corpus / "doc00009.txt").as_posix()})
+    texts = [r.text for r in await store.get_async(filter={"origin": target.as_posix()})]
+    assert any("purple zebras" in t for t in texts)
+    await store.aclose()
