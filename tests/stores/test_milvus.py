@@ -12,7 +12,8 @@ import sys
 import textwrap
 import threading
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +30,7 @@ from mini.errors import (
 )
 from mini.stores.base import Record, VectorStore, VectorStoreBackend
 from mini.stores.filters import And, Compare, In, Or, matches, parse_filter
-from mini.stores.milvus import MilvusBackend, map_milvus_errors
+from mini.stores.milvus import MilvusBackend, _LiteServer, map_milvus_errors
 from mini.stores.milvus_expr import id_in, kind_of, literal, quote, to_expr
 from mini.testing.looplag import LoopLagProbe
 
@@ -49,11 +50,22 @@ async def make(tmp_path: Path) -> AsyncIterator[Make]:
 
     yield factory
     for backend in made:
-        await backend.aclose()
-    from milvus_lite.server_manager import server_manager_instance
+        await backend.aclose()  # the last one stops this path's Lite server process
+    assert path not in _LiteServer._servers
 
-    # Each .db path runs its own in-process server (threads); stop this test's so they do not pile up.
-    await asyncio.to_thread(server_manager_instance.release_server, path)
+
+@contextmanager
+def lite_client(path: Path) -> Iterator[Any]:
+    """A plain pymilvus client on the Lite server our backends use for `path` (the file allows one process)."""
+    from pymilvus import MilvusClient
+
+    url = _LiteServer.acquire(str(path))
+    client = MilvusClient(uri=url)
+    try:
+        yield client
+    finally:
+        client.close()
+        _LiteServer.release(str(path))
 
 
 def unit(i: int, dim: int = 4) -> list[float]:
@@ -307,11 +319,12 @@ async def test_reads_of_a_missing_collection_are_empty_and_create_nothing(make: 
     assert await backend.get() == []
     await backend.drop()  # dropping a collection that never existed is fine
     assert backend.dimension is None
-    from pymilvus import MilvusClient
 
-    client = await asyncio.to_thread(MilvusClient, str(tmp_path / "m.db"))
-    assert await asyncio.to_thread(client.list_collections) == []
-    client.close()
+    def collections() -> list[str]:
+        with lite_client(tmp_path / "m.db") as client:
+            return list(client.list_collections())
+
+    assert await asyncio.to_thread(collections) == []
 
 
 async def test_dimension_mismatches_raise_on_write_and_search(make: Make) -> None:
@@ -785,7 +798,7 @@ async def test_lite_refuses_a_file_another_process_holds(tmp_path: Path) -> None
     holder = await asyncio.create_subprocess_exec(
         sys.executable,
         "-c",
-        "import sys, time; from pymilvus import MilvusClient; MilvusClient(sys.argv[1]); "
+        "import sys, time; from milvus_lite.db import MilvusLite; MilvusLite(sys.argv[1]); "
         "print('ready', flush=True); time.sleep(60)",
         path,
         stdout=asyncio.subprocess.PIPE,
@@ -801,15 +814,12 @@ async def test_lite_refuses_a_file_another_process_holds(tmp_path: Path) -> None
 
 
 async def test_a_foreign_collection_raises_store_error(make: Make, tmp_path: Path) -> None:
-    from pymilvus import MilvusClient
-
     def create() -> None:  # pymilvus's quick setup: id and vector fields, no metadata/kinds
-        client = MilvusClient(str(tmp_path / "m.db"))
-        client.create_collection("t", dimension=4, id_type="string", max_length=64)
-        client.close()
+        with lite_client(tmp_path / "m.db") as client:
+            client.create_collection("t", dimension=4, id_type="string", max_length=64)
 
     backend = make()
-    await backend.count()  # starts this file's Lite server in this process
+    await backend.count()  # starts this file's Lite server process
     await asyncio.to_thread(create)
     await backend.aclose()
     with pytest.raises(StoreError, match="not created by this backend"):

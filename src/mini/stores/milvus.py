@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import atexit
 import contextlib
 import json
 import logging
 import os
 import re
+import subprocess
+import sys
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any, ClassVar, Protocol
@@ -60,6 +63,106 @@ _THREAD_MIN_FLOATS = 250_000
 _CONVERT_ROWS = 256
 # Milvus Lite is one process per path and not meant to be hammered concurrently: calls on one path take turns.
 _lite_locks: dict[str, threading.Lock] = {}
+_LITE_START_TIMEOUT_S = 60.0
+
+
+class _LiteServer:
+    """The Milvus Lite server of one `.db` path in a child process (see `mini.stores._milvus_lite_server`),
+    shared by every backend object on that path in this process and stopped when the last one closes."""
+
+    _servers: ClassVar[dict[str, _LiteServer]] = {}
+    _registry = threading.Lock()
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.users = 0
+        self.url = ""
+        self._process: subprocess.Popen[str] | None = None
+
+    @classmethod
+    def acquire(cls, path: str) -> str:
+        """The server's URL, starting it if needed. Blocking (up to a few seconds): call from a thread."""
+        with cls._registry:
+            server = cls._servers.get(path)
+            if server is None:
+                server = cls._servers[path] = cls(path)
+            server.users += 1
+            try:
+                if server._process is None or server._process.poll() is not None:
+                    server._start()
+            except BaseException:
+                server.users -= 1
+                if server.users == 0:
+                    cls._servers.pop(path, None)
+                raise
+            return server.url
+
+    @classmethod
+    def release(cls, path: str) -> None:
+        with cls._registry:
+            server = cls._servers.get(path)
+            if server is None:
+                return
+            server.users -= 1
+            if server.users <= 0:
+                cls._servers.pop(path, None)
+                server._stop()
+
+    @classmethod
+    def stop_all(cls) -> None:
+        with cls._registry:
+            servers, cls._servers = list(cls._servers.values()), {}
+        for server in servers:
+            server._stop()
+
+    def _start(self) -> None:
+        os.makedirs(os.path.dirname(self.path), exist_ok=True)  # Lite refuses a missing parent directory
+        process = subprocess.Popen(
+            [sys.executable, "-m", "mini.stores._milvus_lite_server", self.path],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        # The first line is the port; a child that fails to start (the path is locked by another process,
+        # milvus-lite missing) closes stdout instead, and its stderr says why. A watchdog bounds the wait.
+        watchdog = threading.Timer(_LITE_START_TIMEOUT_S, process.kill)
+        watchdog.start()
+        try:
+            assert process.stdout is not None
+            line = process.stdout.readline().strip()
+        finally:
+            watchdog.cancel()
+        if not line.isdigit():
+            process.kill()
+            _, stderr = process.communicate(timeout=10)
+            last = (stderr or "").strip().splitlines()[-1:] or ["no output"]
+            raise StoreError(
+                f"Milvus Lite server for {self.path} did not start: {last[0]} "
+                "(Milvus Lite allows one process per .db path: is another process using it?)"
+            )
+        self._process = process
+        self.url = f"http://127.0.0.1:{int(line)}"
+        logger.debug("Milvus Lite server for %s started at %s (pid %d)", self.path, self.url, process.pid)
+
+    def _stop(self) -> None:
+        process, self._process = self._process, None
+        if process is None:
+            return
+        with contextlib.suppress(OSError):
+            assert process.stdin is not None
+            process.stdin.close()  # the child's cue to stop and close its data files
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=5)
+        for stream in (process.stdout, process.stderr):
+            if stream is not None:
+                stream.close()
+
+
+atexit.register(_LiteServer.stop_all)
 
 
 def _redact(text: str, secret: str | None) -> str:
@@ -103,16 +206,18 @@ class _Client(Protocol):
 
 
 class _LiteClient:
-    """Milvus Lite through the sync `MilvusClient`, every call in a worker thread, one call at a time per path.
+    """Milvus Lite: its server in a child process (`_LiteServer`), reached with the sync `MilvusClient`, every
+    call in a worker thread, one call at a time per path.
 
-    Not `AsyncMilvusClient`: Lite's in-process server answers its create_index with UNIMPLEMENTED and stalled
-    the loop ~150 ms per call (DESIGN.md section 7). The sync client is not tied to a loop, so one is shared.
+    Not `AsyncMilvusClient`: Lite's server answers its create_index with UNIMPLEMENTED (DESIGN.md section 7).
+    The sync client is not tied to a loop, so one is shared by every loop.
     """
 
     def __init__(self, path: str, timeout: float) -> None:
         self.path = path
         self._timeout = timeout
         self._client: Any = None
+        self._server_url: str | None = None
         self._lock = _lite_locks.setdefault(path, threading.Lock())  # atomic under the GIL
         # Waiters queue on the loop, not in the default executor's few threads.
         self._turns: PerLoop[asyncio.Lock] = PerLoop(asyncio.Lock)
@@ -130,9 +235,9 @@ class _LiteClient:
             if self._client is None:
                 from pymilvus import MilvusClient
 
-                # Milvus Lite refuses a path whose directory does not exist; LanceDB creates its directory too.
-                os.makedirs(os.path.dirname(self.path), exist_ok=True)
-                self._client = MilvusClient(self.path, timeout=self._timeout)
+                if self._server_url is None:
+                    self._server_url = _LiteServer.acquire(self.path)
+                self._client = MilvusClient(uri=self._server_url, timeout=self._timeout)
             result = getattr(self._client, method)(*args, **kw)
             return then(result) if then is not None else result
 
@@ -145,7 +250,10 @@ class _LiteClient:
         with self._lock:
             client, self._client = self._client, None
             if client is not None:
-                client.close()  # the Lite server itself lives until the process exits (pymilvus owns it)
+                client.close()
+            if self._server_url is not None:
+                self._server_url = None
+                _LiteServer.release(self.path)  # the child stops when no backend on this path is open
 
 
 class _ServerClient:
