@@ -1,0 +1,174 @@
+"""`create_app(rag)`: the FastAPI app behind `mini serve`. Components are created once, in the lifespan.
+
+Routes (all but /health and the static chat page need the API key when MINI_API_KEYS is set):
+    GET  /health                      liveness
+    POST /v1/query                    answer, sources, citations, timings
+    POST /v1/query/stream             SSE: sources, token*, citation*, done | error
+    GET  /v1/stats                    documents, chunks, models, store, the server's own loop lag
+and the routers of `mini.server.chat`, `.documents` and `.openai_compat` (see their modules), and `/` (the page).
+"""
+
+from __future__ import annotations
+
+import gc
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import asdict
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from fastapi import APIRouter, Depends, FastAPI, Request
+from fastapi.middleware.cors import CORSMiddleware
+from starlette.responses import StreamingResponse
+
+from mini import __version__
+from mini.server import errors
+from mini.server.deps import check_question, get_rag, get_settings, require_api_key
+from mini.server.limits import BodyLimit
+from mini.server.monitor import LoopLagMonitor
+from mini.server.schemas import ERRORS, Health, QueryRequest, QueryResponse
+from mini.server.settings import ServerSettings
+from mini.server.sse import sse_response
+
+if TYPE_CHECKING:
+    from mini.query.pipeline import AgenticRAG
+
+log = logging.getLogger("mini.server")
+STATIC = Path(__file__).parent / "static"
+
+api = APIRouter(prefix="/v1", dependencies=[Depends(require_api_key)], responses=ERRORS)
+
+
+@api.post("/query", response_model=QueryResponse, summary="Answer a question, with sources and citations")
+async def query(body: QueryRequest, request: Request) -> dict[str, Any]:
+    question = check_question(body.question, get_settings(request))
+    response = await get_rag(request).query_async(question, top_k=body.top_k, filter=body.filter)
+    data = response.to_dict()
+    metadata = dict(response.metadata)
+    return {
+        "answer": response.answer,
+        "sources": [{**hit, "number": n} for n, hit in enumerate(data["retrieved_chunks"], start=1)],
+        "citations": [asdict(c) for c in response.citations],
+        "rewritten_queries": response.rewritten_queries,
+        "timings_ms": metadata.pop("timings_ms", {}),
+        "metadata": metadata,
+    }
+
+
+@api.post(
+    "/query/stream",
+    summary="Stream an answer as server-sent events",
+    response_class=StreamingResponse,
+    responses={
+        200: {"content": {"text/event-stream": {}}, "description": "sources, token*, citation*, done"}
+    },
+)
+async def query_stream(body: QueryRequest, request: Request) -> StreamingResponse:
+    question = check_question(body.question, get_settings(request))  # 422 before the stream starts
+    return sse_response(get_rag(request).stream_async(question, top_k=body.top_k, filter=body.filter))
+
+
+@api.get("/stats", summary="What is indexed, which models serve it, and the server's loop lag")
+async def stats(request: Request) -> dict[str, Any]:
+    rag = get_rag(request)
+    chunks = await rag.vector_store.count_async()
+    return {
+        "chunks": chunks,
+        "store": {"uri": repr(rag.vector_store), "collection": rag.vector_store.collection_name},
+        "embedding_model": rag.embedding_model.name,
+        "llm": rag.llm_name,
+        "loop_lag": request.app.state.lag.summary(),
+        **{name: extra(request) for name, extra in request.app.state.stats_extras.items()},
+    }
+
+
+async def _warm_up(rag: AgenticRAG) -> None:
+    """Load the embedding model and open the store now, so the first user does not wait for either."""
+    try:
+        await rag.embedding_model.embed_query_async("warm up")
+        await rag.vector_store.count_async()
+    except Exception as exc:  # a server with a cold component still starts; the first request reports it
+        log.warning("warm-up failed: %s", exc)
+
+
+def create_app(rag: AgenticRAG | None = None, *, settings: ServerSettings | None = None) -> FastAPI:
+    """The app serving `rag` (default: `AgenticRAG()` from the environment, closed on shutdown)."""
+    settings = settings or ServerSettings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        from mini.query.pipeline import AgenticRAG
+
+        owned = rag is None
+        app.state.rag = rag if rag is not None else AgenticRAG()
+        app.state.settings = settings
+        app.state.lag = LoopLagMonitor(settings.lag_sample_s)
+        app.state.stats_extras = {}
+        for setup in _SETUP:
+            await setup(app)
+        await _warm_up(app.state.rag)
+        # Long-lived objects made so far (modules, models, clients) never become garbage: moving them out of
+        # the collector's view keeps full collections (which stall the loop) short for the server's lifetime.
+        gc.collect()
+        gc.freeze()
+        app.state.lag.start()
+        try:
+            yield
+        finally:
+            await app.state.lag.stop()
+            for teardown in reversed(_TEARDOWN):
+                await teardown(app)
+            if owned:
+                await app.state.rag.aclose()
+
+    app = FastAPI(
+        title="Mini RAG",
+        version=__version__,
+        description="Retrieval-augmented answers with sources and citations; SSE streaming.",
+        lifespan=lifespan,
+    )
+    errors.install(app)
+    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
+    if settings.origins():
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.origins(),
+            allow_methods=["GET", "POST", "DELETE"],
+            allow_headers=["authorization", "content-type", "x-api-key"],
+        )
+
+    @app.get("/health", response_model=Health, summary="Liveness (no authentication)")
+    async def health() -> dict[str, str]:
+        return {"status": "ok", "version": __version__}
+
+    app.include_router(api)
+    for router in _routers():
+        app.include_router(router)
+    if STATIC.is_dir():
+        from fastapi.staticfiles import StaticFiles
+
+        app.mount("/", StaticFiles(directory=STATIC, html=True), name="ui")
+    return app
+
+
+# Feature modules register themselves here: a setup/teardown pair run in the lifespan, and a router.
+_SETUP: list[Any] = []
+_TEARDOWN: list[Any] = []
+
+
+def _routers() -> list[APIRouter]:
+    routers: list[APIRouter] = []
+    for name in ("chat", "documents", "openai_compat"):
+        try:
+            module = __import__(f"mini.server.{name}", fromlist=["router"])
+        except ModuleNotFoundError as exc:
+            if exc.name != f"mini.server.{name}":
+                raise
+            continue
+        routers.append(module.router)
+        for hook, target in (("setup", _SETUP), ("teardown", _TEARDOWN)):
+            fn = getattr(module, hook, None)
+            if fn is not None and fn not in target:
+                target.append(fn)
+    return routers
