@@ -238,6 +238,35 @@ def query(
         _print_response(response)
 
 
+@app.command()
+def serve(
+    host: Annotated[
+        str, typer.Option(help="Interface to listen on (0.0.0.0 for all; set MINI_API_KEYS then).")
+    ] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port.")] = 8000,
+    uri: UriOpt = None,
+    collection: CollectionOpt = None,
+    embedding_model: EmbeddingOpt = None,
+    llm: Annotated[
+        str | None, typer.Option(help="openai:MODEL, anthropic:MODEL, bedrock:MODEL_ID, or 'none' (offline).")
+    ] = None,
+) -> None:
+    """Serve the HTTP API (and a chat page at /) with uvicorn: streaming answers with citations."""
+    try:
+        import uvicorn
+
+        from mini.server import create_app
+    except ImportError as exc:
+        err.print(
+            f"[bold red]error:[/] the server needs the server extra: pip install 'mini-rag[server]' ({exc})"
+        )
+        raise typer.Exit(1) from None
+    rag = _build_rag(uri, collection, embedding_model, llm)
+    out.print(f"Mini RAG on http://{host}:{port}  (API docs: /docs, chat page: /)")
+    # uvicorn runs the event loop and handles Ctrl-C (graceful shutdown runs the app's lifespan exit).
+    uvicorn.run(create_app(rag), host=host, port=port, log_level="info", timeout_graceful_shutdown=10)
+
+
 @app.callback(invoke_without_command=True)
 def _root(
     version: Annotated[bool, typer.Option("--version", help="Show the version and exit.")] = False,
