@@ -70,7 +70,8 @@ async def query_stream(body: QueryRequest, request: Request) -> StreamingRespons
 
 
 @api.get("/stats", summary="What is indexed, which models serve it, and the server's loop lag")
-async def stats(request: Request) -> dict[str, Any]:
+async def stats(request: Request, lag_last_s: float | None = None) -> dict[str, Any]:
+    """`lag_last_s`: summarise the loop lag of the last N seconds only (default: the last minute)."""
     rag = get_rag(request)
     chunks = await rag.vector_store.count_async()
     return {
@@ -78,7 +79,7 @@ async def stats(request: Request) -> dict[str, Any]:
         "store": {"uri": repr(rag.vector_store), "collection": rag.vector_store.collection_name},
         "embedding_model": rag.embedding_model.name,
         "llm": rag.llm_name,
-        "loop_lag": request.app.state.lag.summary(),
+        "loop_lag": request.app.state.lag.summary(lag_last_s),
         **{name: extra(request) for name, extra in request.app.state.stats_extras.items()},
     }
 

@@ -36,8 +36,12 @@ class LoopLagMonitor:
             await asyncio.sleep(self.interval)
             self.samples.append(max(0.0, (time.perf_counter() - started - self.interval) * 1000.0))
 
-    def summary(self) -> dict[str, float]:
-        ordered = sorted(self.samples)
+    def summary(self, last_s: float | None = None) -> dict[str, float]:
+        """Lag percentiles over every kept sample, or over those of the last `last_s` seconds."""
+        samples = list(self.samples)
+        if last_s is not None:
+            samples = samples[-max(1, int(last_s / self.interval)) :] if self.interval > 0 else []
+        ordered = sorted(samples)
         if not ordered:
             return {"samples": 0, "p50_ms": 0.0, "p99_ms": 0.0, "max_ms": 0.0}
 
