@@ -1,0 +1,308 @@
+"""An OpenAI-compatible API, so any OpenAI client or chat UI can talk to the RAG.
+
+Point a client at `<server>/v1` (e.g. `OpenAI(base_url="http://127.0.0.1:8000/v1", api_key=<a MINI_API_KEYS
+key, or anything when none is set>)`). Routes (they need the API key when MINI_API_KEYS is set, sent as
+`Authorization: Bearer <key>` as every OpenAI SDK does):
+
+    GET  /v1/models               one model, `mini-rag` (`owned_by: "mini-rag"`)
+    GET  /v1/models/{model}       that model (any name: every name is served by the same RAG)
+    POST /v1/chat/completions     `model`, `messages`, `stream`, `stream_options.include_usage`;
+                                  `temperature`, `max_tokens`, `top_p`, `user` and unknown fields are
+                                  accepted and ignored
+
+Any `model` name is accepted and echoed back. The question is the text of the LAST `user` message (a string,
+or the `text` of its `{"type": "text"}` content parts); 422 if there is none or it is empty. Earlier messages
+are not used: this endpoint does not condense the conversation into a standalone question (`/v1/chat/stream`
+does, with server-side sessions).
+
+Non-stream answers are a `chat.completion` object (`choices[0].message.content` is the answer with `[n]`
+citation markers, `usage` counts the tokens the RAG spent, zeros when it answers offline) plus two extra
+top-level fields:
+
+    sources     [{number, id, source, score, text, metadata}]: the retrieved chunks; `[n]` in the answer
+                refers to `number` n
+    citations   [{number, chunk_id, source, text, score}]: the markers the answer actually contains
+
+Streams are OpenAI's server-sent events: `data: <chat.completion.chunk>` frames, the first with
+`delta.role = "assistant"`, one per token, a last one with `finish_reason: "stop"`, then (with
+`stream_options.include_usage`) a usage chunk with empty `choices`, then `data: [DONE]`. The FIRST chunk has
+the extra field `sources`, the `finish_reason` chunk the extra field `citations`. A failure mid-stream sends
+`data: {"error": {"type", "message"}}` then `data: [DONE]` (the OpenAI SDKs raise `APIError` on it).
+Closing the stream early closes the upstream LLM stream.
+
+The official SDKs ignore unknown fields but keep them: `completion.model_extra["sources"]` (or
+`completion.sources`), likewise on the first stream chunk.
+
+Errors before a response starts have this server's app-wide shape, `{"type": ..., "message": ...}`, not
+OpenAI's `{"error": {...}}`; the SDKs still raise the right `APIStatusError` subclass, which they pick by
+status code (401 `AuthenticationError`, 422 `UnprocessableEntityError`, 429 `RateLimitError`, ...).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import asdict
+from typing import Any, Literal
+
+from fastapi import APIRouter, Depends, Request
+from pydantic import BaseModel, ConfigDict, Field
+from starlette.responses import StreamingResponse
+
+from mini.server.deps import check_question, get_rag, get_settings, require_api_key
+from mini.server.errors import ApiError
+from mini.server.schemas import ERRORS, CitationOut, Hit
+from mini.server.sse import SSE_HEADERS
+from mini.types import RetrievalResult, StreamEvent
+
+MODEL_ID = "mini-rag"
+OWNER = "mini-rag"
+_CREATED = int(time.time())  # when this server (module) started: the "model" exists since then
+
+router = APIRouter(prefix="/v1", dependencies=[Depends(require_api_key)], responses=ERRORS)
+
+
+# -- request ---------------------------------------------------------------------------------------------------
+
+
+class ContentPart(BaseModel):
+    """One part of a message's content; only `{"type": "text"}` parts are read (images etc. are ignored)."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    type: str = "text"
+    text: str | None = None
+
+
+class ChatMessage(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    role: str = Field(description="system, developer, user, assistant or tool; only user messages are read.")
+    content: str | list[ContentPart] | None = None
+
+    def text(self) -> str:
+        if isinstance(self.content, str):
+            return self.content
+        if not self.content:
+            return ""
+        return "\n".join(part.text for part in self.content if part.type == "text" and part.text)
+
+
+class StreamOptions(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    include_usage: bool = False
+
+
+class ChatCompletionRequest(BaseModel):
+    """OpenAI's chat completion request; sampling options are accepted and ignored, unknown fields too."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    model: str = Field(default=MODEL_ID, description="Any name; echoed back in the response.")
+    messages: list[ChatMessage] = Field(description="The question is the last user message.")
+    stream: bool = False
+    stream_options: StreamOptions | None = None
+    temperature: float | None = None
+    max_tokens: int | None = None
+    top_p: float | None = None
+    user: str | None = None
+
+
+# -- responses (for the OpenAPI docs; the stream's chunks are built as dicts) -----------------------------------
+
+
+class ModelCard(BaseModel):
+    id: str
+    object: Literal["model"] = "model"
+    created: int
+    owned_by: str
+
+
+class ModelList(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[ModelCard]
+
+
+class AssistantMessage(BaseModel):
+    role: Literal["assistant"] = "assistant"
+    content: str
+
+
+class Choice(BaseModel):
+    index: int
+    message: AssistantMessage
+    finish_reason: str
+    logprobs: None = None
+
+
+class UsageOut(BaseModel):
+    prompt_tokens: int
+    completion_tokens: int
+    total_tokens: int
+
+
+class ChatCompletion(BaseModel):
+    id: str
+    object: Literal["chat.completion"] = "chat.completion"
+    created: int
+    model: str
+    choices: list[Choice]
+    usage: UsageOut
+    sources: list[Hit] = Field(description="Extra: the retrieved chunks; `[n]` in the answer is number n.")
+    citations: list[CitationOut] = Field(description="Extra: the `[n]` markers the answer contains.")
+
+
+# -- routes ------------------------------------------------------------------------------------------------------
+
+
+def _model_card(model: str) -> dict[str, Any]:
+    return {"id": model, "object": "model", "created": _CREATED, "owned_by": OWNER}
+
+
+@router.get("/models", response_model=ModelList, summary="OpenAI-compatible: the models (one, mini-rag)")
+async def list_models() -> dict[str, Any]:
+    return {"object": "list", "data": [_model_card(MODEL_ID)]}
+
+
+@router.get("/models/{model}", response_model=ModelCard, summary="OpenAI-compatible: one model")
+async def retrieve_model(model: str) -> dict[str, Any]:
+    return _model_card(model)  # every name is served by the same RAG, as in chat completions
+
+
+@router.post(
+    "/chat/completions",
+    response_model=ChatCompletion,
+    summary="OpenAI-compatible chat completion: answers the last user message (extra: sources, citations)",
+    responses={
+        200: {
+            "content": {"text/event-stream": {}},
+            "description": "a chat.completion, or with stream=true chat.completion.chunk events then [DONE]",
+        }
+    },
+)
+async def chat_completions(body: ChatCompletionRequest, request: Request) -> Any:
+    question = check_question(_last_user_text(body.messages), get_settings(request))  # 422 before streaming
+    # Earlier messages are history, deliberately unused: condensing a conversation into a standalone question
+    # (and keeping sessions) is what /v1/chat/stream does. Here every request answers its last user message.
+    rag = get_rag(request)
+    if body.stream:
+        include_usage = body.stream_options is not None and body.stream_options.include_usage
+        chunks = _chunks(rag.stream_async(question), model=body.model, include_usage=include_usage)
+        return StreamingResponse(chunks, media_type="text/event-stream", headers=SSE_HEADERS)
+    response = await rag.query_async(question)
+    return {
+        "id": _completion_id(),
+        "object": "chat.completion",
+        "created": int(time.time()),
+        "model": body.model,
+        "choices": [
+            {
+                "index": 0,
+                "message": {"role": "assistant", "content": response.answer},
+                "finish_reason": "stop",
+                "logprobs": None,
+            }
+        ],
+        "usage": _usage(response.metadata.get("usage")),
+        "sources": [_hit(n, hit) for n, hit in enumerate(response.retrieved_chunks, start=1)],
+        "citations": [asdict(c) for c in response.citations],
+    }
+
+
+# -- helpers -----------------------------------------------------------------------------------------------------
+
+
+def _last_user_text(messages: list[ChatMessage]) -> str:
+    for message in reversed(messages):
+        if message.role == "user":
+            return message.text()
+    raise ApiError(422, "invalid_input", "no user message: the question is the last message with role 'user'")
+
+
+def _completion_id() -> str:
+    return f"chatcmpl-{uuid.uuid4().hex}"
+
+
+def _hit(number: int, hit: RetrievalResult) -> dict[str, Any]:
+    return {
+        "number": number,
+        "id": hit.id,
+        "source": hit.source,
+        "score": hit.score,
+        "text": hit.text,
+        "metadata": hit.metadata,
+    }
+
+
+def _usage(usage: Mapping[str, Any] | None) -> dict[str, int]:
+    """OpenAI's usage from the RAG's (`Usage.as_dict`: prompt/completion tokens; input/output also read)."""
+    usage = usage or {}
+    prompt = int(usage.get("prompt_tokens", usage.get("input_tokens", 0)) or 0)
+    completion = int(usage.get("completion_tokens", usage.get("output_tokens", 0)) or 0)
+    return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
+
+
+def _data(payload: Any) -> bytes:
+    return f"data: {json.dumps(payload, ensure_ascii=False, default=str)}\n\n".encode()
+
+
+_DONE = b"data: [DONE]\n\n"
+
+
+async def _chunks(
+    events: AsyncIterator[StreamEvent], *, model: str, include_usage: bool
+) -> AsyncIterator[bytes]:
+    """The RAG's events as `chat.completion.chunk` frames (see the module docstring for the order)."""
+    base = {
+        "id": _completion_id(),
+        "object": "chat.completion.chunk",
+        "created": int(time.time()),
+        "model": model,
+    }
+
+    def chunk(delta: dict[str, Any], finish_reason: str | None = None, **extra: Any) -> bytes:
+        choice = {"index": 0, "delta": delta, "finish_reason": finish_reason, "logprobs": None}
+        payload: dict[str, Any] = {**base, "choices": [choice]}
+        if include_usage:
+            payload["usage"] = None  # as OpenAI does: only the last chunk carries usage
+        return _data({**payload, **extra})
+
+    started = False  # the first chunk (with the role) has gone out
+    try:
+        async for event in events:
+            if event.type == "sources":
+                started = True
+                yield chunk({"role": "assistant", "content": ""}, sources=event.data)
+            elif event.type == "token":
+                delta = {"content": event.data}
+                if not started:
+                    started = True
+                    delta = {"role": "assistant", **delta}
+                yield chunk(delta)
+            elif event.type == "done":
+                done = event.data
+                yield chunk({}, "stop", citations=done.get("citations", []))
+                if include_usage:
+                    usage = _usage(done.get("metadata", {}).get("usage"))
+                    yield _data({**base, "choices": [], "usage": usage})
+                yield _DONE
+                return
+            elif event.type == "error":
+                error = event.data or {}
+                yield _data(
+                    {"error": {"type": error.get("type", "error"), "message": error.get("message", "")}}
+                )
+                yield _DONE
+                return
+            # `citation` events: the final chunk lists them all; tool events are not part of this API.
+        # The RAG stream always ends with done or error; if not, still end the stream properly.
+        yield _DONE
+    finally:
+        # A client disconnect cancels this generator (Starlette watches for it); closing the event stream
+        # closes the upstream LLM stream at once instead of letting it run to the end (as in mini.server.sse).
+        aclose = getattr(events, "aclose", None)
+        if aclose is not None:
+            await aclose()
