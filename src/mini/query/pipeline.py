@@ -258,11 +258,33 @@ class AgenticRAG:
         """
         return self._stream(_Run(check_question(question)), top_k=top_k, filter=filter)
 
+    def stream_answer_async(
+        self, question: str, chunks: Sequence[RetrievalResult]
+    ) -> AsyncIterator[StreamEvent]:
+        """The events of `stream_async`, answering from `chunks` as given: no rewriting, retrieval or reranking.
+
+        For callers that retrieve themselves (say, from several stores fused with `rrf`); `[n]` citations
+        number the chunks in the order given. The question is checked now, as in `stream_async`.
+        """
+        run = _Run(check_question(question))
+        run.queries = [run.question]
+        run.chunks = list(chunks)
+        run.metadata.update(
+            llm=self.llm_name, embedding_model=self.embedding_model.name, num_candidates=len(run.chunks)
+        )
+        return self._stream(run, top_k=None, filter=None, prepared=True)
+
     async def _stream(
-        self, run: _Run, *, top_k: int | None, filter: Mapping[str, Any] | None
+        self,
+        run: _Run,
+        *,
+        top_k: int | None,
+        filter: Mapping[str, Any] | None,
+        prepared: bool = False,
     ) -> AsyncIterator[StreamEvent]:
         try:
-            await self._prepare(run, top_k=top_k, filter=filter)
+            if not prepared:
+                await self._prepare(run, top_k=top_k, filter=filter)
             yield StreamEvent("sources", [_hit_dict(n, c) for n, c in enumerate(run.chunks, start=1)])
             tracker = CitationStream(run.chunks)
             parts: list[str] = []
@@ -410,6 +432,10 @@ class AgenticRAG:
     ) -> Iterator[StreamEvent]:
         """Sync iterator over the same events as `stream_async`."""
         return _portal.iterate(self.stream_async(question, top_k=top_k, filter=filter))
+
+    def stream_answer(self, question: str, chunks: Sequence[RetrievalResult]) -> Iterator[StreamEvent]:
+        """Sync iterator over the same events as `stream_answer_async`."""
+        return _portal.iterate(self.stream_answer_async(question, chunks))
 
     def index_documents(
         self,
