@@ -90,9 +90,12 @@ async def streams(url: str, count: int) -> dict[str, Any]:
 
 
 async def queries(url: str, total: int, pid: int, concurrency: int = 64) -> dict[str, Any]:
-    limits = httpx.Limits(max_connections=concurrency + 8, max_keepalive_connections=concurrency + 8)
+    # Exactly one connection per worker: none sits idle long enough for the server to close it under our feet
+    # (uvicorn drops idle keep-alive connections after 5 s; reusing one at that moment is a ReadError).
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
     done = 0
     failed = 0
+    errors: list[str] = []
     warm_rss = 0.0
     next_index = 0
     async with httpx.AsyncClient(timeout=120, limits=limits) as client:
@@ -102,18 +105,29 @@ async def queries(url: str, total: int, pid: int, concurrency: int = 64) -> dict
             while next_index < total:
                 i = next_index
                 next_index += 1
-                response = await client.post(
-                    f"{url}/v1/query", json={"question": QUESTIONS[i % len(QUESTIONS)]}
-                )
+                try:
+                    response = await client.post(
+                        f"{url}/v1/query", json={"question": QUESTIONS[i % len(QUESTIONS)]}
+                    )
+                    failed += response.status_code != 200
+                except httpx.TransportError as exc:
+                    failed += 1
+                    errors.append(repr(exc))
                 done += 1
-                failed += response.status_code != 200
                 if done == min(1000, total):
                     warm_rss = rss_mb(pid)
 
         start = time.perf_counter()
         await asyncio.gather(*(worker() for _ in range(concurrency)))
         wall = time.perf_counter() - start
-    return {"done": done, "failed": failed, "wall": wall, "warm_rss": warm_rss, "end_rss": rss_mb(pid)}
+    return {
+        "done": done,
+        "failed": failed,
+        "errors": errors[:3],
+        "wall": wall,
+        "warm_rss": warm_rss,
+        "end_rss": rss_mb(pid),
+    }
 
 
 def main_run(args: argparse.Namespace) -> str:
@@ -136,8 +150,9 @@ def main_run(args: argparse.Namespace) -> str:
             capture_output=True,
         )
         port = free_port()
+        server_log = open(Path(tmp) / "server.log", "w+b")  # noqa: SIM115 - closed below
         server = subprocess.Popen(
-            [mini, "serve", "--port", str(port)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+            [mini, "serve", "--port", str(port)], env=env, stdout=subprocess.DEVNULL, stderr=server_log
         )
         url = f"http://127.0.0.1:{port}"
         try:
@@ -149,7 +164,9 @@ def main_run(args: argparse.Namespace) -> str:
                 except httpx.TransportError:
                     pass
                 if server.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"server did not start: {server.stderr.read().decode()[-2000:]}")  # type: ignore[union-attr]
+                    raise RuntimeError(
+                        "server did not start: " + (Path(tmp) / "server.log").read_text()[-2000:]
+                    )
                 time.sleep(0.1)
             sim.configure(chat_ms=args.chat_ms, token_ms=args.token_ms)
             s = asyncio.run(streams(url, args.streams))
@@ -158,6 +175,10 @@ def main_run(args: argparse.Namespace) -> str:
         finally:
             server.terminate()
             server.wait(timeout=30)
+            server_log.close()
+            log_tail = [
+                line for line in (Path(tmp) / "server.log").read_text().splitlines() if "Error" in line
+            ][-5:]
     growth = (q["end_rss"] / q["warm_rss"] - 1) * 100 if q["warm_rss"] else 0.0
     return (
         f"Simulated provider: first token after {args.chat_ms:.0f} ms, then {args.token_ms:.0f} ms per token; "
@@ -173,7 +194,10 @@ def main_run(args: argparse.Namespace) -> str:
         f"| {q['done']:,} queries at concurrency 64 | {q['failed']} failed, {q['wall']:.1f} s "
         f"({q['done'] / q['wall']:.0f}/s) |\n"
         f"| server RSS | {q['warm_rss']:.0f} MB after 1,000 -> {q['end_rss']:.0f} MB after {q['done']:,} "
-        f"(**{growth:+.1f}%**) |" + (f"\n\nstream errors: {json.dumps(s['errors'])}" if s["errors"] else "")
+        f"(**{growth:+.1f}%**) |"
+        + (f"\n\nstream errors: {json.dumps(s['errors'])}" if s["errors"] else "")
+        + (f"\n\nquery errors: {json.dumps(q['errors'])}" if q["errors"] else "")
+        + (f"\n\nserver log errors: {json.dumps(log_tail)}" if log_tail else "")
     )
 
 
