@@ -174,7 +174,7 @@ def test_cors_is_off_by_default_and_follows_the_configured_origins(rag: AgenticR
 
 def test_stats_report_the_store_models_and_the_servers_loop_lag(server: ServerThread) -> None:
     stats = httpx.get(f"{server.url}/v1/stats", timeout=30).json()
-    assert stats["chunks"] > 0
+    assert stats["chunks"] > 0 and stats["documents"] == 8  # the sample corpus: 8 files
     assert stats["embedding_model"] == "openai:sim-embed" and stats["llm"].endswith("sim-chat")
     assert stats["loop_lag"]["samples"] >= 0 and stats["loop_lag"]["p99_ms"] >= 0
     docs = httpx.get(f"{server.url}/openapi.json", timeout=30).json()

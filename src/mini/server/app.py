@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import gc
 import logging
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import asdict
@@ -75,6 +76,7 @@ async def stats(request: Request, lag_last_s: float | None = None) -> dict[str, 
     rag = get_rag(request)
     chunks = await rag.vector_store.count_async()
     return {
+        "documents": await _documents(request, chunks),
         "chunks": chunks,
         "store": {"uri": repr(rag.vector_store), "collection": rag.vector_store.collection_name},
         "embedding_model": rag.embedding_model.name,
@@ -82,6 +84,22 @@ async def stats(request: Request, lag_last_s: float | None = None) -> dict[str, 
         "loop_lag": request.app.state.lag.summary(lag_last_s),
         **{name: extra(request) for name, extra in request.app.state.stats_extras.items()},
     }
+
+
+_DOCUMENTS_TTL_S = 30.0
+
+
+async def _documents(request: Request, chunks: int) -> int:
+    """Distinct files/sources indexed. Counting them reads every row's metadata, so the number is cached for
+    30 s (and while the chunk count is unchanged): stats polling cannot turn into a full scan per request."""
+    cached = getattr(request.app.state, "documents_cache", None)
+    now = time.monotonic()
+    if cached is not None and cached[1] == chunks and now - cached[0] < _DOCUMENTS_TTL_S:
+        return int(cached[2])
+    rows = await get_rag(request).vector_store.get_async()
+    count = len({r.metadata.get("origin") or r.metadata.get("source") for r in rows})
+    request.app.state.documents_cache = (now, chunks, count)
+    return count
 
 
 async def _warm_up(rag: AgenticRAG) -> None:
