@@ -11,6 +11,8 @@
     ├── DocumentError                   a file could not be turned into text; `.path` names it
     │   ├── UnsupportedFormatError      unknown file type
     │   └── DocumentParseError          known type, unreadable or corrupt content
+    ├── BudgetExceededError             an agent run hit its turn, token or time budget (`.transcript`)
+    ├── StructuredOutputError           an agent's answer did not parse into the requested model
     ├── StoreError                      the vector store failed
     │   ├── DimensionMismatchError      vectors do not fit the collection's dimension
     │   └── DuplicateIdError            `insert` was given ids that already exist (use `upsert`)
@@ -29,6 +31,8 @@ so the original error stays attached.
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 
 class MiniError(Exception):
@@ -81,6 +85,33 @@ class UnsupportedFormatError(DocumentError):
 
 class DocumentParseError(DocumentError):
     """The file type is supported but its content could not be read."""
+
+
+class BudgetExceededError(MiniError):
+    """An agent run hit `max_turns`, its token budget or its time budget before answering.
+
+    `.kind` is "turns", "tokens" or "time"; `.transcript` the conversation so far (JSON-able messages);
+    `.trace` the tool calls made (name, arguments, timings, outcome); `.partial_answer` the last model text.
+    """
+
+    def __init__(
+        self,
+        kind: str,
+        message: str,
+        *,
+        transcript: list[dict[str, Any]] | None = None,
+        trace: list[dict[str, Any]] | None = None,
+        partial_answer: str = "",
+    ) -> None:
+        super().__init__(message)
+        self.kind = kind
+        self.transcript = transcript or []
+        self.trace = trace or []
+        self.partial_answer = partial_answer
+
+
+class StructuredOutputError(MiniError):
+    """The model's final answer did not parse into the requested output model, even after one repair."""
 
 
 class StoreError(MiniError):

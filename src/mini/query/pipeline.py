@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -387,6 +387,84 @@ class AgenticRAG:
             documents.append(Document(text, source, dict(metadata[i]) if metadata is not None else {}))
         return await self.index_documents_async(documents)
 
+    # -- agent ----------------------------------------------------------------------------------------------------
+
+    async def agent_query_async(
+        self,
+        question: str,
+        *,
+        tools: Sequence[Callable[..., Any]] = (),
+        max_turns: int = 4,
+        max_tokens: int | None = None,
+        time_budget_s: float | None = 120.0,
+        max_tool_concurrency: int = 4,
+        output_model: type[Any] | None = None,
+        filter: Mapping[str, Any] | None = None,
+    ) -> RAGResponse:
+        """Answer with an agent loop: the LLM searches (`search_documents`, built in) and calls `tools` (plain
+        async or sync functions with type hints; sync ones run in a thread), all calls of one turn
+        concurrently, until it answers with `[n]` citations. The run's trace (turns, tool calls with timings)
+        is in `metadata["agent"]`. `output_model` (a pydantic model): the answer must parse into it (one
+        repair attempt), the result in `metadata["output"]`. Budgets raise `BudgetExceededError` with the
+        transcript. Without an LLM this is `query_async`, and `metadata["agent"]` says so.
+        """
+        from mini.agent.loop import AgentConfig, run_agent
+
+        question = check_question(question)
+        if self.llm is None:
+            response = await self.query_async(question, filter=filter)
+            response.metadata["agent"] = {"fallback": "no LLM configured: answered by the standard pipeline"}
+            return response
+        config = AgentConfig(
+            max_turns=max_turns,
+            max_tokens=max_tokens,
+            time_budget_s=time_budget_s,
+            max_tool_concurrency=max_tool_concurrency,
+        )
+        return await run_agent(
+            self, self.llm, question, tools=tools, config=config, output_model=output_model, filter=filter
+        )
+
+    def agent_stream_async(
+        self,
+        question: str,
+        *,
+        tools: Sequence[Callable[..., Any]] = (),
+        max_turns: int = 4,
+        max_tokens: int | None = None,
+        time_budget_s: float | None = 120.0,
+        max_tool_concurrency: int = 4,
+        output_model: type[Any] | None = None,
+        filter: Mapping[str, Any] | None = None,
+    ) -> AsyncIterator[StreamEvent]:
+        """`agent_query_async` as events: `tool_call`, `tool_result`, `token`, `citation`, `done`; a failure
+        (a budget, a provider error) is an `error` event, then the end. Offline: `stream_async`'s events."""
+        question = check_question(question)
+        if self.llm is None:
+            return self._offline_agent_stream(question, filter)
+        from mini.agent.loop import AgentConfig, agent_events
+
+        config = AgentConfig(
+            max_turns=max_turns,
+            max_tokens=max_tokens,
+            time_budget_s=time_budget_s,
+            max_tool_concurrency=max_tool_concurrency,
+        )
+        _, events = agent_events(
+            self, self.llm, question, tools=tools, config=config, output_model=output_model, filter=filter
+        )
+        return _errors_as_events(events)
+
+    async def _offline_agent_stream(
+        self, question: str, filter: Mapping[str, Any] | None
+    ) -> AsyncIterator[StreamEvent]:
+        async for event in self.stream_async(question, filter=filter):
+            if event.type == "done":
+                event.data["metadata"]["agent"] = {
+                    "fallback": "no LLM configured: answered by the standard pipeline"
+                }
+            yield event
+
     async def aclose(self) -> None:
         """Close clients opened on the running loop."""
         await self.embedding_model.aclose()
@@ -470,8 +548,73 @@ class AgenticRAG:
     ) -> IngestReport:
         return _portal.run(self.index_texts_async(texts, sources=sources, metadata=metadata))
 
+    def agent_query(
+        self,
+        question: str,
+        *,
+        tools: Sequence[Callable[..., Any]] = (),
+        max_turns: int = 4,
+        max_tokens: int | None = None,
+        time_budget_s: float | None = 120.0,
+        max_tool_concurrency: int = 4,
+        output_model: type[Any] | None = None,
+        filter: Mapping[str, Any] | None = None,
+    ) -> RAGResponse:
+        return _portal.run(
+            self.agent_query_async(
+                question,
+                tools=tools,
+                max_turns=max_turns,
+                max_tokens=max_tokens,
+                time_budget_s=time_budget_s,
+                max_tool_concurrency=max_tool_concurrency,
+                output_model=output_model,
+                filter=filter,
+            )
+        )
+
+    def agent_stream(
+        self,
+        question: str,
+        *,
+        tools: Sequence[Callable[..., Any]] = (),
+        max_turns: int = 4,
+        max_tokens: int | None = None,
+        time_budget_s: float | None = 120.0,
+        max_tool_concurrency: int = 4,
+        output_model: type[Any] | None = None,
+        filter: Mapping[str, Any] | None = None,
+    ) -> Iterator[StreamEvent]:
+        return _portal.iterate(
+            self.agent_stream_async(
+                question,
+                tools=tools,
+                max_turns=max_turns,
+                max_tokens=max_tokens,
+                time_budget_s=time_budget_s,
+                max_tool_concurrency=max_tool_concurrency,
+                output_model=output_model,
+                filter=filter,
+            )
+        )
+
     def close(self) -> None:
         _portal.run(self.aclose())
+
+
+async def _errors_as_events(events: AsyncIterator[StreamEvent]) -> AsyncIterator[StreamEvent]:
+    try:
+        async for event in events:
+            yield event
+    except Exception as exc:
+        log.debug("agent stream failed", exc_info=True)
+        data: dict[str, Any] = {"type": type(exc).__name__, "message": str(exc)}
+        transcript = getattr(exc, "transcript", None)
+        if transcript is not None:
+            data["transcript"] = transcript
+        yield StreamEvent("error", data)
+    finally:
+        await events.aclose()  # type: ignore[attr-defined]
 
 
 def _hit_dict(number: int, hit: RetrievalResult) -> dict[str, Any]:

@@ -178,7 +178,7 @@ _TEARDOWN: list[Any] = []
 
 def _routers() -> list[APIRouter]:
     routers: list[APIRouter] = []
-    for name in ("chat", "documents", "openai_compat"):
+    for name in ("chat", "documents", "openai_compat", "agent"):
         try:
             module = __import__(f"mini.server.{name}", fromlist=["router"])
         except ModuleNotFoundError as exc:

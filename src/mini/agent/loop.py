@@ -1,0 +1,348 @@
+"""The agent loop: the model thinks, calls tools, reads their results, and answers with citations.
+
+Each turn streams one model reply. If it asks for tools, all of that turn's calls run concurrently (at most
+`max_tool_concurrency` at once, each under `tool_timeout_s`); every result, or the error a tool raised, goes
+back to the model as a tool message, and the next turn starts. A reply without tool calls is the answer.
+`max_turns`, a token budget and a wall-clock budget stop runaway loops with `BudgetExceededError`, which
+carries the transcript so far.
+
+The built-in `search_documents` tool searches the RAG's store. Every passage it returns gets a number the first
+time it is seen ([1], [2], ... across the whole run), so the final answer's `[n]` markers resolve to chunks.
+
+Events (the server's SSE vocabulary): `tool_call`, `tool_result`, `token`, `citation`, `done`. `token` events
+stream every turn's text as it is generated; text of a turn that ends in tool calls is the model thinking
+aloud, and `done.answer` is the final turn's text.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import re
+import time
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING, Any
+
+from mini.agent.tools import FunctionTool, function_tool
+from mini.errors import BudgetExceededError, InvalidInputError, StructuredOutputError
+from mini.llms.base import Message, ToolCall, Usage, assistant_message, tool_result
+from mini.query.citations import build_citations
+from mini.query.prompts import format_context
+from mini.types import RAGResponse, RetrievalResult, StreamEvent
+
+if TYPE_CHECKING:
+    from pydantic import BaseModel
+
+    from mini.llms.base import LLM
+    from mini.query.pipeline import AgenticRAG
+
+AGENT_SYSTEM = (
+    "You answer questions about the user's documents. Use the search_documents tool to find passages; when a "
+    "question has several parts, search for them in the same turn (the searches run in parallel). Passages are "
+    "numbered like [3]. Cite every claim with the number of the passage that supports it, e.g. [3]. Use other "
+    "tools when they help. If the documents do not contain the answer, say so plainly."
+)
+REPAIR_PROMPT = (
+    "Your answer could not be parsed: {error}\nReply with only a JSON object that matches this JSON Schema, "
+    "keeping the [n] citations inside its text fields:\n{schema}"
+)
+_PREVIEW_CHARS = 500
+_JSON_OBJECT = re.compile(r"\{.*\}", re.DOTALL)
+
+
+@dataclass
+class AgentConfig:
+    """Limits of one agent run."""
+
+    max_turns: int = 4
+    max_tool_concurrency: int = 4
+    tool_timeout_s: float = 60.0
+    max_tokens: int | None = None  # prompt + completion tokens over the whole run
+    time_budget_s: float | None = 120.0
+    search_top_k: int = 5  # default passages per search_documents call
+
+    def __post_init__(self) -> None:
+        if self.max_turns < 1 or self.max_tool_concurrency < 1:
+            raise InvalidInputError("max_turns and max_tool_concurrency must be >= 1")
+
+
+def _jsonable(message: Message) -> dict[str, Any]:
+    out = dict(message)
+    if "tool_calls" in out:
+        out["tool_calls"] = [
+            {"id": c.id, "name": c.name, "arguments": dict(c.arguments)} if isinstance(c, ToolCall) else c
+            for c in out["tool_calls"]
+        ]
+    return out
+
+
+class _AgentRun:
+    def __init__(
+        self,
+        rag: AgenticRAG,
+        llm: LLM,
+        question: str,
+        tools: Sequence[Callable[..., Any] | FunctionTool],
+        config: AgentConfig,
+        output_model: type[BaseModel] | None,
+        filter: Mapping[str, Any] | None,
+    ) -> None:
+        self.rag = rag
+        self.llm = llm
+        self.question = question
+        self.config = config
+        self.output_model = output_model
+        self.filter = filter
+        self.started = time.perf_counter()
+        self.messages: list[Message] = [
+            {"role": "system", "content": AGENT_SYSTEM},
+            {"role": "user", "content": question},
+        ]
+        self.chunks: list[RetrievalResult] = []
+        self.numbers: dict[str, int] = {}
+        self.searches: list[str] = []
+        self.trace: list[dict[str, Any]] = []
+        self.usage = Usage()
+        self.turns = 0
+        self.last_text = ""
+        self.answer = ""
+        self.output: dict[str, Any] | None = None
+        search = function_tool(
+            self.search_documents,
+            name="search_documents",
+            description="Search the user's documents; returns numbered passages to cite as [n].",
+        )
+        self.tools: dict[str, FunctionTool] = {search.name: search}
+        for item in tools:
+            tool = function_tool(item)
+            if tool.name in self.tools:
+                raise InvalidInputError(f"two tools are named {tool.name!r}")
+            self.tools[tool.name] = tool
+
+    def elapsed_ms(self) -> float:
+        return round((time.perf_counter() - self.started) * 1000.0, 3)
+
+    async def search_documents(self, query: str, top_k: int | None = None) -> str:
+        """Search the documents for `query`; at most `top_k` passages (default 5, at most 20)."""
+        k = max(1, min(int(top_k or self.config.search_top_k), 20))
+        self.searches.append(query)
+        hits = await self.rag.retrieve_async(query, top_k=k, filter=self.filter)
+        lines = []
+        for hit in hits:
+            number = self.numbers.get(hit.id)
+            if number is None:
+                self.chunks.append(hit)
+                number = self.numbers[hit.id] = len(self.chunks)
+            lines.append(f"[{number}] (source: {hit.source})\n{hit.text}")
+        return "\n\n".join(lines) or "No passages matched."
+
+    def budget_error(self, kind: str, message: str) -> BudgetExceededError:
+        return BudgetExceededError(
+            kind,
+            message,
+            transcript=[_jsonable(m) for m in self.messages],
+            trace=list(self.trace),
+            partial_answer=self.last_text,
+        )
+
+    async def events(self) -> AsyncIterator[StreamEvent]:
+        budget = self.config.time_budget_s
+        try:
+            async with asyncio.timeout(budget) if budget else contextlib.nullcontext():
+                async for event in self._turns():
+                    yield event
+        except TimeoutError:
+            raise self.budget_error("time", f"the agent ran out of its {budget:g} s time budget") from None
+
+    async def _turns(self) -> AsyncIterator[StreamEvent]:
+        specs = [tool.spec for tool in self.tools.values()]
+        for turn in range(1, self.config.max_turns + 1):
+            self.turns = turn
+            parts: list[str] = []
+            calls: tuple[ToolCall, ...] = ()
+            stream = self.llm.stream(self.messages, tools=specs)
+            try:
+                async for delta in stream:
+                    if delta.usage is not None:
+                        self.usage = self.usage + delta.usage
+                    if delta.text:
+                        parts.append(delta.text)
+                        yield StreamEvent("token", delta.text)
+                    if delta.tool_calls:
+                        calls = delta.tool_calls
+            finally:
+                await stream.aclose()  # type: ignore[attr-defined]
+            self.last_text = "".join(parts)
+            limit = self.config.max_tokens
+            if limit is not None and self.usage.total_tokens > limit:
+                raise self.budget_error(
+                    "tokens", f"the agent used {self.usage.total_tokens} tokens (budget {limit})"
+                )
+            if not calls:
+                async for event in self._finish(self.last_text):
+                    yield event
+                return
+            self.messages.append(assistant_message(self.last_text, calls))
+            for call in calls:
+                yield StreamEvent(
+                    "tool_call", {"id": call.id, "name": call.name, "arguments": dict(call.arguments)}
+                )
+            for call, (output, record) in zip(calls, await self._run_tools(turn, calls), strict=True):
+                self.messages.append(tool_result(call, output))
+                yield StreamEvent("tool_result", record)
+        raise self.budget_error(
+            "turns",
+            f"the agent did not answer within max_turns={self.config.max_turns} (it kept calling tools)",
+        )
+
+    async def _run_tools(self, turn: int, calls: Sequence[ToolCall]) -> list[tuple[str, dict[str, Any]]]:
+        slots = asyncio.Semaphore(self.config.max_tool_concurrency)
+
+        async def run(call: ToolCall) -> tuple[str, dict[str, Any]]:
+            record: dict[str, Any] = {
+                "turn": turn,
+                "id": call.id,
+                "name": call.name,
+                "arguments": dict(call.arguments),
+            }
+            async with slots:
+                record["started_ms"] = self.elapsed_ms()
+                try:
+                    tool = self.tools.get(call.name)
+                    if tool is None:
+                        raise InvalidInputError(
+                            f"there is no tool named {call.name!r}; use one of {sorted(self.tools)}"
+                        )
+                    async with asyncio.timeout(self.config.tool_timeout_s):
+                        output = await tool.call(call.arguments)
+                    record["ok"] = True
+                except TimeoutError:
+                    output = (
+                        f"Error: the tool took longer than {self.config.tool_timeout_s:g} s and was stopped"
+                    )
+                    record["ok"] = False
+                except Exception as exc:  # the model sees the error and may try something else
+                    output = f"Error: {type(exc).__name__}: {exc}"
+                    record["ok"] = False
+                record["ended_ms"] = self.elapsed_ms()
+            record["output"] = output[:_PREVIEW_CHARS]
+            self.trace.append(record)
+            return output, record
+
+        return list(await asyncio.gather(*(run(call) for call in calls)))
+
+    async def _finish(self, answer: str) -> AsyncIterator[StreamEvent]:
+        output: dict[str, Any] | None = None
+        if self.output_model is not None:
+            output = await self._structured(answer)
+        citations = build_citations(answer, self.chunks)
+        for citation in citations:
+            yield StreamEvent("citation", asdict(citation))
+        self.answer, self.output = answer, output
+        yield StreamEvent("done", self.done_data(answer, citations, output))
+
+    async def _structured(self, answer: str) -> dict[str, Any]:
+        """The answer parsed into `output_model`; one repair round trip if it does not parse."""
+        assert self.output_model is not None
+        try:
+            return _parse(self.output_model, answer)
+        except ValueError as first:
+            schema = json.dumps(self.output_model.model_json_schema())
+            repair = [
+                *self.messages,
+                {"role": "assistant", "content": answer},
+                {"role": "user", "content": REPAIR_PROMPT.format(error=str(first)[:500], schema=schema)},
+            ]
+            completion = await self.llm.complete(repair)
+            self.usage = self.usage + completion.usage
+            try:
+                return _parse(self.output_model, completion.text)
+            except ValueError as second:
+                raise StructuredOutputError(
+                    f"the answer did not parse into {self.output_model.__name__} after one repair: {second}"
+                ) from second
+
+    def done_data(
+        self, answer: str, citations: Sequence[Any], output: dict[str, Any] | None
+    ) -> dict[str, Any]:
+        data: dict[str, Any] = {
+            "answer": answer,
+            "citations": [asdict(c) for c in citations],
+            "metadata": self.metadata(),
+        }
+        if output is not None:
+            data["output"] = output
+        return data
+
+    def metadata(self) -> dict[str, Any]:
+        tool_ms = sum(r["ended_ms"] - r["started_ms"] for r in self.trace)
+        return {
+            "answer_type": "agent",
+            "llm": self.llm.name,
+            "agent": {"turns": self.turns, "tool_calls": list(self.trace), "searches": list(self.searches)},
+            "timings_ms": {"tools": round(tool_ms, 3), "total": self.elapsed_ms()},
+            "usage": self.usage.as_dict(),
+        }
+
+    def response(self) -> RAGResponse:
+        metadata = self.metadata()
+        if self.output is not None:
+            metadata["output"] = self.output
+        return RAGResponse(
+            answer=self.answer,
+            original_query=self.question,
+            rewritten_queries=list(self.searches),
+            retrieved_chunks=list(self.chunks),
+            context_used=format_context(self.chunks),
+            metadata=metadata,
+            citations=build_citations(self.answer, self.chunks),
+        )
+
+
+def _parse(model: type[BaseModel], text: str) -> dict[str, Any]:
+    match = _JSON_OBJECT.search(text)  # models like to wrap JSON in prose or code fences
+    if match is None:
+        raise ValueError("no JSON object in the answer")
+    parsed: dict[str, Any] = model.model_validate_json(match.group(0)).model_dump(mode="json")
+    return parsed
+
+
+def agent_events(
+    rag: AgenticRAG,
+    llm: LLM,
+    question: str,
+    *,
+    tools: Sequence[Callable[..., Any] | FunctionTool] = (),
+    config: AgentConfig | None = None,
+    output_model: type[BaseModel] | None = None,
+    filter: Mapping[str, Any] | None = None,
+) -> tuple[_AgentRun, AsyncIterator[StreamEvent]]:
+    run = _AgentRun(rag, llm, question, tools, config or AgentConfig(), output_model, filter)
+    return run, run.events()
+
+
+async def run_agent(
+    rag: AgenticRAG,
+    llm: LLM,
+    question: str,
+    *,
+    tools: Sequence[Callable[..., Any] | FunctionTool] = (),
+    config: AgentConfig | None = None,
+    output_model: type[BaseModel] | None = None,
+    filter: Mapping[str, Any] | None = None,
+) -> RAGResponse:
+    """Run the loop to its answer; `BudgetExceededError`/`StructuredOutputError`/provider errors are raised."""
+    run, events = agent_events(
+        rag, llm, question, tools=tools, config=config, output_model=output_model, filter=filter
+    )
+    try:
+        async for _ in events:
+            pass
+    finally:
+        await events.aclose()  # type: ignore[attr-defined]
+    return run.response()
+
+
+__all__ = ["AGENT_SYSTEM", "AgentConfig", "agent_events", "run_agent"]
