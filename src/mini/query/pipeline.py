@@ -410,17 +410,14 @@ class AgenticRAG:
         """
         from mini.agent.loop import AgentConfig, run_agent
 
+        config = AgentConfig(
+            max_turns, max_tool_concurrency, max_tokens=max_tokens, time_budget_s=time_budget_s
+        )
         question = check_question(question)
         if self.llm is None:
             response = await self.query_async(question, filter=filter)
             response.metadata["agent"] = {"fallback": "no LLM configured: answered by the standard pipeline"}
             return response
-        config = AgentConfig(
-            max_turns=max_turns,
-            max_tokens=max_tokens,
-            time_budget_s=time_budget_s,
-            max_tool_concurrency=max_tool_concurrency,
-        )
         return await run_agent(
             self, self.llm, question, tools=tools, config=config, output_model=output_model, filter=filter
         )
@@ -445,10 +442,7 @@ class AgenticRAG:
         from mini.agent.loop import AgentConfig, agent_events
 
         config = AgentConfig(
-            max_turns=max_turns,
-            max_tokens=max_tokens,
-            time_budget_s=time_budget_s,
-            max_tool_concurrency=max_tool_concurrency,
+            max_turns, max_tool_concurrency, max_tokens=max_tokens, time_budget_s=time_budget_s
         )
         _, events = agent_events(
             self, self.llm, question, tools=tools, config=config, output_model=output_model, filter=filter

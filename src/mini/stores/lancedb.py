@@ -25,6 +25,7 @@ from lancedb.table import AsyncTable
 from mini._batching import Coalescer
 from mini._portal import PerLoop
 from mini.errors import DimensionMismatchError, DuplicateIdError, InvalidInputError, MiniError, StoreError
+from mini.stores._rows import json_default, vector_matrix
 from mini.stores.base import Record
 from mini.stores.filters import Filter
 from mini.stores.lance_sql import ID_COLUMN, METADATA_COLUMN, SOURCE_COLUMN, id_in, to_where
@@ -38,9 +39,8 @@ _TEXT = "text"
 # Ids per `id IN (...)` predicate: keeps SQL strings and DataFusion IN-lists small for big batches.
 _ID_BATCH = 1_000
 # Building the Arrow batch from Python lists costs ~20 ms per 1M floats (plus JSON for the metadata);
-# above this size it runs in a worker thread, converting _CONVERT_ROWS rows per GIL-holding numpy call.
+# above this size it runs in a worker thread (converted in slices, see mini.stores._rows).
 _THREAD_MIN_FLOATS = 250_000
-_CONVERT_ROWS = 256
 # Every write makes a table version; optimize() removes versions older than this. Not zero: another process
 # may still be reading an older version (DESIGN.md: a second process can read and write the same table).
 _KEEP_VERSIONS = timedelta(minutes=10)
@@ -105,42 +105,14 @@ def _schema_dimension(schema: pa.Schema) -> int:
     return int(vector_type.list_size)
 
 
-def _json_default(value: Any) -> Any:
-    item = getattr(value, "item", None)  # numpy scalars (page numbers, scores) become Python numbers
-    if callable(item) and getattr(value, "shape", None) == ():
-        return item()
-    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
-
-
-def _matrix(records: Sequence[Record]) -> np.ndarray:
-    """The vectors as one float32 (n, d) array; ragged or non-finite input is rejected with its row."""
-    expected = len(records[0].vector)
-    matrix = np.empty((len(records), expected), dtype=np.float32)
-    # Converted in slices: one np.asarray over 20k Python lists holds the GIL for ~150 ms, which would
-    # stall the event loop even from a worker thread; between slices the GIL is released.
-    for start in range(0, len(records), _CONVERT_ROWS):
-        chunk = records[start : start + _CONVERT_ROWS]
-        try:
-            matrix[start : start + len(chunk)] = np.asarray([r.vector for r in chunk], dtype=np.float32)
-        except (ValueError, TypeError) as exc:
-            for i, record in enumerate(chunk, start):
-                if len(record.vector) != expected:
-                    raise DimensionMismatchError(expected, len(record.vector), f"row {i}") from exc
-            raise InvalidInputError(f"vectors must be 1-D sequences of numbers: {exc}") from exc
-    if not np.isfinite(matrix).all():
-        row = int(np.flatnonzero(~np.isfinite(matrix).all(axis=1))[0])
-        raise InvalidInputError(f"vector of row {row} contains NaN or infinity")
-    return matrix
-
-
 def _arrow_rows(records: Sequence[Record]) -> pa.Table:
     """The Arrow table for a batch of records (CPU only; big batches call this in a thread)."""
     ids = [r.id for r in records]
     if len(set(ids)) != len(ids):
         raise InvalidInputError("ids within one write must be unique")
-    matrix = _matrix(records)
+    matrix = vector_matrix(records)
     try:
-        dump = json.JSONEncoder(ensure_ascii=False, allow_nan=False, default=_json_default).encode
+        dump = json.JSONEncoder(ensure_ascii=False, allow_nan=False, default=json_default).encode
         metadata = [dump(r.metadata) for r in records]
     except (TypeError, ValueError) as exc:
         raise InvalidInputError(f"metadata cannot be stored as JSON: {exc}") from exc

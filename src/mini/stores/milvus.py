@@ -28,6 +28,7 @@ from mini.errors import (
     MiniError,
     StoreError,
 )
+from mini.stores._rows import json_default, vector_matrix
 from mini.stores.base import Record
 from mini.stores.filters import Filter
 from mini.stores.milvus_expr import (
@@ -60,7 +61,6 @@ _PAGE_ROWS = 1_000
 _MAX_TOP_K = 16_384  # Milvus's limit on hits per query vector
 # Converting big batches (vectors, JSON) holds the GIL: above this many floats it runs in a worker thread.
 _THREAD_MIN_FLOATS = 250_000
-_CONVERT_ROWS = 256
 # Milvus Lite is one process per path and not meant to be hammered concurrently: calls on one path take turns.
 _lite_locks: dict[str, threading.Lock] = {}
 _LITE_START_TIMEOUT_S = 60.0
@@ -312,13 +312,6 @@ def _shown_url(url: str) -> str:
     return urlunsplit(parts._replace(netloc=netloc))
 
 
-def _json_default(value: Any) -> Any:
-    item = getattr(value, "item", None)  # numpy scalars (page numbers, scores) become Python numbers
-    if callable(item) and getattr(value, "shape", None) == ():
-        return item()
-    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
-
-
 def _check_ints(value: Any) -> None:
     if isinstance(value, bool):
         return
@@ -340,36 +333,13 @@ def _utf8_size(text: str, what: str) -> int:
         raise InvalidInputError(f"{what} is not valid Unicode") from exc
 
 
-def _matrix(records: Sequence[Record]) -> np.ndarray:
-    """The vectors as one float32 (n, d) array; ragged or non-finite input is rejected with its row."""
-    expected = len(records[0].vector)
-    if expected == 0:
-        raise InvalidInputError("vectors must be non-empty 1-D sequences of numbers")
-    matrix = np.empty((len(records), expected), dtype=np.float32)
-    # Converted in slices: one np.asarray over 20k rows holds the GIL ~150 ms (measured for LanceDB), which
-    # stalls the event loop even from a worker thread; between slices the GIL is released.
-    for start in range(0, len(records), _CONVERT_ROWS):
-        chunk = records[start : start + _CONVERT_ROWS]
-        try:
-            matrix[start : start + len(chunk)] = np.asarray([r.vector for r in chunk], dtype=np.float32)
-        except (ValueError, TypeError) as exc:
-            for i, record in enumerate(chunk, start):
-                if len(record.vector) != expected:
-                    raise DimensionMismatchError(expected, len(record.vector), f"row {i}") from exc
-            raise InvalidInputError(f"vectors must be 1-D sequences of numbers: {exc}") from exc
-    if not np.isfinite(matrix).all():
-        row = int(np.flatnonzero(~np.isfinite(matrix).all(axis=1))[0])
-        raise InvalidInputError(f"vector of row {row} contains NaN or infinity")
-    return matrix
-
-
 def _rows(records: Sequence[Record]) -> tuple[int, list[dict[str, Any]]]:
     """(dimension, Milvus rows) for a batch, validated (CPU only: big batches call this in a thread)."""
     ids = [r.id for r in records]
     if len(set(ids)) != len(ids):
         raise InvalidInputError("ids within one write must be unique")
-    matrix = _matrix(records)
-    dump = json.JSONEncoder(ensure_ascii=False, allow_nan=False, default=_json_default).encode
+    matrix = vector_matrix(records)
+    dump = json.JSONEncoder(ensure_ascii=False, allow_nan=False, default=json_default).encode
     rows = []
     for i, (record, vector) in enumerate(zip(records, matrix, strict=True)):
         if not isinstance(record.id, str) or not record.id:

@@ -41,6 +41,7 @@ import numpy as np
 from mini._batching import Coalescer
 from mini._portal import PerLoop
 from mini.errors import DimensionMismatchError, DuplicateIdError, InvalidInputError, MiniError, StoreError
+from mini.stores._rows import json_default, vector_matrix
 from mini.stores.base import Record
 from mini.stores.filters import Filter
 from mini.stores.qdrant_filters import (
@@ -72,7 +73,6 @@ _PAGE_WITH_VECTORS = 256
 # Validating and converting a batch costs ~0.1 s per 1M floats (2,000 x 384: 80 ms); above this size it runs
 # in a worker thread.
 _THREAD_MIN_FLOATS = 100_000
-_CONVERT_ROWS = 256
 # Payload indexes made on a server when the collection is created (local mode has no payload indexes).
 _KEYWORD_INDEXES = (payload_key("source"), ID_KEY)
 
@@ -323,34 +323,7 @@ def _parse_uri(uri: str) -> tuple[str, str, str]:
     return "server", f"{http}://{netloc}{path}", f"{scheme}://{netloc}{path}"
 
 
-def _json_default(value: Any) -> Any:
-    item = getattr(value, "item", None)  # numpy scalars (page numbers, scores) become Python numbers
-    if callable(item) and getattr(value, "shape", None) == ():
-        return item()
-    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
-
-
-_dump = json.JSONEncoder(ensure_ascii=False, allow_nan=False, default=_json_default).encode
-
-
-def _matrix(records: Sequence[Record]) -> np.ndarray:
-    """The vectors as one float32 (n, d) array; ragged or non-finite input is rejected with its row."""
-    expected = len(records[0].vector)
-    matrix = np.empty((len(records), expected), dtype=np.float32)
-    # In slices: one np.asarray over thousands of Python lists holds the GIL for tens of ms.
-    for start in range(0, len(records), _CONVERT_ROWS):
-        chunk = records[start : start + _CONVERT_ROWS]
-        try:
-            matrix[start : start + len(chunk)] = np.asarray([r.vector for r in chunk], dtype=np.float32)
-        except (ValueError, TypeError) as exc:
-            for i, record in enumerate(chunk, start):
-                if len(record.vector) != expected:
-                    raise DimensionMismatchError(expected, len(record.vector), f"row {i}") from exc
-            raise InvalidInputError(f"vectors must be 1-D sequences of numbers: {exc}") from exc
-    finite = np.isfinite(matrix).all(axis=1)
-    if not finite.all():
-        raise InvalidInputError(f"vector of row {int(np.flatnonzero(~finite)[0])} contains NaN or infinity")
-    return matrix
+_dump = json.JSONEncoder(ensure_ascii=False, allow_nan=False, default=json_default).encode
 
 
 def _points(records: Sequence[Record]) -> list[models.PointStruct]:
@@ -360,7 +333,7 @@ def _points(records: Sequence[Record]) -> list[models.PointStruct]:
     ids = [r.id for r in records]
     if len(set(ids)) != len(ids):
         raise InvalidInputError("ids within one write must be unique")
-    matrix = _matrix(records)
+    matrix = vector_matrix(records)
     points = []
     for record, vector in zip(records, matrix.tolist(), strict=True):
         if not isinstance(record.id, str) or not record.id:
