@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
 
@@ -14,6 +15,8 @@ if TYPE_CHECKING:
     import numpy as np
 
 InputType = Literal["query", "document"]
+
+logger = logging.getLogger("mini.embeddings")
 
 
 @runtime_checkable
@@ -68,6 +71,27 @@ def create_embedder(
             f"{', '.join(sorted(remote_options))} only apply to remote embedding providers, not {model!r}"
         ) from exc
     return embedder
+
+
+async def embed_splitting_rejected(
+    embedder: Embedder, texts: list[str], *, input_type: InputType
+) -> tuple[list[Any], int]:
+    """Embed `texts` in one request; if the provider rejects the batch (400), retry text by text so one bad
+    text fails alone. Returns one vector or exception per text, and the number of requests made.
+
+    An unknown model or endpoint (404) is raised at once: every single-text retry would fail the same way.
+    """
+    try:
+        vectors = await embedder.embed(texts, input_type=input_type)
+    except BadRequestError as exc:
+        if len(texts) == 1 or exc.status_code == 404:
+            raise
+        logger.info("an embedding batch was rejected (%s); retrying its %d texts one by one", exc, len(texts))
+        singles = await asyncio.gather(
+            *(embedder.embed([t], input_type=input_type) for t in texts), return_exceptions=True
+        )
+        return [r if isinstance(r, BaseException) else r[0] for r in singles], 1 + len(texts)
+    return list(vectors), 1
 
 
 class EmbeddingModel:
@@ -157,19 +181,9 @@ class EmbeddingModel:
         return await self.embedder.embed(list(texts), input_type=input_type)
 
     async def _embed_coalesced(self, input_type: InputType, texts: list[str]) -> list[Any]:
-        """One request for many callers' texts. A rejected batch is retried text by text, so one bad input
-        fails only its own caller."""
-        try:
-            vectors = await self.embedder.embed(texts, input_type=input_type)
-        except BadRequestError:
-            if len(texts) == 1:
-                raise
-            singles = await asyncio.gather(
-                *(self.embedder.embed([t], input_type=input_type) for t in texts),
-                return_exceptions=True,
-            )
-            return [r if isinstance(r, BaseException) else r[0] for r in singles]
-        return list(vectors)
+        """One request for many callers' texts; a rejected batch fails only the callers of the bad texts."""
+        results, _requests = await embed_splitting_rejected(self.embedder, texts, input_type=input_type)
+        return results
 
     async def embed_query_async(self, query: str) -> list[float]:
         if not isinstance(query, str) or not query.strip():

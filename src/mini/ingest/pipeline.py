@@ -739,31 +739,22 @@ class _Run:
 
     async def _embed_batch(self, texts: list[str]) -> list[np.ndarray | BaseException]:
         """One request. A rejected batch is retried text by text, so one bad text fails only its own file."""
+        from mini.embeddings.base import embed_splitting_rejected
+
         since = time.perf_counter()
-        embedder = self.ing.embedding_model.embedder  # the facade's micro-batching is for small calls
-        self.report.embedding_requests += 1
+        # The embedder itself: the facade's micro-batching is for small concurrent calls, not batches.
+        embedder = self.ing.embedding_model.embedder
         try:
-            vectors = await embedder.embed(texts, input_type="document")
-        except BadRequestError as exc:
-            if len(texts) == 1 or _fatal(exc):
-                raise
-            log.info(
-                "an embedding batch was rejected (%s); retrying its %d texts one by one", exc, len(texts)
-            )
-            self.report.embedding_requests += len(texts)
-            singles = await asyncio.gather(
-                *(embedder.embed([t], input_type="document") for t in texts), return_exceptions=True
-            )
-            results: list[np.ndarray | BaseException] = [
-                s if isinstance(s, BaseException) else s[0] for s in singles
-            ]
-            self.report.chunks_embedded += sum(not isinstance(r, BaseException) for r in results)
-            return results
+            results, requests = await embed_splitting_rejected(embedder, texts, input_type="document")
+        except BaseException:
+            self.report.embedding_requests += 1  # a failed request was still made
+            raise
         finally:
             self.time("embed", since)
-        self.report.chunks_embedded += len(texts)
+        self.report.embedding_requests += requests
+        self.report.chunks_embedded += sum(not isinstance(r, BaseException) for r in results)
         self.emit()
-        return list(vectors)
+        return results
 
     async def _write(self, units: list[_Unit]) -> list[BaseException | None]:
         """One commit for several finished files; if it fails, each file is retried alone so one bad file
