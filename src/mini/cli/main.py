@@ -153,15 +153,8 @@ def ingest(
     resumes an interrupted run."""
     show = progress if progress is not None else (err.is_terminal and not as_json)
     bars = _IngestBars() if show else None
-    from mini.ingest.pipeline import DEFAULT_BATCH_SIZE, DEFAULT_CONCURRENCY, Ingestor
-
     rag = _build_rag(uri, collection, embedding_model, "none")  # no I/O until used
-    ingestor = Ingestor(
-        rag.vector_store,
-        rag.embedding_model,
-        concurrency=concurrency or DEFAULT_CONCURRENCY,
-        batch_size=batch_size or DEFAULT_BATCH_SIZE,
-    )
+    ingestor = rag.ingestor(concurrency=concurrency, batch_size=batch_size)
 
     async def main() -> IngestReport:
         async with rag:

@@ -25,7 +25,7 @@ from mini.stores.base import VectorStore
 from mini.types import Document, RAGResponse, RetrievalResult, StreamEvent
 
 if TYPE_CHECKING:
-    from mini.ingest.pipeline import IngestReport, ProgressCallback
+    from mini.ingest.pipeline import Ingestor, IngestReport, ProgressCallback
 
 log = logging.getLogger("mini.query")
 
@@ -347,16 +347,27 @@ class AgenticRAG:
         report, never raised for the whole batch (except errors that would fail every file, like a bad key).
         `prune=True` deletes stored files under the given directories that no longer exist.
         """
+        ingestor = self.ingestor(concurrency=concurrency, batch_size=batch_size)
+        return await ingestor.run(items, glob=glob, prune=prune, progress=progress)
+
+    def ingestor(
+        self,
+        store: VectorStore | None = None,
+        *,
+        concurrency: int | None = None,
+        batch_size: int | None = None,
+    ) -> Ingestor:
+        """An `Ingestor` with this RAG's embedding model and embedding cache, writing to `store` (default: this
+        RAG's store), for callers that keep it around (its `report` is live during a run) or write elsewhere."""
         from mini.ingest.pipeline import DEFAULT_BATCH_SIZE, DEFAULT_CONCURRENCY, Ingestor
 
-        ingestor = Ingestor(
-            self.vector_store,
+        return Ingestor(
+            store if store is not None else self.vector_store,
             self.embedding_model,
             concurrency=concurrency or DEFAULT_CONCURRENCY,
             batch_size=batch_size or DEFAULT_BATCH_SIZE,
             cache=self._embedding_cache,
         )
-        return await ingestor.run(items, glob=glob, prune=prune, progress=progress)
 
     async def index_document_async(self, document: str | Path | Document) -> IngestReport:
         """Index one file, URL or `Document` (see `index_documents_async`)."""

@@ -41,7 +41,6 @@ from starlette.datastructures import UploadFile
 from mini.errors import DocumentError, UnsupportedFormatError
 from mini.ingest import loaders
 from mini.ingest.chunking import content_hash
-from mini.ingest.pipeline import Ingestor
 from mini.ingest.report import IngestIssue, IngestReport
 from mini.ingest.web import is_url, redact_url
 from mini.server import sessions as sessions_module
@@ -266,10 +265,9 @@ async def _ingest(
 ) -> IngestReport:
     if store is rag.vector_store:
         return await rag.index_documents_async(items, progress=job.on_progress)
-    # A session's collection: the same ingestion with the rag's model, sharing its embedding cache (same
-    # package), so a text already embedded for the global collection is not embedded again.
-    ingestor = Ingestor(store, rag.embedding_model, cache=rag._embedding_cache)
-    return await ingestor.run(items, progress=job.on_progress)
+    # A session's collection: the same ingestion with the rag's model and embedding cache, so a text already
+    # embedded for the global collection is not embedded again.
+    return await rag.ingestor(store).run(items, progress=job.on_progress)
 
 
 async def _run_batch(rag: AgenticRAG, store: VectorStore, batch: _Batch, job: Job) -> IngestReport:
