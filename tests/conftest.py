@@ -32,6 +32,8 @@ _ENV_TO_CLEAR = (
     "AWS_PROFILE",
     "AWS_REGION",
     "AWS_DEFAULT_REGION",
+    "COHERE_API_KEY",
+    "CO_API_KEY",
 )
 
 

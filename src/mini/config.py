@@ -76,32 +76,65 @@ class LLMConfig:
 
 @dataclass(frozen=True, slots=True)
 class RetrievalConfig:
-    """How many chunks to fetch and which optional stages run (the seed's names).
+    """How many chunks to fetch, how, and which optional stages run (the seed's names first).
 
-    `top_k` chunks are retrieved per query variant and fused; the best `rerank_top_k` go to the generator.
-    Query rewriting runs only when an LLM is configured.
+    Retrieval runs legs concurrently and fuses their rankings by weighted reciprocal rank (RRF, `rrf_k`):
+    a dense leg (cosine) and, with `use_hybrid_search`, a keyword leg (the store's BM25 full-text search),
+    each once per query variant; with `prefilter_field`, also the rows whose metadata field equals a phrase
+    of the question (seed 001's alias prefilter). `retrieval_mode` ("dense", "keyword", "hybrid") overrides
+    `use_hybrid_search`. Each leg fetches `max(top_k, candidates_per_leg)` before fusion; the best `top_k`
+    fused chunks are reranked and the best `rerank_top_k` go to the generator. Query rewriting runs only
+    when an LLM is configured. The fusion defaults were chosen on BEIR SciFact's train queries and
+    reported on its test queries (BENCHMARKS.md, "Retrieval quality").
     """
 
     top_k: int = 10
     rerank_top_k: int = 5
     use_query_rewriting: bool = True
     use_reranking: bool = True
-    use_hybrid_search: bool = False
+    use_hybrid_search: bool = True
     num_query_variants: int = 2
-    rrf_k: int = 60
+    rrf_k: int = 10
+    retrieval_mode: str | None = None
+    candidates_per_leg: int = 50
+    dense_weight: float = 1.0
+    keyword_weight: float = 1.2
+    prefilter_field: str | None = None
+    prefilter_weight: float = 1.0
 
     def __post_init__(self) -> None:
         if self.top_k < 1 or self.rerank_top_k < 1:
             raise ValueError("top_k and rerank_top_k must be >= 1")
         if self.num_query_variants < 0:
             raise ValueError("num_query_variants must be >= 0")
+        if self.retrieval_mode not in (None, "dense", "keyword", "hybrid"):
+            raise ValueError(f"retrieval_mode must be dense, keyword or hybrid, not {self.retrieval_mode!r}")
+        if self.rrf_k < 0 or self.candidates_per_leg < 0:
+            raise ValueError("rrf_k and candidates_per_leg must be >= 0")
+        if min(self.dense_weight, self.keyword_weight, self.prefilter_weight) < 0:
+            raise ValueError("leg weights must be >= 0")
 
 
 @dataclass(frozen=True, slots=True)
 class RerankerConfig:
-    """Reranking strategy. Only pass-through exists so far: candidates keep their retrieval order."""
+    """Which reranker reorders the fused candidates before generation (`RetrievalConfig.use_reranking`).
+
+    `kind`: "none" (keep the fused retrieval order; also "rrf"), "llm" (the configured chat model scores every
+    candidate, `max_concurrency` at once, under the provider's limiter), "cross-encoder" (a local
+    sentence-transformers model at `model_path`, run in a thread; extra `torch`), "cohere" (Cohere's rerank
+    API: `model`, `api_key` or COHERE_API_KEY, `base_url`, `timeout`). Unset options take each reranker's
+    default.
+    """
 
     kind: str = "none"
+    model: str | None = None
+    model_path: str | None = None
+    max_concurrency: int | None = None
+    batch_size: int | None = None
+    device: str | None = None
+    api_key: str | None = field(default=None, repr=False)
+    base_url: str | None = None
+    timeout: float | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -15,7 +15,8 @@
     ├── StructuredOutputError           an agent's answer did not parse into the requested model
     ├── StoreError                      the vector store failed
     │   ├── DimensionMismatchError      vectors do not fit the collection's dimension
-    │   └── DuplicateIdError            `insert` was given ids that already exist (use `upsert`)
+    │   ├── DuplicateIdError            `insert` was given ids that already exist (use `upsert`)
+    │   └── UnsupportedOperationError   this backend (or collection) cannot do that, e.g. keyword search
     └── ProviderError                   a remote model (LLM, embeddings) call failed; `.provider` names it
         │                               (also `.model`, `.request_id`, `.hint`)
         ├── ProviderConnectionError     could not reach the provider
@@ -116,6 +117,10 @@ class StructuredOutputError(MiniError):
 
 class StoreError(MiniError):
     """The vector store failed."""
+
+
+class UnsupportedOperationError(StoreError):
+    """The store backend, or this collection, cannot do the operation (e.g. keyword search); nothing was run."""
 
 
 class UnsupportedFilterError(InvalidInputError):

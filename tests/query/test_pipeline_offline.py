@@ -193,20 +193,3 @@ async def test_rerank_disabled_keeps_retrieval_order_and_cuts_to_rerank_top_k(co
 def test_backend_protocol_is_satisfied_by_lancedb(tmp_path: Path) -> None:
     store = VectorStore(str(tmp_path), collection_name="t")
     assert isinstance(store.backend, VectorStoreBackend)
-
-
-async def test_unavailable_options_are_reported_not_silently_ignored(corpus_rag: AgenticRAG) -> None:
-    from mini import RerankerConfig
-    from mini.errors import ConfigurationError
-
-    with pytest.raises(ConfigurationError, match="cohere"):
-        AgenticRAG(
-            corpus_rag.vector_store, corpus_rag.embedding_model, reranker_config=RerankerConfig(kind="cohere")
-        )
-    rag = AgenticRAG(
-        corpus_rag.vector_store,
-        corpus_rag.embedding_model,
-        retrieval_config=RetrievalConfig(use_hybrid_search=True),
-    )
-    response = await rag.query_async("library opening hours")
-    assert "hybrid search is not available" in response.metadata["warnings"][0]

@@ -192,3 +192,55 @@ def test_every_provider_answers_through_the_sync_facade(
         assert events[-1].type == "done" and events[-1].data["answer"] == response.answer
     finally:
         rag.close()
+
+
+async def test_an_llm_reranker_scores_every_fused_candidate_inside_the_pipeline(
+    sim: Any, tmp_path: Path
+) -> None:
+    from mini import RerankerConfig
+
+    indexed = make_rag(sim, tmp_path)
+    await indexed.index_documents_async([SAMPLE_CORPUS])
+    rag = AgenticRAG(
+        indexed.vector_store,
+        indexed.embedding_model,
+        llm=indexed.llm,
+        retrieval_config=RetrievalConfig(top_k=6, rerank_top_k=3, use_query_rewriting=False),
+        reranker_config=RerankerConfig(kind="llm", max_concurrency=4),
+    )
+    sim.reset()
+    response = await rag.query_async("When is glass collected?")
+    candidates = response.metadata["num_candidates"]
+    assert candidates >= 4
+    assert response.metadata["reranker"] == "llm:openai:sim-chat"
+    # One scoring call per candidate (none capped), then the answer.
+    assert sim.stats()["chat"]["requests"] == candidates + 1
+    assert len(response.retrieved_chunks) == 3
+
+
+async def test_a_failing_reranker_keeps_the_retrieval_order_with_a_warning(sim: Any, tmp_path: Path) -> None:
+    from mini import RerankerConfig
+
+    indexed = make_rag(sim, tmp_path)
+    await indexed.index_documents_async([SAMPLE_CORPUS])
+    rag = AgenticRAG(
+        indexed.vector_store,
+        indexed.embedding_model,
+        llm=indexed.llm,
+        retrieval_config=RetrievalConfig(use_query_rewriting=False, rerank_top_k=2),
+        reranker_config=RerankerConfig(kind="llm"),
+    )
+    plain = await rag.retrieve_async("When is glass collected?")
+    assert rag.reranker.name.startswith("llm:")
+    rag.reranker = FailingReranker()  # a 503 that outlived the adapter's retries
+    response = await rag.query_async("When is glass collected?")
+    assert response.metadata["rerank"] == "failed"
+    assert any("reranking failed" in w for w in response.metadata["warnings"])
+    assert [c.id for c in response.retrieved_chunks] == [c.id for c in plain[:2]]
+
+
+class FailingReranker:
+    name = "failing"
+
+    async def rerank(self, query: str, candidates: Any, *, top_k: int) -> Any:
+        raise ProviderServerError("overloaded", status_code=503, provider="sim")

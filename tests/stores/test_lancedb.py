@@ -44,7 +44,7 @@ def test_backend_satisfies_the_protocol_and_declares_capabilities(tmp_path: Path
     backend = make(tmp_path)
     assert isinstance(backend, VectorStoreBackend)
     assert backend.supports_filters is True
-    assert backend.supports_hybrid is False
+    assert backend.supports_hybrid is True  # keyword_search: the native FTS index
 
 
 def test_construction_does_no_io_and_validates_names(tmp_path: Path) -> None:
@@ -418,7 +418,24 @@ async def test_a_foreign_table_without_a_vector_column_raises_store_error(tmp_pa
 async def vector_indices(path: Path) -> list[Any]:
     # A fresh handle: an older one would keep answering from the table version it opened.
     table = await (await lancedb.connect_async(str(path))).open_table("t")
-    return list(await table.list_indices())
+    return [ix for ix in await table.list_indices() if ix.columns == ["vector"]]
+
+
+async def test_optimize_builds_the_full_text_index_and_keeps_it_current(tmp_path: Path) -> None:
+    rng = np.random.default_rng(3)
+    backend = make(tmp_path)
+    texts = ["the runners were running", "a quiet library", "glass is recycled monthly"]
+    await backend.insert([Record(f"t{i}", rng.standard_normal(8), t, {}) for i, t in enumerate(texts)])
+    await backend.optimize()
+    table = await (await lancedb.connect_async(str(tmp_path))).open_table("t")
+    (fts,) = [ix for ix in await table.list_indices() if ix.columns == ["text"]]
+    assert fts.index_type == "FTS"
+    assert [h.id for h in await backend.keyword_search("run", top_k=5)] == ["t0"]  # stemmed
+    await backend.insert([Record("t9", rng.standard_normal(8), "he runs daily", {})])
+    assert {h.id for h in await backend.keyword_search("run", top_k=5)} == {"t0", "t9"}  # unindexed rows too
+    await backend.optimize()
+    stats = await table.index_stats(fts.name)
+    assert stats is not None and stats.num_unindexed_rows == 0
 
 
 async def test_optimize_builds_a_cosine_ivf_flat_index_once_past_the_threshold(tmp_path: Path) -> None:

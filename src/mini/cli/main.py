@@ -2,19 +2,28 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import sys
-from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated
 
 import typer
-from rich.console import Console
 from rich.markup import escape
+
+from mini.cli.common import (
+    CollectionOpt,
+    EmbeddingOpt,
+    JsonOpt,
+    UriOpt,
+    build_rag,
+    display_source,
+    err,
+    out,
+    run,
+)
+from mini.cli.eval import eval_app
 
 if TYPE_CHECKING:
     from mini.ingest.pipeline import IngestProgress, IngestReport
-    from mini.query.pipeline import AgenticRAG
     from mini.types import RAGResponse
 
 app = typer.Typer(
@@ -24,55 +33,6 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-out = Console()
-err = Console(stderr=True)
-
-UriOpt = Annotated[
-    str | None, typer.Option("--uri", help="Store location (default ./mini_data or MINI_URI).")
-]
-CollectionOpt = Annotated[str | None, typer.Option("--collection", help="Collection name (default docs).")]
-EmbeddingOpt = Annotated[
-    str | None,
-    typer.Option("--embedding-model", help="e.g. local:all-MiniLM-L6-v2 (default) or openai:MODEL."),
-]
-JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")]
-
-
-def _build_rag(
-    uri: str | None, collection: str | None, embedding_model: str | None, llm: str | None
-) -> AgenticRAG:
-    from mini import AgenticRAG, EmbeddingModel, LLMConfig, VectorStore
-
-    # LLMConfig(model="none") forces offline answers even when OPENAI_API_KEY is set.
-    llm_config = LLMConfig(model=llm) if llm is not None else None
-    return AgenticRAG(
-        VectorStore(uri, collection_name=collection),
-        EmbeddingModel(embedding_model),
-        llm_config=llm_config,
-    )
-
-
-def _display_source(source: str) -> str:
-    """Paths relative to the working directory when they are below it: shorter and still unambiguous."""
-    path, sep, fragment = source.partition("#")
-    try:
-        shown = str(Path(path).relative_to(Path.cwd()))
-    except ValueError:
-        shown = path
-    return shown + sep + fragment
-
-
-def _run(main: Any) -> Any:
-    from mini.errors import MiniError
-
-    try:
-        return asyncio.run(main)
-    except MiniError as exc:
-        err.print(f"[bold red]error:[/] {escape(str(exc))}")
-        raise typer.Exit(1) from None
-    except KeyboardInterrupt:
-        err.print("interrupted")
-        raise typer.Exit(130) from None
 
 
 def _print_report(report: IngestReport) -> None:
@@ -85,9 +45,9 @@ def _print_report(report: IngestReport) -> None:
         f"{report.chunks_embedded} embedded in {report.embedding_requests} request(s)."
     )
     for warning in report.warnings:
-        err.print(f"[yellow]note:[/] {escape(_display_source(warning.path))}: {escape(warning.reason)}")
+        err.print(f"[yellow]note:[/] {escape(display_source(warning.path))}: {escape(warning.reason)}")
     for failure in report.failures:
-        err.print(f"[red]failed:[/] {escape(_display_source(failure.path))}: {escape(failure.reason)}")
+        err.print(f"[red]failed:[/] {escape(display_source(failure.path))}: {escape(failure.reason)}")
     if report.interrupted:
         err.print(
             "[yellow]interrupted:[/] files written so far are complete; run the same command to resume."
@@ -153,7 +113,7 @@ def ingest(
     resumes an interrupted run."""
     show = progress if progress is not None else (err.is_terminal and not as_json)
     bars = _IngestBars() if show else None
-    rag = _build_rag(uri, collection, embedding_model, "none")  # no I/O until used
+    rag = build_rag(uri, collection, embedding_model, "none")  # no I/O until used
     ingestor = rag.ingestor(concurrency=concurrency, batch_size=batch_size)
 
     async def main() -> IngestReport:
@@ -163,9 +123,9 @@ def ingest(
     try:
         if bars is not None:
             with bars.progress:
-                report = _run(main())
+                report = run(main())
         else:
-            report = _run(main())
+            report = run(main())
     except typer.Exit as stop:
         if stop.exit_code == 130 and ingestor.report is not None:
             # Ctrl-C: say what was finished, so the user knows a re-run resumes from there.
@@ -190,7 +150,7 @@ def _print_response(response: RAGResponse) -> None:
         cited = {c.number for c in response.citations}
         for number, hit in enumerate(response.retrieved_chunks, start=1):
             marker = "*" if number in cited else " "
-            where = _display_source(hit.source)
+            where = display_source(hit.source)
             page = hit.metadata.get("page")
             if page is not None:
                 where += f", page {page}"
@@ -220,11 +180,11 @@ def query(
     """Answer a question from the indexed documents, with numbered sources."""
 
     async def main() -> RAGResponse:
-        rag = _build_rag(uri, collection, embedding_model, llm)
+        rag = build_rag(uri, collection, embedding_model, llm)
         async with rag:
             return await rag.query_async(question, top_k=top_k)
 
-    response = _run(main())
+    response = run(main())
     if as_json:
         print(json.dumps(response.to_dict(), indent=2, default=str))
     else:
@@ -254,10 +214,13 @@ def serve(
             f"[bold red]error:[/] the server needs the server extra: pip install 'mini-rag[server]' ({exc})"
         )
         raise typer.Exit(1) from None
-    rag = _build_rag(uri, collection, embedding_model, llm)
+    rag = build_rag(uri, collection, embedding_model, llm)
     out.print(f"Mini RAG on http://{host}:{port}  (API docs: /docs, chat page: /)")
     # uvicorn runs the event loop and handles Ctrl-C (graceful shutdown runs the app's lifespan exit).
     uvicorn.run(create_app(rag), host=host, port=port, log_level="info", timeout_graceful_shutdown=10)
+
+
+app.add_typer(eval_app, name="eval")
 
 
 @app.callback(invoke_without_command=True)

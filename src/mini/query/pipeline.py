@@ -13,14 +13,15 @@ from mini import _portal
 from mini._limits import is_retryable
 from mini.config import LLMConfig, ObservabilityConfig, RerankerConfig, RetrievalConfig
 from mini.embeddings.base import EmbeddingModel
-from mini.errors import ConfigurationError, EmptyQuestionError, InvalidInputError, ProviderError
+from mini.errors import EmptyQuestionError, InvalidInputError, ProviderError
 from mini.ingest.cache import EmbeddingCache
 from mini.llms.base import LLM, Usage, create_llm, resolve_llm_config
 from mini.llms.extractive import NO_CONTEXT_ANSWER, ExtractiveGenerator
 from mini.query import prompts
 from mini.query.citations import CitationStream, build_citations
-from mini.query.fusion import rrf
-from mini.rerankers.base import PassThroughReranker, Reranker
+from mini.query.retrieval import HybridRetriever
+from mini.rerankers.base import Reranker
+from mini.rerankers.factory import create_reranker
 from mini.stores.base import VectorStore
 from mini.types import Document, RAGResponse, RetrievalResult, StreamEvent
 
@@ -95,11 +96,7 @@ class AgenticRAG:
             resolved = resolve_llm_config(llm_config)
             llm = create_llm(resolved) if resolved is not None else None
         self.llm = llm
-        if reranker is None and self.reranker_config.kind not in ("none", "passthrough"):
-            raise ConfigurationError(
-                f"reranker {self.reranker_config.kind!r} is not available in this version"
-            )
-        self.reranker = reranker or PassThroughReranker()
+        self.reranker = reranker or create_reranker(self.reranker_config, self.llm)
         self.extractive = ExtractiveGenerator()
         # Vectors by (model, content hash), shared by every ingestion run of this object.
         self._embedding_cache = EmbeddingCache()
@@ -135,10 +132,12 @@ class AgenticRAG:
         top_k: int | None = None,
         filter: Mapping[str, Any] | None = None,
     ) -> list[RetrievalResult]:
-        """Search for every query and fuse the rankings (RRF) when there are several.
+        """Search for every query with every leg of the configured mode (dense, keyword, both) at once and fuse
+        the rankings by weighted reciprocal rank (RRF), deduplicated by chunk id.
 
         All queries are embedded in one batched call and searched in one multi-vector store call (the
-        embedded store shares one scan among them, and among other questions searching at the same time).
+        embedded store shares one scan among them, and among other questions searching at the same time);
+        the keyword searches run meanwhile. See `RetrievalConfig` for the legs and their weights.
         """
         return await self._retrieve(_Run(""), queries, top_k=top_k, filter=filter)
 
@@ -150,16 +149,19 @@ class AgenticRAG:
         queries = [check_question(q) for q in queries]
         if not queries:
             raise InvalidInputError("retrieve needs at least one query")
-        k = top_k or self.retrieval_config.top_k
-        since = time.perf_counter()
-        vectors = await self.embedding_model.embed_async(queries, input_type="query")
-        run.add_time("embed", since)
-        since = time.perf_counter()
-        rankings = await self.vector_store.search_many_async(list(vectors), k, filter)
-        run.add_time("search", since)
-        if len(rankings) == 1:
-            return rankings[0]
-        return rrf(rankings, k=self.retrieval_config.rrf_k)[:k]
+        retriever = HybridRetriever(self.vector_store, self.embedding_model, self.retrieval_config)
+        retrieval = await retriever.retrieve(
+            queries,
+            question=run.question or queries[0],
+            top_k=top_k or self.retrieval_config.top_k,
+            filter=filter,
+        )
+        # Stages add up to the wall time: the keyword and prefilter legs overlap the embedding and dense search.
+        run.timings["embed"] += retrieval.embed_ms
+        run.timings["search"] += max(0.0, retrieval.wall_ms - retrieval.embed_ms)
+        run.metadata["retrieval"] = retrieval.metadata()
+        run.warnings.extend(retrieval.warnings)
+        return retrieval.results
 
     async def rerank_async(
         self, query: str, chunks: Sequence[RetrievalResult], *, top_k: int | None = None
@@ -209,11 +211,18 @@ class AgenticRAG:
                 run.metadata["rewrite"] = "failed"
                 run.warnings.append(f"query rewriting failed, searched the original question only: {exc}")
         run.add_time("rewrite", since)
-        if self.retrieval_config.use_hybrid_search:
-            run.warnings.append("hybrid search is not available yet: dense retrieval only")
         candidates = await self._retrieve(run, run.queries, top_k=top_k, filter=filter)
         since = time.perf_counter()
-        run.chunks = await self.rerank_async(run.question, candidates)
+        try:
+            run.chunks = await self.rerank_async(run.question, candidates)
+        except ProviderError as exc:
+            # Like rewriting, reranking only improves order: a struggling provider (already retried) leaves
+            # the fused retrieval order. Configuration errors (auth, bad request) surface.
+            if not is_retryable(exc):
+                raise
+            run.chunks = candidates[: self.retrieval_config.rerank_top_k]
+            run.metadata["rerank"] = "failed"
+            run.warnings.append(f"reranking failed, kept the retrieval order: {exc}")
         run.add_time("rerank", since)
         run.metadata.update(
             llm=self.llm_name,

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar, Protocol, runtime_checkable
 
 from mini import _portal, _registry
-from mini.errors import DimensionMismatchError, InvalidInputError
+from mini.errors import DimensionMismatchError, InvalidInputError, UnsupportedOperationError
 from mini.stores.filters import Filter, parse_filter
 from mini.types import RetrievalResult
 
@@ -33,7 +33,8 @@ class VectorStoreBackend(Protocol):
 
     Scores: higher is better; for dense search the cosine similarity. Filters arrive parsed (`mini.stores.filters`).
     A collection is created on first write with the dimension of its vectors; a mismatch raises
-    `DimensionMismatchError`.
+    `DimensionMismatchError`. `supports_hybrid`: `keyword_search` is implemented (the hybrid retriever's
+    keyword leg); backends without it raise `UnsupportedOperationError` from it.
     """
 
     supports_hybrid: ClassVar[bool]
@@ -53,6 +54,15 @@ class VectorStoreBackend(Protocol):
     async def search_many(
         self, vectors: Sequence[Sequence[float]], *, top_k: int, filter: Filter | None = None
     ) -> list[list[RetrievalResult]]: ...
+
+    async def keyword_search(
+        self, text: str, *, top_k: int, filter: Filter | None = None
+    ) -> list[RetrievalResult]:
+        """Rows ranked by the engine's full-text relevance (BM25) of their `text` to `text`, best first; rows
+        matching no query term are not returned. Scores are the engine's and not comparable with cosine
+        scores (the hybrid retriever fuses by rank). Backends tokenise, stem and drop stop words as their
+        full-text index does."""
+        ...
 
     async def delete(self, *, ids: Sequence[str] | None = None, filter: Filter | None = None) -> int: ...
 
@@ -222,6 +232,22 @@ class VectorStore:
             raise InvalidInputError("top_k must be >= 1")
         return await self.backend.search_many(query_embeddings, top_k=top_k, filter=parse_filter(filter))
 
+    async def keyword_search_async(
+        self, text: str, top_k: int = 5, filter: Mapping[str, Any] | None = None
+    ) -> list[RetrievalResult]:
+        """The `top_k` rows whose text best matches `text` by full-text relevance (BM25), best first.
+
+        Raises `UnsupportedOperationError` on a backend without keyword search (see `supports_hybrid`)."""
+        if top_k < 1:
+            raise InvalidInputError("top_k must be >= 1")
+        if not isinstance(text, str):
+            raise InvalidInputError(f"the query text must be a string, not {type(text).__name__}")
+        if not text.strip():
+            return []
+        if not self.backend.supports_hybrid:
+            raise UnsupportedOperationError(f"{type(self.backend).__name__} has no keyword search")
+        return await self.backend.keyword_search(text, top_k=top_k, filter=parse_filter(filter))
+
     async def delete_async(
         self, ids: Sequence[str] | None = None, filter: Mapping[str, Any] | None = None
     ) -> int:
@@ -313,6 +339,11 @@ class VectorStore:
         filter: Mapping[str, Any] | None = None,
     ) -> list[list[RetrievalResult]]:
         return _portal.run(self.search_many_async(query_embeddings, top_k, filter))
+
+    def keyword_search(
+        self, text: str, top_k: int = 5, filter: Mapping[str, Any] | None = None
+    ) -> list[RetrievalResult]:
+        return _portal.run(self.keyword_search_async(text, top_k, filter))
 
     def delete(self, ids: Sequence[str] | None = None, filter: Mapping[str, Any] | None = None) -> int:
         return _portal.run(self.delete_async(ids, filter))

@@ -1,0 +1,67 @@
+"""What every `mini` command shares: consoles, common options, building the RAG, running an async main.
+
+`run` is the one place the CLI calls `asyncio.run` (library code uses `mini._portal`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+
+if TYPE_CHECKING:
+    from mini.query.pipeline import AgenticRAG
+
+out = Console()
+err = Console(stderr=True)
+
+UriOpt = Annotated[
+    str | None, typer.Option("--uri", help="Store location (default ./mini_data or MINI_URI).")
+]
+CollectionOpt = Annotated[str | None, typer.Option("--collection", help="Collection name (default docs).")]
+EmbeddingOpt = Annotated[
+    str | None,
+    typer.Option("--embedding-model", help="e.g. local:all-MiniLM-L6-v2 (default) or openai:MODEL."),
+]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")]
+
+
+def build_rag(
+    uri: str | None, collection: str | None, embedding_model: str | None, llm: str | None
+) -> AgenticRAG:
+    from mini import AgenticRAG, EmbeddingModel, LLMConfig, VectorStore
+
+    # LLMConfig(model="none") forces offline answers even when OPENAI_API_KEY is set.
+    llm_config = LLMConfig(model=llm) if llm is not None else None
+    return AgenticRAG(
+        VectorStore(uri, collection_name=collection),
+        EmbeddingModel(embedding_model),
+        llm_config=llm_config,
+    )
+
+
+def display_source(source: str) -> str:
+    """Paths relative to the working directory when they are below it: shorter and still unambiguous."""
+    path, sep, fragment = source.partition("#")
+    try:
+        shown = str(Path(path).relative_to(Path.cwd()))
+    except ValueError:
+        shown = path
+    return shown + sep + fragment
+
+
+def run(main: Any) -> Any:
+    from mini.errors import MiniError
+
+    try:
+        return asyncio.run(main)
+    except MiniError as exc:
+        err.print(f"[bold red]error:[/] {escape(str(exc))}")
+        raise typer.Exit(1) from None
+    except KeyboardInterrupt:
+        err.print("interrupted")
+        raise typer.Exit(130) from None

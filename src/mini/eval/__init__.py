@@ -1,0 +1,1 @@
+"""Evaluation: retrieval metrics (pure), BEIR-format retrieval benchmarks."""

@@ -1,0 +1,188 @@
+"""Retrieval legs run concurrently and fused by rank: dense (per query variant), keyword (BM25, per variant) and an
+optional metadata prefilter (exact matches of question phrases on one metadata field, seed 001's alias prefilter).
+
+The dense leg is required: its failure raises. The optional legs degrade: a failure (or a store without keyword
+search) leaves the others' results, with a warning the caller puts in the response metadata.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import time
+from collections.abc import Awaitable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from mini.config import RetrievalConfig
+from mini.embeddings.base import EmbeddingModel
+from mini.errors import InvalidInputError, UnsupportedOperationError
+from mini.query.fusion import rrf
+from mini.stores.base import VectorStore
+from mini.types import RetrievalResult
+
+log = logging.getLogger("mini.query")
+
+Mode = Literal["dense", "keyword", "hybrid"]
+MODES: tuple[Mode, ...] = ("dense", "keyword", "hybrid")
+
+# Prefilter phrases: word n-grams of the question up to this many words, at most this many phrases.
+_MAX_PHRASE_WORDS = 4
+_MAX_PHRASES = 128
+_WORD = re.compile(r"[\w][\w.+#/-]*[\w+#]|[\w]", re.UNICODE)
+
+
+@dataclass
+class Retrieval:
+    """What one retrieval produced: the fused results and how each leg went."""
+
+    results: list[RetrievalResult]
+    mode: Mode
+    embed_ms: float = 0.0
+    wall_ms: float = 0.0
+    legs: dict[str, dict[str, Any]] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+
+    def metadata(self) -> dict[str, Any]:
+        return {"mode": self.mode, "wall_ms": round(self.wall_ms, 3), "legs": self.legs}
+
+
+def resolve_mode(config: RetrievalConfig) -> Mode:
+    """The configured mode (a hybrid retriever over a store without keyword search runs dense, with a warning)."""
+    mode = config.retrieval_mode or ("hybrid" if config.use_hybrid_search else "dense")
+    for known in MODES:
+        if mode == known:
+            return known
+    raise InvalidInputError(f"retrieval mode must be one of {', '.join(MODES)}, not {mode!r}")
+
+
+def question_phrases(question: str) -> list[str]:
+    """Word n-grams of the question (1 to 4 words), as written and lower-cased: the values an exact-match
+    metadata prefilter looks for ("Which SKUs does Acme Pro X cover?" -> ..., "Acme Pro X", "acme pro x", ...)."""
+    words = _WORD.findall(question)
+    phrases: dict[str, None] = {}
+    for n in range(_MAX_PHRASE_WORDS, 0, -1):  # longest first: they are the most specific
+        for i in range(len(words) - n + 1):
+            phrase = " ".join(words[i : i + n])
+            phrases.setdefault(phrase)
+            phrases.setdefault(phrase.lower())
+    return list(phrases)[:_MAX_PHRASES]
+
+
+class HybridRetriever:
+    """Runs the legs of one retrieval concurrently and fuses their rankings with weighted RRF."""
+
+    def __init__(self, store: VectorStore, embedding_model: EmbeddingModel, config: RetrievalConfig) -> None:
+        self.store = store
+        self.embedding_model = embedding_model
+        self.config = config
+
+    async def retrieve(
+        self,
+        queries: Sequence[str],
+        *,
+        question: str,
+        top_k: int,
+        filter: Mapping[str, Any] | None,
+        mode: Mode | None = None,
+    ) -> Retrieval:
+        """`top_k` fused results for `queries` (the question and its rewrites); `question` feeds the prefilter."""
+        mode = mode or resolve_mode(self.config)
+        out = Retrieval([], mode)
+        started = time.perf_counter()
+        fetch = max(top_k, self.config.candidates_per_leg or 0)
+        want_keyword = mode in ("keyword", "hybrid")
+        if want_keyword and not self.store.supports_hybrid:
+            if mode == "keyword":
+                raise UnsupportedOperationError(
+                    f"keyword retrieval needs a store with keyword search; {self.store!r} has none"
+                )
+            out.warnings.append("hybrid search: this store has no keyword search, dense retrieval only")
+            want_keyword = False
+        legs: dict[str, Awaitable[list[list[RetrievalResult]]]] = {}
+        if mode != "keyword":
+            legs["dense"] = self._dense(out, queries, fetch, filter)
+        if want_keyword:
+            legs["keyword"] = self._keyword(queries, fetch, filter)
+        if self.config.prefilter_field:
+            legs["prefilter"] = self._prefilter(question, self.config.prefilter_field, fetch, filter)
+        rankings = await self._run_legs(out, legs, required="keyword" if mode == "keyword" else "dense")
+        weights = {
+            "dense": self.config.dense_weight,
+            "keyword": self.config.keyword_weight,
+            "prefilter": self.config.prefilter_weight,
+        }
+        lists = [ranking for name, per_query in rankings.items() for ranking in per_query]
+        if len(lists) == 1:
+            out.results = lists[0][:top_k]
+        else:
+            leg_weights = [weights[name] for name, per_query in rankings.items() for _ in per_query]
+            out.results = rrf(lists, k=self.config.rrf_k, weights=leg_weights)[:top_k]
+        out.wall_ms = (time.perf_counter() - started) * 1000.0
+        return out
+
+    async def _run_legs(
+        self, out: Retrieval, legs: dict[str, Awaitable[list[list[RetrievalResult]]]], *, required: str
+    ) -> dict[str, list[list[RetrievalResult]]]:
+        """All legs at once; the required leg's failure cancels the others and raises, an optional one's warns."""
+
+        async def timed(
+            name: str, leg: Awaitable[list[list[RetrievalResult]]]
+        ) -> list[list[RetrievalResult]]:
+            since = time.perf_counter()
+            try:
+                rankings = await leg
+            finally:
+                out.legs[name] = {"ms": round((time.perf_counter() - since) * 1000.0, 3)}
+            out.legs[name]["hits"] = sum(len(r) for r in rankings)
+            return rankings
+
+        tasks = {name: asyncio.ensure_future(timed(name, leg)) for name, leg in legs.items()}
+        try:
+            await tasks[required]
+            await asyncio.wait(tasks.values())
+        except BaseException:  # the required leg failed, or we were cancelled: stop the rest
+            for task in tasks.values():
+                task.cancel()
+            await asyncio.gather(*tasks.values(), return_exceptions=True)
+            raise
+        rankings: dict[str, list[list[RetrievalResult]]] = {}
+        for name, task in tasks.items():
+            exc = task.exception()
+            if exc is None:
+                rankings[name] = task.result()
+                continue
+            log.warning("%s retrieval leg failed: %r", name, exc)
+            out.legs[name]["error"] = f"{type(exc).__name__}: {exc}"
+            out.warnings.append(f"{name} retrieval failed, fused the other legs only: {exc}")
+        return rankings
+
+    async def _dense(
+        self, out: Retrieval, queries: Sequence[str], top_k: int, filter: Mapping[str, Any] | None
+    ) -> list[list[RetrievalResult]]:
+        since = time.perf_counter()
+        vectors = await self.embedding_model.embed_async(list(queries), input_type="query")
+        out.embed_ms = (time.perf_counter() - since) * 1000.0
+        return await self.store.search_many_async(list(vectors), top_k, filter)
+
+    async def _keyword(
+        self, queries: Sequence[str], top_k: int, filter: Mapping[str, Any] | None
+    ) -> list[list[RetrievalResult]]:
+        # One search per variant; variants are few (1 + num_query_variants), so no further bound is needed.
+        searches = [self.store.keyword_search_async(q, top_k, filter) for q in queries]
+        return list(await asyncio.gather(*searches))
+
+    async def _prefilter(
+        self, question: str, field_name: str, top_k: int, filter: Mapping[str, Any] | None
+    ) -> list[list[RetrievalResult]]:
+        phrases = question_phrases(question)
+        if not phrases:
+            return [[]]
+        match: dict[str, Any] = {field_name: {"$in": phrases}}
+        records = await self.store.get_async(
+            filter={"$and": [match, dict(filter)]} if filter else match, limit=top_k
+        )
+        # Exact matches carry no relevance order of their own: by id, so the ranking is deterministic.
+        hits = [RetrievalResult(r.id, r.text, 1.0, r.metadata) for r in sorted(records, key=lambda r: r.id)]
+        return [hits]
