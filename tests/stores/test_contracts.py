@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from mini.stores.base import VectorStoreBackend, create_backend
-from mini.testing.contracts import CONTRACT_CHECKS, Check
+from mini.testing.contracts import CONTRACT_CHECKS, Check, check_keyword_search
 
 
 def _local_uri(kind: str, root: Path) -> str:
@@ -63,3 +63,9 @@ async def make(
 @pytest.mark.parametrize("check", CONTRACT_CHECKS, ids=lambda c: c.__name__.removeprefix("check_"))
 async def test_store_contract(check: Check, make: Callable[..., VectorStoreBackend]) -> None:
     await check(make)
+
+
+async def test_keyword_search_contract(make: Callable[..., VectorStoreBackend]) -> None:
+    if not make("probe").supports_hybrid:
+        pytest.skip("this backend has no keyword search (supports_hybrid is False)")
+    await check_keyword_search(make)

@@ -185,7 +185,7 @@ def test_backend_satisfies_the_protocol_and_declares_capabilities(tmp_path: Path
     backend = MilvusBackend(str(tmp_path / "x.db"))
     assert isinstance(backend, VectorStoreBackend)
     assert backend.supports_filters is True
-    assert backend.supports_hybrid is False
+    assert backend.supports_hybrid is True  # Milvus's BM25 function (tests/stores/test_keyword_milvus.py)
 
 
 def test_construction_does_no_io_and_parses_uris_and_names(tmp_path: Path) -> None:

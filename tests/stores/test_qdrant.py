@@ -31,7 +31,7 @@ from mini.stores.base import Record, VectorStore, VectorStoreBackend, create_bac
 from mini.stores.filters import Compare, Filter, In, Or, matches, parse_filter
 from mini.stores.qdrant import QdrantBackend
 from mini.stores.qdrant_filters import ID_NAMESPACE, payload_key, point_id, to_qdrant
-from mini.testing.contracts import CONTRACT_CHECKS, Check
+from mini.testing.contracts import CONTRACT_CHECKS, Check, check_keyword_search
 from mini.testing.looplag import LoopLagProbe
 
 SECRET = "sk-secret-123"
@@ -211,7 +211,7 @@ def test_protocol_capabilities_and_registry_uris(tmp_path: Path) -> None:
         assert isinstance(backend, QdrantBackend)
         assert isinstance(backend, VectorStoreBackend)
     assert QdrantBackend.supports_filters is True
-    assert QdrantBackend.supports_hybrid is False
+    assert QdrantBackend.supports_hybrid is True  # BM25 sparse vectors (tests/stores/test_keyword_qdrant.py)
 
 
 def test_construction_does_no_io_and_parses_uris(tmp_path: Path) -> None:
@@ -764,7 +764,10 @@ class FakeQdrant:
         if method == "get_collection":
             return local.get_collection(name).model_dump(mode="json")
         if method == "create_collection":
-            return local.create_collection(name, vectors_config=models.VectorParams(**body["vectors"]))
+            create = models.CreateCollection.model_validate(body)
+            return local.create_collection(
+                name, vectors_config=create.vectors, sparse_vectors_config=create.sparse_vectors
+            )
         if method == "delete_collection":
             local.get_collection(name)  # 404 when missing, like the server
             return local.delete_collection(name)
@@ -837,8 +840,9 @@ async def fake_server() -> AsyncIterator[tuple[str, FakeQdrant]]:
 
 
 SERVER_CHECKS = [
-    c for c in CONTRACT_CHECKS if "loop_responsive" not in c.__name__
-]  # the fake blocks its loop
+    *(c for c in CONTRACT_CHECKS if "loop_responsive" not in c.__name__),  # the fake blocks its loop
+    check_keyword_search,
+]
 
 
 @pytest.mark.parametrize("check", SERVER_CHECKS, ids=lambda c: c.__name__.removeprefix("check_"))

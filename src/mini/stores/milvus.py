@@ -27,6 +27,7 @@ from mini.errors import (
     InvalidInputError,
     MiniError,
     StoreError,
+    UnsupportedOperationError,
 )
 from mini.stores._rows import json_default, vector_matrix
 from mini.stores.base import Record
@@ -42,6 +43,7 @@ from mini.stores.milvus_expr import (
     quote,
     to_expr,
 )
+from mini.stores.sparse import ENGLISH_STOP_WORDS, tokenize
 from mini.types import RetrievalResult
 
 logger = logging.getLogger("mini.stores")
@@ -50,6 +52,23 @@ logger = logging.getLogger("mini.stores")
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,254}")
 _VECTOR = "vector"
 _TEXT = "text"
+# Keyword search: Milvus's BM25 function turns `text` into a sparse term-frequency vector in `_SPARSE` on every
+# write and the query text into one at search time; the index scores them with BM25 (k1 1.2, b 0.75).
+_SPARSE = "text_bm25"
+_BM25_FUNCTION = "text_bm25"
+# English analysis: the standard tokenizer, lowercase, our stop words (an explicit list, which Milvus Lite
+# also reads; it does not know "_english_") and the English stemmer. Milvus Lite 3.2 implements the tokenizer,
+# lowercasing and stop words and ignores the stemmer (it has no stemming): on Lite "runs" does not find
+# "running"; on servers it does.
+_ANALYZER: dict[str, Any] = {
+    "tokenizer": "standard",
+    "filter": [
+        "lowercase",
+        {"type": "stop", "stop_words": sorted(ENGLISH_STOP_WORDS)},
+        {"type": "stemmer", "language": "english"},
+    ],
+}
+_BM25_PARAMS = {"bm25_k1": 1.2, "bm25_b": 0.75}
 _MAX_ID_BYTES = 512
 _MAX_VARCHAR_BYTES = 65_535  # Milvus's VARCHAR limit, counted in UTF-8 bytes
 _INT_MIN, _INT_MAX = -(2**63), 2**63 - 1  # JSON integers Milvus can store
@@ -409,6 +428,19 @@ def _rankings(result: Any) -> list[list[RetrievalResult]]:
     return rankings
 
 
+def _keyword_rankings(result: Any) -> list[list[RetrievalResult]]:
+    rankings = _rankings(result)
+    # Servers report the BM25 score as the distance; Milvus Lite reports its negation (its sparse index
+    # sorts distances ascending). BM25 scores are never negative, so the magnitude is the score either way.
+    return [
+        sorted(
+            (RetrievalResult(hit.id, hit.text, abs(hit.score), hit.metadata) for hit in ranking),
+            key=lambda hit: -hit.score,
+        )
+        for ranking in rankings
+    ]
+
+
 def _count(result: Any) -> int:
     return int(result[0]["count(*)"]) if result else 0
 
@@ -438,6 +470,20 @@ def _schema_dimension(description: dict[str, Any]) -> int:
     return int(dim)
 
 
+def _has_keyword_index(description: dict[str, Any]) -> bool:
+    """Whether the collection has our BM25 function (`text` -> sparse field); collections made before keyword
+    search was added do not, and cannot get it (Milvus cannot add a function to an existing collection)."""
+    for function in description.get("functions") or []:
+        kind = function.get("type")
+        if (
+            getattr(kind, "name", kind) in ("BM25", 1)
+            and function.get("input_field_names") == [_TEXT]
+            and function.get("output_field_names") == [_SPARSE]
+        ):
+            return True
+    return False
+
+
 class MilvusBackend:
     """Vectors, text and JSON metadata in one Milvus collection; COSINE metric, score = cosine similarity.
 
@@ -446,10 +492,12 @@ class MilvusBackend:
     key). Construction does no I/O; the collection is created on first write (FLAT index on Lite, exact;
     AUTOINDEX on servers, which Zilliz Cloud requires) with Strong consistency, so reads see every write.
     Besides `metadata`, each row stores `source`/`has_source` columns and a `kinds` JSON object that makes
-    filters type-strict (see `mini.stores.milvus_expr`).
+    filters type-strict (see `mini.stores.milvus_expr`). `keyword_search` is Milvus's full-text search: a
+    BM25 function fills a sparse field from `text` (see `_ANALYZER`); collections created without it raise
+    `UnsupportedOperationError` there and must be re-created.
     """
 
-    supports_hybrid: ClassVar[bool] = False
+    supports_hybrid: ClassVar[bool] = True
     supports_filters: ClassVar[bool] = True
 
     def __init__(
@@ -487,12 +535,16 @@ class MilvusBackend:
         self._configured_dimension = dimension
         self._dimension = dimension
         self._ready = False  # the collection exists and is loaded (shared by every loop: it is server state)
-        self._state = threading.Lock()  # guards _ready/_dimension; never held across an await
+        self._keyword = False  # the open collection has the BM25 function (see _has_keyword_index)
+        self._state = threading.Lock()  # guards _ready/_dimension/_keyword; never held across an await
         self._open_locks: PerLoop[asyncio.Lock] = PerLoop(asyncio.Lock)
         # Lite runs one call at a time anyway; a server gets a few multi-vector searches in flight.
         limit = 1 if path is not None else (max_concurrent_searches or 8)
         self._searches: Coalescer[tuple[int, str], np.ndarray, list[RetrievalResult]] = Coalescer(
             self._search_batch, max_batch=256, max_concurrent=limit
+        )
+        self._keyword_searches: Coalescer[tuple[int, str], str, list[RetrievalResult]] = Coalescer(
+            self._keyword_batch, max_batch=256, max_concurrent=limit
         )
 
     def __repr__(self) -> str:
@@ -523,15 +575,17 @@ class MilvusBackend:
                 if create_dimension is None:
                     return False
                 await self._create(create_dimension)
-            dimension = _schema_dimension(await self._call("describe collection", "describe_collection"))
+            description = await self._call("describe collection", "describe_collection")
+            dimension = _schema_dimension(description)
+            keyword = _has_keyword_index(description)
             # A collection reopened by a new process (or released on a server) must be loaded to be read.
             await self._call("load collection", "load_collection")
             with self._state:
-                self._dimension, self._ready = dimension, True
+                self._dimension, self._keyword, self._ready = dimension, keyword, True
             return True
 
     async def _create(self, dimension: int) -> None:
-        from pymilvus import CollectionSchema, DataType, FieldSchema, MilvusClient
+        from pymilvus import CollectionSchema, DataType, FieldSchema, Function, FunctionType, MilvusClient
 
         schema = CollectionSchema(
             [
@@ -539,16 +593,37 @@ class MilvusBackend:
                     ID_FIELD, DataType.VARCHAR, is_primary=True, auto_id=False, max_length=_MAX_ID_BYTES
                 ),
                 FieldSchema(_VECTOR, DataType.FLOAT_VECTOR, dim=dimension),
-                FieldSchema(_TEXT, DataType.VARCHAR, max_length=_MAX_VARCHAR_BYTES),
+                FieldSchema(
+                    _TEXT,
+                    DataType.VARCHAR,
+                    max_length=_MAX_VARCHAR_BYTES,
+                    enable_analyzer=True,
+                    analyzer_params=_ANALYZER,
+                ),
                 FieldSchema(SOURCE_FIELD, DataType.VARCHAR, max_length=_MAX_VARCHAR_BYTES),
                 FieldSchema(HAS_SOURCE_FIELD, DataType.BOOL),
                 FieldSchema(METADATA_FIELD, DataType.JSON),
                 FieldSchema(KINDS_FIELD, DataType.JSON),
+                FieldSchema(_SPARSE, DataType.SPARSE_FLOAT_VECTOR),
+            ],
+            functions=[
+                Function(
+                    name=_BM25_FUNCTION,
+                    function_type=FunctionType.BM25,
+                    input_field_names=[_TEXT],
+                    output_field_names=[_SPARSE],
+                )
             ],
             enable_dynamic_field=False,
         )
         index = MilvusClient.prepare_index_params()
         index.add_index(_VECTOR, index_type=self.index_type, metric_type="COSINE")
+        if self.path is not None:  # Lite accepts only this sparse index, and defaults k1 to 1.5
+            index.add_index(
+                _SPARSE, index_type="SPARSE_INVERTED_INDEX", metric_type="BM25", params=_BM25_PARAMS
+            )
+        else:  # what Zilliz Cloud requires; servers default to k1 1.2, b 0.75
+            index.add_index(_SPARSE, index_type="AUTOINDEX", metric_type="BM25")
         try:
             await self._call(
                 "create collection", "create_collection", schema=schema, consistency_level="Strong"
@@ -761,11 +836,57 @@ class MilvusBackend:
         )
         return result
 
+    async def keyword_search(
+        self, text: str, *, top_k: int, filter: Filter | None = None
+    ) -> list[RetrievalResult]:
+        """Milvus full-text search: BM25 of the analysed `text` field against the analysed query, best first.
+
+        Scores are BM25 scores (positive). Concurrent calls with the same `top_k` and filter share one request.
+        Milvus Lite computes IDF per segment and, with a filter, over the matching unflushed rows only, so its
+        scores (not which rows match) can differ from a server's."""
+        if top_k < 1:
+            raise InvalidInputError("top_k must be >= 1")
+        if top_k > _MAX_TOP_K:
+            raise InvalidInputError(f"top_k must be <= {_MAX_TOP_K} on Milvus")
+        if not isinstance(text, str):
+            raise InvalidInputError(f"the query text must be a string, not {type(text).__name__}")
+        _utf8_size(text, "the query text")
+        where = to_expr(filter) if filter is not None else ""
+        if not await self._open():
+            return []
+        if not self._keyword:
+            raise UnsupportedOperationError(
+                f"Milvus collection {self.collection_name!r} has no full-text (BM25) field: it was created "
+                "before keyword search was supported. Re-create it to use keyword search: drop the "
+                "collection and ingest the documents again."
+            )
+        # Only stop words or punctuation: no term to match, so no row matches (and a server is not asked to
+        # search with an empty sparse vector).
+        if not tokenize(text):
+            return []
+        return (await self._keyword_searches.submit_many((top_k, where), [text]))[0]
+
+    async def _keyword_batch(self, key: tuple[int, str], texts: list[str]) -> list[list[RetrievalResult]]:
+        top_k, where = key
+        result: list[list[RetrievalResult]] = await self._call(
+            "keyword search",
+            "search",
+            data=texts,
+            anns_field=_SPARSE,
+            limit=top_k,
+            filter=where,
+            output_fields=[_TEXT, METADATA_FIELD],
+            search_params={"metric_type": "BM25"},
+            then=_keyword_rankings,
+        )
+        return result
+
     async def drop(self) -> None:
         if await self._call("open collection", "has_collection"):
             await self._call("drop collection", "drop_collection")
         with self._state:
             self._ready = False
+            self._keyword = False
             self._dimension = self._configured_dimension
 
     async def aclose(self) -> None:

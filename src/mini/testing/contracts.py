@@ -11,6 +11,9 @@ A factory makes a backend for a collection name; calling it again with the same 
 (that is how persistence is checked). Filters follow `mini.stores.filters.matches` for metadata whose keys
 each hold one JSON type (strings, numbers or booleans) or are missing. String ranges are the one optional
 feature: a backend that cannot express them raises `UnsupportedFilterError` instead of answering wrongly.
+
+`check_keyword_search` is not in `CONTRACT_CHECKS`: run it on its own (it returns at once for a backend whose
+`supports_hybrid` is False).
 """
 
 from __future__ import annotations
@@ -402,6 +405,56 @@ async def check_64_concurrent_searches_keep_the_loop_responsive(make: BackendFac
         raise AssertionError("; ".join(summaries))
     expected = vectors[17] / np.linalg.norm(vectors[17])
     assert (await backend.search(expected, top_k=1))[0].id == "id17"
+
+
+# Keyword search data: "zebra" appears twice in k0 and once in k1, at the same length, so every BM25 ranks k0
+# first; the other rows share no word with it.
+KEYWORD_ROWS: list[tuple[str, str, dict[str, Any]]] = [
+    ("k0", "zebra river zebra", {"source": "a", "year": 2020}),
+    ("k1", "zebra river town", {"source": "b", "year": 2021}),
+    ("k2", "Quarterly budget figures for the town council", {"source": "a", "year": 2022}),
+    ("k3", "Council meeting notes about the budget", {"source": "b", "year": 2023}),
+    ("k4", "Recycling schedule and parks rules", {"source": "a"}),
+    ("k5", "", {}),
+]
+
+
+async def check_keyword_search(make: BackendFactory) -> None:
+    """`keyword_search` (backends with `supports_hybrid`; others pass untested): BM25 order, only rows sharing
+    a term, top_k, filters as in dense search, case-insensitive, and writes, upserts and deletes visible."""
+    backend = make("keyword")
+    if not backend.supports_hybrid:
+        return
+    assert await backend.keyword_search("zebra", top_k=3) == []  # no collection yet: empty, nothing created
+    await backend.insert([Record(i, unit(n), text, meta) for n, (i, text, meta) in enumerate(KEYWORD_ROWS)])
+    hits = await backend.keyword_search("zebra", top_k=10)
+    assert [h.id for h in hits] == ["k0", "k1"], hits
+    assert hits[0].score > hits[1].score > 0
+    assert (hits[0].text, hits[0].metadata) == ("zebra river zebra", {"source": "a", "year": 2020})
+    assert [h.id for h in await backend.keyword_search("ZEBRA", top_k=10)] == ["k0", "k1"]
+    assert [h.id for h in await backend.keyword_search("zebra", top_k=1)] == ["k0"]
+    assert await backend.keyword_search("xylophone", top_k=5) == []
+    budget = await backend.keyword_search("budget council", top_k=10)
+    assert {h.id for h in budget} == {"k2", "k3"}
+    assert [h.score for h in budget] == sorted((h.score for h in budget), reverse=True)
+    for spec, query in (
+        ({"source": "b"}, "zebra"),
+        ({"year": {"$gte": 2021}}, "zebra town budget"),
+        ({"$or": [{"source": "a"}, {"year": 2023}]}, "zebra budget"),
+        ({"missing": "x"}, "zebra"),
+    ):
+        parsed = parse_filter(spec)
+        got = await backend.keyword_search(query, top_k=10, filter=parsed)
+        unfiltered = await backend.keyword_search(query, top_k=10)
+        expected = [h.id for h in unfiltered if matches(parsed, {**h.metadata, "id": h.id})]
+        assert sorted(h.id for h in got) == sorted(expected), spec
+        assert all(matches(parsed, h.metadata) for h in got), spec
+    # Writes reach the keyword index: new text matches, replaced text no longer does, deleted rows vanish.
+    await backend.upsert([Record("k2", unit(2), "zebra parks", {"source": "a", "year": 2022})])
+    assert {h.id for h in await backend.keyword_search("budget", top_k=10)} == {"k3"}
+    assert {h.id for h in await backend.keyword_search("zebra", top_k=10)} == {"k0", "k1", "k2"}
+    assert await backend.delete(ids=["k1"]) == 1
+    assert {h.id for h in await backend.keyword_search("zebra", top_k=10)} == {"k0", "k2"}
 
 
 CONTRACT_CHECKS: Sequence[Check] = (
