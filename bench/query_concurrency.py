@@ -1,9 +1,11 @@
 """Query concurrency: 64 questions against the simulated provider at concurrency 1, 8, 32, 64, measured vs ideal.
 
-    python bench/query_concurrency.py [--questions 64] [--chat-ms 300] [--embed-ms 50] [--levels 1,8,32,64]
+    python bench/query_concurrency.py [--questions 64] [--chat-ms 300] [--token-ms 5] [--embed-ms 50]
+                                      [--levels 1,8,32,64]
 
-The ideal wall time of a level is ceil(questions / c) x one question's critical path, where the critical path
-is the simulated waits a question cannot avoid: rewrite chat + query embedding + answer chat. measured/ideal
+A question's critical path is the simulated waits it cannot avoid: rewrite chat + query embedding + answer
+chat, each chat chat-ms + token-ms x its completion tokens (read from the response's usage). The ideal wall
+time of a level is max(longest critical path, sum of critical paths / c): c pipelines never idle. measured/ideal
 near 1.0 means the client adds nothing but the provider's own latency; the search itself (embedded LanceDB)
 is real work included in "measured". Client CPU is the process CPU time per question (the simulator runs in
 its own process and is not counted).
@@ -13,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import math
 import platform
 import sys
 import tempfile
@@ -23,19 +24,24 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 
 
-async def run_level(rag: object, questions: list[str], concurrency: int) -> tuple[float, float, int]:
-    semaphore = asyncio.Semaphore(concurrency)
-
-    async def one(question: str) -> bool:
-        async with semaphore:
-            response = await rag.query_async(question)  # type: ignore[attr-defined]
-            return bool(response.citations)
-
+async def run_level(
+    rag: object, questions: list[str], concurrency: int, args: argparse.Namespace
+) -> tuple[float, float, int, list[float]]:
+    """Wall s, client CPU s, answers with citations, and each question's critical path in s."""
     cpu = time.process_time()
     start = time.perf_counter()
-    results = await asyncio.gather(*(one(q) for q in questions))
+    results = await rag.query_batch_async(questions, concurrency=concurrency)  # type: ignore[attr-defined]
     wall = time.perf_counter() - start
-    return wall, time.process_time() - cpu, sum(results)
+    cpu = time.process_time() - cpu
+    failed = [r.error for r in results if not r.ok]
+    assert not failed, failed[:3]
+    paths = [critical_path_s(r.response, args) for r in results]
+    return wall, cpu, sum(bool(r.response.citations) for r in results), paths
+
+
+def critical_path_s(response: object, args: argparse.Namespace) -> float:
+    tokens = response.metadata["usage"]["completion_tokens"]  # type: ignore[attr-defined]
+    return (2 * args.chat_ms + args.token_ms * tokens + args.embed_ms) / 1000.0
 
 
 async def main_async(args: argparse.Namespace) -> str:
@@ -54,18 +60,19 @@ async def main_async(args: argparse.Namespace) -> str:
             llm_config=LLMConfig(
                 model="openai:sim-chat", base_url=sim.base_url, api_key="sim", max_concurrency=256
             ),
-            retrieval_config=RetrievalConfig(num_query_variants=args.variants),
+            retrieval_config=RetrievalConfig(num_query_variants=args.variants, retrieval_mode=args.mode),
         )
         report = await rag.index_documents_async([REPO / "examples" / "corpus"])
         assert report.ok, report.failures
         # Warm-up at full width: a long-running process has its connection pool and table handles open.
         await asyncio.gather(*(rag.query_async(q) for q in questions))
-        sim.configure(chat_ms=args.chat_ms, embed_ms=args.embed_ms)
-        critical_path_s = (2 * args.chat_ms + args.embed_ms) / 1000.0
+        sim.configure(chat_ms=args.chat_ms, embed_ms=args.embed_ms, token_ms=args.token_ms)
+        mean_path = 0.0
         for level in args.levels:
             sim.reset()
-            wall, cpu, cited = await run_level(rag, questions, level)
-            ideal = math.ceil(len(questions) / level) * critical_path_s
+            wall, cpu, cited, paths = await run_level(rag, questions, level, args)
+            ideal = max(max(paths), sum(paths) / level)
+            mean_path = sum(paths) / len(paths)
             stats = sim.stats()
             rows.append(
                 f"| {level} | {wall:.2f} | {ideal:.2f} | **{wall / ideal:.2f}** | {cpu / len(questions) * 1000:.1f} "
@@ -73,10 +80,11 @@ async def main_async(args: argparse.Namespace) -> str:
             )
         await rag.aclose()
     header = (
-        f"Simulated provider: chat {args.chat_ms} ms, embeddings {args.embed_ms} ms; {len(questions)} questions, "
-        f"each = rewrite chat + one embedding request for the question and its {args.variants} rewrites + "
-        f"one multi-vector LanceDB search + answer chat "
-        f"(critical path {critical_path_s * 1000:.0f} ms).\n"
+        f"Simulated provider: chat {args.chat_ms} ms + {args.token_ms} ms per completion token, embeddings "
+        f"{args.embed_ms} ms; {len(questions)} questions through `query_batch_async`, each = rewrite chat + one "
+        f"embedding request for the question and its {args.variants} rewrites + hybrid retrieval (one multi-vector "
+        f"LanceDB search and {args.variants + 1} BM25 searches) + answer chat (mean critical path "
+        f"{mean_path * 1000:.0f} ms).\n"
         f"Machine: {platform.machine()}, {platform.python_implementation()} {platform.python_version()}, "
         f"{_cores()} cores.\n\n"
         "| concurrency | measured s | ideal s | measured/ideal | client CPU ms/question | peak chats in flight | answers with citations |\n"
@@ -95,8 +103,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--questions", type=int, default=64)
     parser.add_argument("--chat-ms", type=float, default=300)
+    parser.add_argument("--token-ms", type=float, default=5)
     parser.add_argument("--embed-ms", type=float, default=50)
     parser.add_argument("--variants", type=int, default=2, help="query rewrites per question")
+    parser.add_argument("--mode", choices=["dense", "keyword", "hybrid"], default="hybrid", help="retrieval mode")
     parser.add_argument("--levels", type=lambda s: [int(x) for x in s.split(",")], default=[1, 8, 32, 64])
     args = parser.parse_args()
     print(asyncio.run(main_async(args)))

@@ -18,6 +18,7 @@ def test_exported_names_are_pinned() -> None:
     assert sorted(mini.__all__) == sorted(
         [
             "AgenticRAG",
+            "BatchResult",
             "Chunk",
             "Citation",
             "Document",

@@ -3,6 +3,7 @@
 from mini.config import LLMConfig, ObservabilityConfig, RerankerConfig, RetrievalConfig
 from mini.embeddings.base import EmbeddingModel
 from mini.errors import MiniError
+from mini.query.batch import BatchResult
 from mini.query.pipeline import AgenticRAG
 from mini.stores.base import VectorStore
 from mini.types import Chunk, Citation, Document, RAGResponse, RetrievalResult, StreamEvent
@@ -11,6 +12,7 @@ __version__ = "0.2.0.dev0"
 
 __all__ = [
     "AgenticRAG",
+    "BatchResult",
     "Chunk",
     "Citation",
     "Document",

@@ -79,8 +79,8 @@ class RetrievalConfig:
     """How many chunks to fetch, how, and which optional stages run (the seed's names first).
 
     Retrieval runs legs concurrently and fuses their rankings by weighted reciprocal rank (RRF, `rrf_k`):
-    a dense leg (cosine) and, with `use_hybrid_search`, a keyword leg (the store's BM25 full-text search),
-    each once per query variant; with `prefilter_field`, also the rows whose metadata field equals a phrase
+    a dense leg (cosine, once per query variant) and, with `use_hybrid_search`, a keyword leg (the store's
+    BM25 full-text search, one query over the words of all variants); with `prefilter_field`, also the rows whose metadata field equals a phrase
     of the question (seed 001's alias prefilter). `retrieval_mode` ("dense", "keyword", "hybrid") overrides
     `use_hybrid_search`. Each leg fetches `max(top_k, candidates_per_leg)` before fusion; the best `top_k`
     fused chunks are reranked and the best `rerank_top_k` go to the generator. Query rewriting runs only

@@ -121,3 +121,60 @@ def test_ctrl_c_stops_cleanly_reports_progress_and_a_rerun_resumes(tmp_path: Pat
     )
     report = json.loads(rerun.stdout)
     assert (report["files_skipped"], report["files_added"]) == (done, 80 - done)
+
+
+def test_query_file_answers_in_input_order_and_reports_the_one_failing_question(
+    sim: Any, tmp_path: Path
+) -> None:
+    env = {"OPENAI_API_KEY": "sim", "OPENAI_BASE_URL": sim.base_url}
+    sim_options = ["--embedding-model", "openai:sim-embed"]
+    ingest = mini_env(env, "ingest", str(SAMPLE_CORPUS), *sim_options, cwd=tmp_path)
+    assert ingest.returncode == 0, ingest.stderr
+    questions = [f"When is glass collected for recycling? (variant {i})" for i in range(10)]
+    questions[3] = "Is POISON allowed in the compost bin?"  # the simulated embeddings model rejects it (400)
+    (tmp_path / "questions.txt").write_text("\n".join(questions) + "\n")
+    # Random slow replies make completion order differ from input order.
+    sim.configure(reject_text="POISON", chat_ms=30, slow_fraction=0.3, slow_ms=300)
+    batch = mini_env(
+        env,
+        "query",
+        "--file",
+        "questions.txt",
+        "--concurrency",
+        "3",
+        "--llm",
+        "openai:sim-chat",
+        *sim_options,
+        "--json",
+        "--jsonl",
+        "answers.jsonl",
+        cwd=tmp_path,
+    )
+    assert batch.returncode == 1, batch.stderr  # one question failed
+    lines = [json.loads(line) for line in batch.stdout.splitlines()]
+    assert [item["index"] for item in lines] == list(range(10))
+    assert [item["question"] for item in lines] == questions
+    assert [item["ok"] for item in lines] == [i != 3 for i in range(10)]
+    assert lines[3]["error"]["type"] == "BadRequestError" and "POISON" in lines[3]["error"]["message"]
+    assert all(item["answer"] for item in lines if item["ok"])
+    written = (tmp_path / "answers.jsonl").read_text().splitlines()
+    assert [json.loads(line)["index"] for line in written] == list(range(10))
+    assert "9 answered, 1 failed" in batch.stderr
+    assert sim.stats()["chat"]["peak_in_flight"] <= 3
+
+
+def test_query_needs_a_question_or_a_file_and_profile_prints_the_stage_table(tmp_path: Path) -> None:
+    neither = mini("query", cwd=tmp_path)
+    assert neither.returncode == 2 and "give a question or --file" in neither.stderr
+    assert mini("ingest", str(SAMPLE_CORPUS), cwd=tmp_path).returncode == 0
+    profiled = mini("query", "When is glass collected for recycling?", "--profile", cwd=tmp_path)
+    assert profiled.returncode == 0, profiled.stderr
+    for stage in ("rewrite", "embed", "search", "rerank", "generate", "total", "waiting on I/O"):
+        assert stage in profiled.stderr
+    missing = mini("query", "--file", "nope.txt", cwd=tmp_path)
+    assert missing.returncode == 2 and "cannot read questions" in missing.stderr
+
+
+def mini_env(env: dict[str, str], *args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    full = {k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "MINI_URI"))} | env
+    return subprocess.run([str(MINI), *args], capture_output=True, text=True, timeout=120, cwd=cwd, env=full)

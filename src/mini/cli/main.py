@@ -4,11 +4,24 @@ from __future__ import annotations
 
 import json
 import sys
+from contextlib import nullcontext
+from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.markup import escape
 
+from mini.cli.batch import (
+    OrderedOutput,
+    Stopwatch,
+    profile_table,
+    read_questions,
+    responses_of,
+    run_batch,
+    show_json_line,
+    show_result,
+    summary_line,
+)
 from mini.cli.common import (
     CollectionOpt,
     EmbeddingOpt,
@@ -24,6 +37,7 @@ from mini.cli.eval import eval_app
 
 if TYPE_CHECKING:
     from mini.ingest.pipeline import IngestProgress, IngestReport
+    from mini.query.pipeline import AgenticRAG
     from mini.types import RAGResponse
 
 app = typer.Typer(
@@ -164,7 +178,18 @@ def _print_response(response: RAGResponse) -> None:
 
 @app.command()
 def query(
-    question: Annotated[str, typer.Argument(help="The question to answer.")],
+    question: Annotated[str | None, typer.Argument(help="The question to answer (or use --file).")] = None,
+    file: Annotated[
+        Path | None,
+        typer.Option("--file", help="Answer every question in this file: one per line, or .jsonl objects."),
+    ] = None,
+    concurrency: Annotated[int, typer.Option(min=1, help="With --file: questions in flight.")] = 8,
+    jsonl: Annotated[
+        Path | None, typer.Option("--jsonl", help="With --file: also write each result as a JSON line here.")
+    ] = None,
+    profile: Annotated[
+        bool, typer.Option("--profile", help="Print where the time went per stage, and the I/O wait share.")
+    ] = False,
     uri: UriOpt = None,
     collection: CollectionOpt = None,
     embedding_model: EmbeddingOpt = None,
@@ -177,18 +202,102 @@ def query(
     top_k: Annotated[int | None, typer.Option(min=1, help="Chunks retrieved per query.")] = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Answer a question from the indexed documents, with numbered sources."""
+    """Answer a question (or a file of them, concurrently) from the indexed documents, with numbered sources."""
+    if (question is None) == (file is None):
+        err.print("[bold red]error:[/] give a question or --file, not both")
+        raise typer.Exit(2)
+    rag = build_rag(uri, collection, embedding_model, llm)
+    if file is not None:
+        _query_file(
+            rag, file, concurrency=concurrency, jsonl=jsonl, top_k=top_k, as_json=as_json, profile=profile
+        )
+        return
+    assert question is not None
 
     async def main() -> RAGResponse:
-        rag = build_rag(uri, collection, embedding_model, llm)
         async with rag:
             return await rag.query_async(question, top_k=top_k)
 
+    watch = Stopwatch()
     response = run(main())
     if as_json:
         print(json.dumps(response.to_dict(), indent=2, default=str))
     else:
         _print_response(response)
+    if profile:
+        wall, cpu = watch.read()
+        total_ms = response.metadata.get("timings_ms", {}).get("total", wall * 1000)
+        err.print(profile_table([response], wall_s=wall, cpu_s=cpu, elapsed_ms=[total_ms]))
+
+
+def _query_file(
+    rag: AgenticRAG,
+    file: Path,
+    *,
+    concurrency: int,
+    jsonl: Path | None,
+    top_k: int | None,
+    as_json: bool,
+    profile: bool,
+) -> None:
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from mini.errors import MiniError
+
+    try:
+        questions = read_questions(file)
+    except MiniError as exc:
+        err.print(f"[bold red]error:[/] {escape(str(exc))}")
+        raise typer.Exit(2) from None
+    show = show_json_line if as_json else show_result(len(questions), _print_response)
+    progress = Progress(
+        TextColumn("questions"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=err,
+        transient=True,
+    )
+    task = progress.add_task("questions", total=len(questions))
+    sink = jsonl.open("w", encoding="utf-8") if jsonl is not None else None
+    output = OrderedOutput(len(questions), show, sink)
+    watch = Stopwatch()
+    interrupted = False
+    try:
+        with progress if err.is_terminal else nullcontext():
+            run(
+                run_batch(
+                    rag,
+                    questions,
+                    output,
+                    concurrency=concurrency,
+                    top_k=top_k,
+                    on_result=lambda _: progress.advance(task),
+                )
+            )
+    except typer.Exit as stop:
+        interrupted = stop.exit_code == 130
+        if not interrupted:
+            raise
+    finally:
+        output.flush_finished()  # answers that finished after an unfinished earlier one
+        if sink is not None:
+            sink.close()
+    wall, cpu = watch.read()
+    err.print(summary_line(output.results, wall) + (" (interrupted)" if interrupted else ""))
+    if profile:
+        err.print(
+            profile_table(
+                responses_of(output.results),
+                wall_s=wall,
+                cpu_s=cpu,
+                elapsed_ms=[r.elapsed_ms for r in output.results],
+            )
+        )
+    if interrupted:
+        raise typer.Exit(130)
+    if any(not r.ok for r in output.results):
+        raise typer.Exit(1)
 
 
 @app.command()

@@ -9,7 +9,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from mini import _portal
+from mini import _portal, tracing
 from mini._limits import is_retryable
 from mini.config import LLMConfig, ObservabilityConfig, RerankerConfig, RetrievalConfig
 from mini.embeddings.base import EmbeddingModel
@@ -18,6 +18,8 @@ from mini.ingest.cache import EmbeddingCache
 from mini.llms.base import LLM, Usage, create_llm, resolve_llm_config
 from mini.llms.extractive import NO_CONTEXT_ANSWER, ExtractiveGenerator
 from mini.query import prompts
+from mini.query.batch import DEFAULT_CONCURRENCY as DEFAULT_BATCH_CONCURRENCY
+from mini.query.batch import BatchResult, check_batch, iter_batch
 from mini.query.citations import CitationStream, build_citations
 from mini.query.retrieval import HybridRetriever
 from mini.rerankers.base import Reranker
@@ -150,12 +152,17 @@ class AgenticRAG:
         if not queries:
             raise InvalidInputError("retrieve needs at least one query")
         retriever = HybridRetriever(self.vector_store, self.embedding_model, self.retrieval_config)
-        retrieval = await retriever.retrieve(
-            queries,
-            question=run.question or queries[0],
-            top_k=top_k or self.retrieval_config.top_k,
-            filter=filter,
-        )
+        top_k = top_k or self.retrieval_config.top_k
+        with tracing.span(
+            "mini.retrieve",
+            {"mini.queries": len(queries), "mini.top_k": top_k},
+            enabled=self.observability_config.enabled,
+        ) as span:
+            retrieval = await retriever.retrieve(
+                queries, question=run.question or queries[0], top_k=top_k, filter=filter
+            )
+            span.set_attribute("mini.retrieval_mode", retrieval.mode)
+            span.set_attribute("mini.hits", len(retrieval.results))
         # Stages add up to the wall time: the keyword and prefilter legs overlap the embedding and dense search.
         run.timings["embed"] += retrieval.embed_ms
         run.timings["search"] += max(0.0, retrieval.wall_ms - retrieval.embed_ms)
@@ -168,9 +175,17 @@ class AgenticRAG:
     ) -> list[RetrievalResult]:
         """Reorder candidates, best first, keeping `top_k` (default `rerank_top_k`)."""
         k = top_k or self.retrieval_config.rerank_top_k
-        if not self.retrieval_config.use_reranking:
-            return list(chunks[:k])
-        return await self.reranker.rerank(query, chunks, top_k=k)
+        reranker = self.reranker.name if self.retrieval_config.use_reranking else "disabled"
+        with tracing.span(
+            "mini.rerank",
+            {"mini.candidates": len(chunks), "mini.top_k": k, "mini.reranker": reranker},
+            enabled=self.observability_config.enabled,
+        ) as span:
+            if not self.retrieval_config.use_reranking:
+                return list(chunks[:k])
+            ranked = await self.reranker.rerank(query, chunks, top_k=k)
+            span.set_attribute("mini.hits", len(ranked))
+            return ranked
 
     async def generate_answer_async(self, query: str, chunks: Sequence[RetrievalResult]) -> str:
         """An answer to `query` from `chunks` with `[n]` citations (n = position in `chunks`, 1-based)."""
@@ -191,25 +206,31 @@ class AgenticRAG:
     async def _prepare(self, run: _Run, *, top_k: int | None, filter: Mapping[str, Any] | None) -> None:
         """Rewrite, retrieve and rerank; fills `run.queries` and `run.chunks`."""
         since = time.perf_counter()
-        if self.llm is None:
-            run.metadata["rewrite"] = "skipped: no LLM configured"
-            run.queries = [run.question]
-        elif not self.retrieval_config.use_query_rewriting:
-            run.metadata["rewrite"] = "disabled"
-            run.queries = [run.question]
-        else:
-            try:
-                run.queries, usage = await self._rewrite(run.question)
-                run.usage = run.usage + usage  # tokens spent on rewriting count toward the question's usage
-                run.metadata["rewrite"] = "ok"
-            except ProviderError as exc:
-                # Rewriting only widens recall: when the provider is struggling (it already retried), answering
-                # from the original question is still correct. Configuration errors (auth, bad request) surface.
-                if not is_retryable(exc):
-                    raise
+        with tracing.span("mini.rewrite") as span:
+            if self.llm is None:
+                run.metadata["rewrite"] = "skipped: no LLM configured"
                 run.queries = [run.question]
-                run.metadata["rewrite"] = "failed"
-                run.warnings.append(f"query rewriting failed, searched the original question only: {exc}")
+            elif not self.retrieval_config.use_query_rewriting:
+                run.metadata["rewrite"] = "disabled"
+                run.queries = [run.question]
+            else:
+                try:
+                    run.queries, usage = await self._rewrite(run.question)
+                    run.usage = run.usage + usage  # rewriting's tokens count toward the question's usage
+                    run.metadata["rewrite"] = "ok"
+                    tracing.set_model_call(span, self.llm.name, usage)
+                except ProviderError as exc:
+                    # Rewriting only widens recall: when the provider is struggling (it already retried),
+                    # answering from the original question is still correct. Configuration errors (auth, bad
+                    # request) surface.
+                    if not is_retryable(exc):
+                        raise
+                    tracing.record_error(span, exc)
+                    run.queries = [run.question]
+                    run.metadata["rewrite"] = "failed"
+                    run.warnings.append(f"query rewriting failed, searched the original question only: {exc}")
+            span.set_attribute("mini.rewrite", run.metadata["rewrite"])
+            span.set_attribute("mini.queries", len(run.queries))
         run.add_time("rewrite", since)
         candidates = await self._retrieve(run, run.queries, top_k=top_k, filter=filter)
         since = time.perf_counter()
@@ -236,17 +257,34 @@ class AgenticRAG:
             return "no_context"
         return "llm" if self.llm is not None else "extractive"
 
+    @property
+    def _tracing(self) -> bool:
+        return self.observability_config.enabled
+
+    def _trace_attributes(self, run: _Run, top_k: int | None) -> dict[str, int]:
+        return {"mini.question_chars": len(run.question), "mini.top_k": top_k or self.retrieval_config.top_k}
+
+    def _trace_generation(self, span: tracing.Span, run: _Run, usage: Usage) -> None:
+        """The answer's span: how it was made, and the model's name and tokens when an LLM wrote it."""
+        span.set_attribute("mini.answer_type", self._answer_type(run))
+        if self.llm is not None and run.chunks:
+            tracing.set_model_call(span, self.llm.name, usage)
+
     async def query_async(
         self, question: str, *, top_k: int | None = None, filter: Mapping[str, Any] | None = None
     ) -> RAGResponse:
         """Answer a question from the indexed documents, with citations and per-stage timings."""
         run = _Run(check_question(question))
-        await self._prepare(run, top_k=top_k, filter=filter)
-        since = time.perf_counter()
-        answer, usage = await self._generate(run.question, run.chunks)
-        run.usage = run.usage + usage
-        run.add_time("generate", since)
-        run.metadata["answer_type"] = self._answer_type(run)
+        with tracing.span("mini.query", self._trace_attributes(run, top_k), enabled=self._tracing) as root:
+            await self._prepare(run, top_k=top_k, filter=filter)
+            since = time.perf_counter()
+            with tracing.span("mini.generate", {"mini.chunks": len(run.chunks)}) as span:
+                answer, usage = await self._generate(run.question, run.chunks)
+                self._trace_generation(span, run, usage)
+            run.usage = run.usage + usage
+            run.add_time("generate", since)
+            run.metadata["answer_type"] = self._answer_type(run)
+            root.set_attribute("mini.hits", len(run.chunks))
         return RAGResponse(
             answer=answer,
             original_query=run.question,
@@ -256,6 +294,40 @@ class AgenticRAG:
             metadata=run.finish_metadata(),
             citations=build_citations(answer, run.chunks),
         )
+
+    async def query_batch_async(
+        self,
+        questions: Sequence[str],
+        *,
+        concurrency: int = DEFAULT_BATCH_CONCURRENCY,
+        top_k: int | None = None,
+        filter: Mapping[str, Any] | None = None,
+    ) -> list[BatchResult]:
+        """Answer many questions, each its own pipeline, at most `concurrency` at once; one `BatchResult` per
+        question in input order, with `.response` or `.error` (a failing question never stops the others)."""
+        results: list[BatchResult | None] = [None] * len(check_batch(questions, concurrency))
+        async for result in self.iter_query_batch_async(
+            questions, concurrency=concurrency, top_k=top_k, filter=filter
+        ):
+            results[result.index] = result
+        return [r for r in results if r is not None]
+
+    def iter_query_batch_async(
+        self,
+        questions: Sequence[str],
+        *,
+        concurrency: int = DEFAULT_BATCH_CONCURRENCY,
+        top_k: int | None = None,
+        filter: Mapping[str, Any] | None = None,
+    ) -> AsyncIterator[BatchResult]:
+        """`query_batch_async`'s results as each question finishes (completion order; `.index` says which).
+        Closing the iterator early cancels the questions still running."""
+        check_batch(questions, concurrency)
+
+        async def answer(question: str) -> RAGResponse:
+            return await self.query_async(question, top_k=top_k, filter=filter)
+
+        return iter_batch(answer, questions, concurrency=concurrency)
 
     def stream_async(
         self, question: str, *, top_k: int | None = None, filter: Mapping[str, Any] | None = None
@@ -291,33 +363,49 @@ class AgenticRAG:
         filter: Mapping[str, Any] | None,
         prepared: bool = False,
     ) -> AsyncIterator[StreamEvent]:
-        try:
-            if not prepared:
-                await self._prepare(run, top_k=top_k, filter=filter)
-            yield StreamEvent("sources", [_hit_dict(n, c) for n, c in enumerate(run.chunks, start=1)])
-            tracker = CitationStream(run.chunks)
-            parts: list[str] = []
-            since = time.perf_counter()
-            async for text in self._generate_stream(run):
-                parts.append(text)
-                yield StreamEvent("token", text)
-                for citation in tracker.feed(text):
-                    yield StreamEvent("citation", asdict(citation))
-            run.add_time("generate", since)
-            run.metadata["answer_type"] = self._answer_type(run)
-            answer = "".join(parts)
-            yield StreamEvent(
-                "done",
-                {
-                    "answer": answer,
-                    "citations": [asdict(c) for c in build_citations(answer, run.chunks)],
-                    "rewritten_queries": run.queries,
-                    "metadata": run.finish_metadata(),
-                },
-            )
-        except Exception as exc:
-            log.debug("stream failed", exc_info=True)
-            yield StreamEvent("error", {"type": type(exc).__name__, "message": str(exc)})
+        # Spans stay detached across yields (each step may run in another task); `use_span` attaches the root
+        # only around `_prepare`, so retrieval's spans and tasks are its children.
+        attributes = self._trace_attributes(run, top_k)
+        with tracing.detached_span("mini.query", attributes, enabled=self._tracing) as root:
+            try:
+                if not prepared:
+                    with tracing.use_span(root):
+                        await self._prepare(run, top_k=top_k, filter=filter)
+                yield StreamEvent("sources", [_hit_dict(n, c) for n, c in enumerate(run.chunks, start=1)])
+                tracker = CitationStream(run.chunks)
+                parts: list[str] = []
+                since = time.perf_counter()
+                before = run.usage
+                attributes = {"mini.chunks": len(run.chunks)}
+                with tracing.detached_span("mini.generate", attributes, parent=root) as span:
+                    async for text in self._generate_stream(run):
+                        parts.append(text)
+                        yield StreamEvent("token", text)
+                        for citation in tracker.feed(text):
+                            yield StreamEvent("citation", asdict(citation))
+                    usage = Usage(
+                        run.usage.prompt_tokens - before.prompt_tokens,
+                        run.usage.completion_tokens - before.completion_tokens,
+                    )
+                    self._trace_generation(span, run, usage)
+                run.add_time("generate", since)
+                run.metadata["answer_type"] = self._answer_type(run)
+                root.set_attribute("mini.hits", len(run.chunks))
+                answer = "".join(parts)
+                last = StreamEvent(
+                    "done",
+                    {
+                        "answer": answer,
+                        "citations": [asdict(c) for c in build_citations(answer, run.chunks)],
+                        "rewritten_queries": run.queries,
+                        "metadata": run.finish_metadata(),
+                    },
+                )
+            except Exception as exc:
+                tracing.record_error(root, exc)
+                log.debug("stream failed", exc_info=True)
+                last = StreamEvent("error", {"type": type(exc).__name__, "message": str(exc)})
+        yield last
 
     async def _generate_stream(self, run: _Run) -> AsyncIterator[str]:
         if self.llm is None or not run.chunks:
@@ -357,7 +445,8 @@ class AgenticRAG:
         `prune=True` deletes stored files under the given directories that no longer exist.
         """
         ingestor = self.ingestor(concurrency=concurrency, batch_size=batch_size)
-        return await ingestor.run(items, glob=glob, prune=prune, progress=progress)
+        with tracing.suppress(not self._tracing):
+            return await ingestor.run(items, glob=glob, prune=prune, progress=progress)
 
     def ingestor(
         self,
@@ -518,6 +607,31 @@ class AgenticRAG:
         self, question: str, *, top_k: int | None = None, filter: Mapping[str, Any] | None = None
     ) -> RAGResponse:
         return _portal.run(self.query_async(question, top_k=top_k, filter=filter))
+
+    def query_batch(
+        self,
+        questions: Sequence[str],
+        *,
+        concurrency: int = DEFAULT_BATCH_CONCURRENCY,
+        top_k: int | None = None,
+        filter: Mapping[str, Any] | None = None,
+    ) -> list[BatchResult]:
+        return _portal.run(
+            self.query_batch_async(questions, concurrency=concurrency, top_k=top_k, filter=filter)
+        )
+
+    def iter_query_batch(
+        self,
+        questions: Sequence[str],
+        *,
+        concurrency: int = DEFAULT_BATCH_CONCURRENCY,
+        top_k: int | None = None,
+        filter: Mapping[str, Any] | None = None,
+    ) -> Iterator[BatchResult]:
+        """Sync iterator over `iter_query_batch_async`'s results (completion order)."""
+        return _portal.iterate(
+            self.iter_query_batch_async(questions, concurrency=concurrency, top_k=top_k, filter=filter)
+        )
 
     def stream(
         self, question: str, *, top_k: int | None = None, filter: Mapping[str, Any] | None = None
