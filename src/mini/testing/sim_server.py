@@ -4,8 +4,8 @@ One process speaks three wire formats, each on its own paths: OpenAI (`/v1/chat/
 `/v1/embeddings`), Anthropic Messages (`/v1/messages`, see `sim_anthropic`) and AWS Bedrock Converse
 (`/model/{id}/converse[-stream]`, see `sim_bedrock`). They share the settings, the fault injection (auth,
 429 fraction, a max-in-flight cap answered with 429 + Retry-After, 5xx fraction, slow responses, mid-stream
-disconnects), the deterministic answers, the scripted replies and the statistics (`GET /stats`, and
-`GET /arrivals`: every request's arrival time, endpoint, status and retry count).
+disconnects), the deterministic answers (also to `mini.eval`'s judge prompts), the scripted replies and the
+statistics (`GET /stats`, and `GET /arrivals`: every request's arrival time, endpoint, status and retry count).
 """
 
 from __future__ import annotations
@@ -118,9 +118,85 @@ def _first_sentence(text: str) -> str:
     return _SENTENCE_END.split(text.strip(), maxsplit=1)[0]
 
 
+_NONCOMMITTAL = re.compile(r"\b(?:do not know|don't know|not sure|could not find|cannot answer)\b", re.I)
+
+
+def _claim_words(text: str) -> set[str]:
+    words = {w for w in _WORD.findall(text.lower()) if len(w) >= 4}
+    return words or set(_WORD.findall(text.lower()))
+
+
+def _supported(claim: str, text: str) -> bool:
+    """Word overlap stands in for a judge's reading: at least half of the claim's longer words are in `text`."""
+    words = _claim_words(claim)
+    return bool(words) and len(words & set(_WORD.findall(text.lower()))) * 2 >= len(words)
+
+
+def judge_reply(payload: dict[str, Any]) -> str | None:
+    """The deterministic JSON reply to a judge prompt of `mini.eval.judge` (a user message that is a JSON object
+    with a "task"), or None for any other object. Claims are checked by word overlap (`_supported`)."""
+    task, context = payload.get("task"), str(payload.get("context", ""))
+    if task == "statements":
+        answer = str(payload.get("answer", "")).strip()
+        return json.dumps({"statements": [s for s in _SENTENCE_END.split(answer) if s.strip()]})
+    if task == "verdicts":
+        verdicts = [
+            {"statement": s, "reason": "word overlap (simulated)", "verdict": int(_supported(s, context))}
+            for s in payload.get("statements") or []
+        ]
+        return json.dumps({"verdicts": verdicts})
+    if task == "questions":
+        answer = str(payload.get("answer", "")).strip()
+        sentences = [s.rstrip(".!?") for s in _SENTENCE_END.split(answer) if s.strip()] or [answer]
+        noncommittal = int(bool(_NONCOMMITTAL.search(answer)))
+        n = payload.get("n")
+        questions = [
+            {
+                "question": f"What does the text say about {sentences[i % len(sentences)]}?",
+                "noncommittal": noncommittal,
+            }
+            for i in range(n if isinstance(n, int) and 0 < n <= 10 else 1)
+        ]
+        return json.dumps({"questions": questions})
+    if task == "usefulness":
+        useful = _supported(str(payload.get("reference", "")), context)
+        return json.dumps({"reason": "word overlap (simulated)", "verdict": int(useful)})
+    if task == "attribution":
+        classes = [
+            {"sentence": s, "reason": "word overlap (simulated)", "attributed": int(_supported(s, context))}
+            for s in payload.get("sentences") or []
+        ]
+        return json.dumps({"classifications": classes})
+    return None
+
+
+def _judge_payload(user: str) -> dict[str, Any] | None:
+    if not user.lstrip().startswith("{"):
+        return None
+    try:
+        payload = json.loads(user)
+    except ValueError:
+        return None
+    return payload if isinstance(payload, dict) and "task" in payload else None
+
+
+def relevance_score(prompt: str) -> int:
+    """0-10 for a "Query: ...\n\nPassage:\n..." scoring prompt: the share of the query's longer words in the
+    passage, so rerankers get a deterministic order that follows word overlap."""
+    query, _, passage = prompt.partition("Passage:")
+    words = _claim_words(query.replace("Query:", ""))
+    found = words & set(_WORD.findall(passage.lower()))
+    return round(10 * len(found) / len(words)) if words else 0
+
+
 def answer_for(messages: list[dict[str, Any]]) -> str:
-    """The deterministic reply to a conversation: cite sources, rewrite queries, or echo the question."""
+    """The deterministic reply to a conversation: judge a claim, score a passage, cite sources, rewrite queries,
+    or echo."""
     user = next((_text_of(m) for m in reversed(messages) if m.get("role") == "user"), "")
+    payload = _judge_payload(user)
+    judged = judge_reply(payload) if payload is not None else None
+    if judged is not None:
+        return judged
     system = "\n".join(_text_of(m) for m in messages if m.get("role") in ("system", "developer"))
     lines = user.split("\n")
     if "Sources:" in lines:
@@ -132,6 +208,8 @@ def answer_for(messages: list[dict[str, Any]]) -> str:
         if 1 in sources:
             parts = [f"{_first_sentence(sources[n])} [{n}]" for n in (1, 2) if n in sources]
             return " ".join(parts)
+    if "how relevant a passage is" in system:  # mini.rerankers.llm's scoring prompt
+        return str(relevance_score(user))
     count = _REWRITE_COUNT.search(system)
     if count and "alternative search queries" in system:
         question = user.strip()
