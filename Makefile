@@ -40,7 +40,7 @@ lint: $(VENV)/.dev
 	$(BIN)/mypy
 
 bench: $(VENV)/.test
-	$(BIN)/python bench/query_concurrency.py
+	$(BIN)/python -m bench
 
 clean:
 	rm -rf $(VENV) mini_data .pytest_cache

@@ -216,6 +216,9 @@ async def test_an_llm_reranker_scores_every_fused_candidate_inside_the_pipeline(
     # One scoring call per candidate (none capped), then the answer.
     assert sim.stats()["chat"]["requests"] == candidates + 1
     assert len(response.retrieved_chunks) == 3
+    # The simulator scores by word overlap (0-10): the kept chunks carry those scores, best first.
+    scores = [chunk.score for chunk in response.retrieved_chunks]
+    assert scores == sorted(scores, reverse=True) and 0 < scores[0] <= 1.0
 
 
 async def test_a_failing_reranker_keeps_the_retrieval_order_with_a_warning(sim: Any, tmp_path: Path) -> None:

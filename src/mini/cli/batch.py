@@ -100,9 +100,9 @@ async def run_batch(
 
 def profile_table(
     responses: Sequence[RAGResponse], *, wall_s: float, cpu_s: float, elapsed_ms: Sequence[float]
-) -> Table:
+) -> tuple[Table, str]:
     """Mean time per stage, its share of the total, and the share of question time this process spent
-    waiting (not on its own CPU): seed 003's bottleneck table."""
+    waiting (not on its own CPU): seed 003's bottleneck table, and a one-line summary."""
     n = max(1, len(responses))
     means = {
         stage: sum(r.metadata.get("timings_ms", {}).get(stage, 0.0) for r in responses) / n
@@ -121,11 +121,11 @@ def profile_table(
     table.add_row("total", f"{total:.1f}", "100%", "")
     question_s = sum(elapsed_ms) / 1000.0
     waiting = 1.0 - min(1.0, cpu_s / question_s) if question_s else 0.0
-    table.caption = (
+    summary = (
         f"wall {wall_s:.2f} s; client CPU {cpu_s * 1000 / n:.1f} ms per question; "
         f"waiting on I/O {waiting:.0%} of question time"
     )
-    return table
+    return table, summary
 
 
 def show_result(total: int, print_response: Callable[[RAGResponse], None]) -> Callable[[BatchResult], None]:

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.markup import escape
+from rich.table import Table
 
 from mini.cli.batch import (
     OrderedOutput,
@@ -227,7 +228,13 @@ def query(
     if profile:
         wall, cpu = watch.read()
         total_ms = response.metadata.get("timings_ms", {}).get("total", wall * 1000)
-        err.print(profile_table([response], wall_s=wall, cpu_s=cpu, elapsed_ms=[total_ms]))
+        _print_profile(profile_table([response], wall_s=wall, cpu_s=cpu, elapsed_ms=[total_ms]))
+
+
+def _print_profile(profile: tuple[Table, str]) -> None:
+    table, summary = profile
+    err.print(table)
+    err.print(summary, soft_wrap=True)
 
 
 def _query_file(
@@ -286,13 +293,9 @@ def _query_file(
     wall, cpu = watch.read()
     err.print(summary_line(output.results, wall) + (" (interrupted)" if interrupted else ""))
     if profile:
-        err.print(
-            profile_table(
-                responses_of(output.results),
-                wall_s=wall,
-                cpu_s=cpu,
-                elapsed_ms=[r.elapsed_ms for r in output.results],
-            )
+        elapsed = [r.elapsed_ms for r in output.results]
+        _print_profile(
+            profile_table(responses_of(output.results), wall_s=wall, cpu_s=cpu, elapsed_ms=elapsed)
         )
     if interrupted:
         raise typer.Exit(130)
