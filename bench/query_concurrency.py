@@ -106,7 +106,9 @@ def main() -> None:
     parser.add_argument("--token-ms", type=float, default=5)
     parser.add_argument("--embed-ms", type=float, default=50)
     parser.add_argument("--variants", type=int, default=2, help="query rewrites per question")
-    parser.add_argument("--mode", choices=["dense", "keyword", "hybrid"], default="hybrid", help="retrieval mode")
+    parser.add_argument(
+        "--mode", choices=["dense", "keyword", "hybrid"], default="hybrid", help="retrieval mode"
+    )
     parser.add_argument("--levels", type=lambda s: [int(x) for x in s.split(",")], default=[1, 8, 32, 64])
     args = parser.parse_args()
     print(asyncio.run(main_async(args)))
