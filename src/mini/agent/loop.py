@@ -25,6 +25,7 @@ from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
+from mini import tracing
 from mini.agent.tools import FunctionTool, function_tool
 from mini.errors import BudgetExceededError, InvalidInputError, StructuredOutputError
 from mini.llms.base import Message, ToolCall, Usage, assistant_message, tool_result
@@ -149,49 +150,66 @@ class _AgentRun:
 
     async def events(self) -> AsyncIterator[StreamEvent]:
         budget = self.config.time_budget_s
-        try:
-            async with asyncio.timeout(budget) if budget else contextlib.nullcontext():
-                async for event in self._turns():
-                    yield event
-        except TimeoutError:
-            raise self.budget_error("time", f"the agent ran out of its {budget:g} s time budget") from None
+        # Spans stay detached across yields (each step may run in another task); see mini.tracing.
+        attributes = {"mini.question_chars": len(self.question), "mini.max_turns": self.config.max_turns}
+        enabled = self.rag.observability_config.enabled
+        with tracing.detached_span("mini.agent", attributes, enabled=enabled) as span:
+            try:
+                async with asyncio.timeout(budget) if budget else contextlib.nullcontext():
+                    async for event in self._turns(span):
+                        yield event
+            except TimeoutError:
+                message = f"the agent ran out of its {budget:g} s time budget"
+                raise self.budget_error("time", message) from None
+            finally:
+                span.set_attribute("mini.turns", self.turns)
 
-    async def _turns(self) -> AsyncIterator[StreamEvent]:
+    async def _turns(self, parent: tracing.Span) -> AsyncIterator[StreamEvent]:
         specs = [tool.spec for tool in self.tools.values()]
         for turn in range(1, self.config.max_turns + 1):
             self.turns = turn
-            parts: list[str] = []
-            calls: tuple[ToolCall, ...] = ()
-            stream = self.llm.stream(self.messages, tools=specs)
-            try:
-                async for delta in stream:
-                    if delta.usage is not None:
-                        self.usage = self.usage + delta.usage
-                    if delta.text:
-                        parts.append(delta.text)
-                        yield StreamEvent("token", delta.text)
-                    if delta.tool_calls:
-                        calls = delta.tool_calls
-            finally:
-                await stream.aclose()  # type: ignore[attr-defined]
-            self.last_text = "".join(parts)
-            limit = self.config.max_tokens
-            if limit is not None and self.usage.total_tokens > limit:
-                raise self.budget_error(
-                    "tokens", f"the agent used {self.usage.total_tokens} tokens (budget {limit})"
+            with tracing.detached_span("mini.agent.turn", {"mini.turn": turn}, parent=parent) as span:
+                parts: list[str] = []
+                calls: tuple[ToolCall, ...] = ()
+                before = self.usage
+                stream = self.llm.stream(self.messages, tools=specs)
+                try:
+                    async for delta in stream:
+                        if delta.usage is not None:
+                            self.usage = self.usage + delta.usage
+                        if delta.text:
+                            parts.append(delta.text)
+                            yield StreamEvent("token", delta.text)
+                        if delta.tool_calls:
+                            calls = delta.tool_calls
+                finally:
+                    await stream.aclose()  # type: ignore[attr-defined]
+                used = Usage(
+                    self.usage.prompt_tokens - before.prompt_tokens,
+                    self.usage.completion_tokens - before.completion_tokens,
                 )
-            if not calls:
-                async for event in self._finish(self.last_text):
-                    yield event
-                return
-            self.messages.append(assistant_message(self.last_text, calls))
-            for call in calls:
-                yield StreamEvent(
-                    "tool_call", {"id": call.id, "name": call.name, "arguments": dict(call.arguments)}
-                )
-            for call, (output, record) in zip(calls, await self._run_tools(turn, calls), strict=True):
-                self.messages.append(tool_result(call, output))
-                yield StreamEvent("tool_result", record)
+                tracing.set_model_call(span, self.llm.name, used)
+                span.set_attribute("mini.tool_calls", len(calls))
+                self.last_text = "".join(parts)
+                limit = self.config.max_tokens
+                if limit is not None and self.usage.total_tokens > limit:
+                    raise self.budget_error(
+                        "tokens", f"the agent used {self.usage.total_tokens} tokens (budget {limit})"
+                    )
+                if not calls:
+                    async for event in self._finish(self.last_text):
+                        yield event
+                    return
+                self.messages.append(assistant_message(self.last_text, calls))
+                for call in calls:
+                    yield StreamEvent(
+                        "tool_call", {"id": call.id, "name": call.name, "arguments": dict(call.arguments)}
+                    )
+                with tracing.use_span(span):  # the tools' spans (and tasks) are this turn's children
+                    results = await self._run_tools(turn, calls)
+                for call, (output, record) in zip(calls, results, strict=True):
+                    self.messages.append(tool_result(call, output))
+                    yield StreamEvent("tool_result", record)
         raise self.budget_error(
             "turns",
             f"the agent did not answer within max_turns={self.config.max_turns} (it kept calling tools)",
@@ -209,23 +227,25 @@ class _AgentRun:
             }
             async with slots:
                 record["started_ms"] = self.elapsed_ms()
-                try:
-                    tool = self.tools.get(call.name)
-                    if tool is None:
-                        raise InvalidInputError(
-                            f"there is no tool named {call.name!r}; use one of {sorted(self.tools)}"
-                        )
-                    async with asyncio.timeout(self.config.tool_timeout_s):
-                        output = await tool.call(call.arguments)
-                    record["ok"] = True
-                except TimeoutError:
-                    output = (
-                        f"Error: the tool took longer than {self.config.tool_timeout_s:g} s and was stopped"
-                    )
-                    record["ok"] = False
-                except Exception as exc:  # the model sees the error and may try something else
-                    output = f"Error: {type(exc).__name__}: {exc}"
-                    record["ok"] = False
+                with tracing.span("mini.tool", {"mini.tool": call.name, "mini.turn": turn}) as span:
+                    try:
+                        tool = self.tools.get(call.name)
+                        if tool is None:
+                            raise InvalidInputError(
+                                f"there is no tool named {call.name!r}; use one of {sorted(self.tools)}"
+                            )
+                        async with asyncio.timeout(self.config.tool_timeout_s):
+                            output = await tool.call(call.arguments)
+                        record["ok"] = True
+                    except TimeoutError as exc:
+                        output = f"Error: the tool took longer than {self.config.tool_timeout_s:g} s and was stopped"
+                        record["ok"] = False
+                        tracing.record_error(span, exc)
+                    except Exception as exc:  # the model sees the error and may try something else
+                        output = f"Error: {type(exc).__name__}: {exc}"
+                        record["ok"] = False
+                        tracing.record_error(span, exc)
+                    span.set_attribute("mini.tool.ok", record["ok"])
                 record["ended_ms"] = self.elapsed_ms()
             record["output"] = output[:_PREVIEW_CHARS]
             self.trace.append(record)

@@ -54,9 +54,18 @@ def display_source(source: str) -> str:
     return shown + sep + fragment
 
 
+def start_tracing() -> None:
+    """Langfuse export when its keys are set (nothing otherwise), set up before the loop starts so its imports
+    never stall it."""
+    from mini.tracing import configure_langfuse
+
+    configure_langfuse()
+
+
 def run(main: Any) -> Any:
     from mini.errors import MiniError
 
+    start_tracing()
     try:
         return asyncio.run(main)
     except MiniError as exc:

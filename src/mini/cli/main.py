@@ -33,6 +33,7 @@ from mini.cli.common import (
     err,
     out,
     run,
+    start_tracing,
 )
 from mini.cli.eval import eval_app
 
@@ -327,6 +328,7 @@ def serve(
         )
         raise typer.Exit(1) from None
     rag = build_rag(uri, collection, embedding_model, llm)
+    start_tracing()
     out.print(f"Mini RAG on http://{host}:{port}  (API docs: /docs, chat page: /)")
     # uvicorn runs the event loop and handles Ctrl-C (graceful shutdown runs the app's lifespan exit).
     uvicorn.run(create_app(rag), host=host, port=port, log_level="info", timeout_graceful_shutdown=10)

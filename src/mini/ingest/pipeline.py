@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
+from mini import tracing
 from mini.errors import (
     AuthenticationError,
     BadRequestError,
@@ -342,13 +343,18 @@ class Ingestor:
         """
         run = _Run(self, progress)
         self.report = run.report
-        try:
-            await run.execute(items, glob=glob, prune=prune)
-        except asyncio.CancelledError:
-            run.report.interrupted = True
-            raise
-        finally:
-            run.finish()
+        # Every stage task is started inside this span, so batches and commits are its children.
+        attributes = {"mini.batch_size": self.batch_size, "mini.concurrency": self.concurrency}
+        with tracing.span("mini.ingest", attributes) as span:
+            try:
+                await run.execute(items, glob=glob, prune=prune)
+            except asyncio.CancelledError:
+                run.report.interrupted = True
+                raise
+            finally:
+                run.finish()
+                if span.is_recording():
+                    _trace_report(span, run.report)
         return run.report
 
 
@@ -745,7 +751,10 @@ class _Run:
         # The embedder itself: the facade's micro-batching is for small concurrent calls, not batches.
         embedder = self.ing.embedding_model.embedder
         try:
-            results, requests = await embed_splitting_rejected(embedder, texts, input_type="document")
+            with tracing.span("mini.ingest.embed_batch", {"mini.batch_size": len(texts)}) as span:
+                tracing.set_model_call(span, embedder.name, operation="embeddings")
+                results, requests = await embed_splitting_rejected(embedder, texts, input_type="document")
+                span.set_attribute("mini.requests", requests)
         except BaseException:
             self.report.embedding_requests += 1  # a failed request was still made
             raise
@@ -781,11 +790,13 @@ class _Run:
     async def _commit(self, units: list[_Unit]) -> None:
         records = [r for unit in units for r in unit.records]
         replaced = tuple(unit.origin for unit in units if unit.stored is not None)
-        if replaced:
-            # Rows of these files that the new versions do not produce are deleted in the same commit.
-            await self.store.backend.replace(records, scope=In("origin", replaced))
-        else:
-            await self.store.backend.upsert(records)
+        attributes = {"mini.files": len(units), "mini.rows": len(records), "mini.replaced": len(replaced)}
+        with tracing.span("mini.ingest.write", attributes):
+            if replaced:
+                # Rows of these files that the new versions do not produce are deleted in the same commit.
+                await self.store.backend.replace(records, scope=In("origin", replaced))
+            else:
+                await self.store.backend.upsert(records)
         self.commits += 1
         if self.commits % _COMPACT_EVERY == 0:
             await self._compact()
@@ -832,3 +843,11 @@ def _discover(item: str | Path, glob: str | None) -> tuple[list[Path], Path | No
 
 def _digest(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()[:32]
+
+
+def _trace_report(span: tracing.Span, report: IngestReport) -> None:
+    for name in ("files_seen", "files_added", "files_updated", "files_skipped", "files_failed"):
+        span.set_attribute(f"mini.{name}", getattr(report, name))
+    for name in ("chunks_added", "chunks_embedded", "embedding_requests", "cache_hits"):
+        span.set_attribute(f"mini.{name}", getattr(report, name))
+    span.set_attribute("mini.interrupted", report.interrupted)
