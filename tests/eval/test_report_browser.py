@@ -7,66 +7,23 @@ PATH); without them the test skips with a message saying so.
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from selenium import webdriver
-from selenium.webdriver.chrome.options import Options
-from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
 from typer.testing import CliRunner
 
 from mini.cli.main import app
+from tests.browser import chromium
 from tests.eval.conftest import COLLECTION, SAMPLE_SET
-
-INSTALL_HINT = "install chromium chromium-driver (apt-get) to run the browser test"
-
-
-def _first_on_path(*names: str) -> str | None:
-    for name in names:
-        found = shutil.which(name) or (name if Path(name).is_file() else None)
-        if found:
-            return found
-    return None
 
 
 @pytest.fixture
 def browser(tmp_path: Path) -> Iterator[WebDriver]:
-    binary = _first_on_path("/usr/bin/chromium", "chromium", "chromium-browser", "google-chrome")
-    driver_path = _first_on_path("/usr/bin/chromedriver", "chromedriver")
-    if binary is None or driver_path is None:
-        missing = " and ".join(
-            n for n, p in (("chromium", binary), ("chromedriver", driver_path)) if p is None
-        )
-        pytest.skip(f"{missing} not found: {INSTALL_HINT}")
-    options = Options()
-    options.binary_location = binary
-    for arg in (
-        "--headless=new",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--no-first-run",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        "--disable-dev-shm-usage",
-        "--window-size=1280,900",
-        f"--user-data-dir={tmp_path / 'chrome-profile'}",
-    ):
-        options.add_argument(arg)
-    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-    try:
-        driver = webdriver.Chrome(service=Service(executable_path=driver_path), options=options)
-    except Exception as exc:  # a broken install: say so instead of failing obscurely
-        pytest.skip(f"chromium did not start ({type(exc).__name__}: {exc}); {INSTALL_HINT}")
-    try:
-        driver.set_page_load_timeout(20)
+    with chromium(tmp_path / "chrome-profile", page_load_timeout=20, console_logs=True) as driver:
         yield driver
-    finally:
-        driver.quit()
 
 
 def test_the_sample_report_opens_without_errors(

@@ -7,17 +7,13 @@ PATH); without them the tests skip with a message saying so.
 from __future__ import annotations
 
 import re
-import shutil
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-from selenium import webdriver
 from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException
-from selenium.webdriver.chrome.options import Options
-from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.remote.webdriver import WebDriver
@@ -27,20 +23,12 @@ from selenium.webdriver.support.ui import WebDriverWait
 from mini import AgenticRAG
 from mini.server import ServerSettings, create_app
 from mini.testing.server_thread import ServerThread
+from tests.browser import chromium
 from tests.conftest import SAMPLE_CORPUS
 from tests.query.conftest import make_rag
 
 QUESTION = "When is glass collected for recycling?"
 TIMEOUT = 20.0
-INSTALL_HINT = "install chromium chromium-driver (apt-get) to run the browser test"
-
-
-def _first_on_path(*names: str) -> str | None:
-    for name in names:
-        found = shutil.which(name) or (name if Path(name).is_file() else None)
-        if found:
-            return found
-    return None
 
 
 @pytest.fixture
@@ -63,37 +51,8 @@ def server(request: pytest.FixtureRequest, rag: AgenticRAG) -> Iterator[ServerTh
 
 @pytest.fixture
 def browser(tmp_path: Path) -> Iterator[WebDriver]:
-    binary = _first_on_path("/usr/bin/chromium", "chromium", "chromium-browser", "google-chrome")
-    driver_path = _first_on_path("/usr/bin/chromedriver", "chromedriver")
-    if binary is None or driver_path is None:
-        missing = " and ".join(
-            n for n, p in (("chromium", binary), ("chromedriver", driver_path)) if p is None
-        )
-        pytest.skip(f"{missing} not found: {INSTALL_HINT}")
-    options = Options()
-    options.binary_location = binary
-    for arg in (
-        "--headless=new",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--no-first-run",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        "--disable-dev-shm-usage",
-        "--window-size=1280,900",
-        f"--user-data-dir={tmp_path / 'chrome-profile'}",
-    ):
-        options.add_argument(arg)
-    try:
-        driver = webdriver.Chrome(service=Service(executable_path=driver_path), options=options)
-    except Exception as exc:  # a broken install: say so instead of failing obscurely
-        pytest.skip(f"chromium did not start ({type(exc).__name__}: {exc}); {INSTALL_HINT}")
-    try:
-        driver.set_page_load_timeout(TIMEOUT)
+    with chromium(tmp_path / "chrome-profile", page_load_timeout=TIMEOUT) as driver:
         yield driver
-    finally:
-        driver.quit()
 
 
 def by_testid(testid: str) -> tuple[str, str]:
