@@ -83,7 +83,7 @@ async def main_async(args: argparse.Namespace) -> str:
         f"Simulated provider: chat {args.chat_ms} ms + {args.token_ms} ms per completion token, embeddings "
         f"{args.embed_ms} ms; {len(questions)} questions through `query_batch_async`, each = rewrite chat + one "
         f"embedding request for the question and its {args.variants} rewrites + hybrid retrieval (one multi-vector "
-        f"LanceDB search and {args.variants + 1} BM25 searches) + answer chat (mean critical path "
+        f"LanceDB search and one BM25 query over all variants, at once) + answer chat (mean critical path "
         f"{mean_path * 1000:.0f} ms).\n"
         f"Machine: {platform.machine()}, {platform.python_implementation()} {platform.python_version()}, "
         f"{_cores()} cores.\n\n"
