@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import asyncio
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -16,7 +17,8 @@ from rich.markup import escape
 if TYPE_CHECKING:
     from mini.query.pipeline import AgenticRAG
 
-out = Console()
+# Piped or in CI, rich assumes 80 columns, which cuts the wider tables (`mini eval`) mid-header: use 120.
+out = Console(width=None if sys.stdout.isatty() else 120)
 err = Console(stderr=True)
 
 UriOpt = Annotated[
