@@ -1,4 +1,5 @@
-"""The `mini` command (typer). Each command runs one async main under `asyncio.run`: the only place it is used."""
+"""The `mini` command (typer). Each command runs one async main through `mini.cli.common.run`, the only caller of
+`asyncio.run`."""
 
 from __future__ import annotations
 
