@@ -23,21 +23,10 @@ from mini.stores.qdrant import QdrantBackend
 from mini.stores.qdrant import _points as points
 from mini.stores.qdrant_filters import ID_KEY, METADATA_KEY, TEXT_KEY, point_id
 from mini.stores.sparse import document_vector, term_index
+from mini.testing.contracts import unit
+from tests.stores.keyword_corpus import CORPUS
 
 Factory = Callable[..., QdrantBackend]
-
-CORPUS: list[tuple[str, str, dict[str, Any]]] = [
-    ("d0", "The quokka is a small marsupial; a quokka smiles.", {"source": "animals.md", "year": 2020}),
-    ("d1", "A quokka lives on Rottnest Island near Perth.", {"source": "travel.md", "year": 2021}),
-    ("d2", "The council runs the recycling schedule every week.", {"source": "council.md", "year": 2022}),
-    ("d3", "Running the parks: rules for dogs and bikes.", {"source": "parks.md", "year": 2023}),
-    ("d4", "Budget figures for the island ferry service.", {"source": "travel.md", "year": 2024}),
-    ("d5", "", {}),
-]
-
-
-def unit(i: int, dim: int = 4) -> list[float]:
-    return [1.0 if j == i % dim else 0.0 for j in range(dim)]
 
 
 @pytest.fixture
