@@ -55,8 +55,8 @@ async def iter_batch(
     answer: Callable[[str], Awaitable[RAGResponse]], questions: Sequence[str], *, concurrency: int
 ) -> AsyncIterator[BatchResult]:
     """Results in completion order. `concurrency` workers pull questions in input order, so at most that many
-    pipelines (and their tasks) exist however long the list. Closing the iterator early cancels the workers."""
-    questions = check_batch(questions, concurrency)
+    pipelines (and their tasks) exist however long the list. Closing the iterator early cancels the workers.
+    Arguments are checked by the caller (`check_batch`), before the generator starts."""
     pending = iter(enumerate(questions))
     results: asyncio.Queue[BatchResult] = asyncio.Queue()
 

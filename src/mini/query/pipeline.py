@@ -305,10 +305,9 @@ class AgenticRAG:
     ) -> list[BatchResult]:
         """Answer many questions, each its own pipeline, at most `concurrency` at once; one `BatchResult` per
         question in input order, with `.response` or `.error` (a failing question never stops the others)."""
-        results: list[BatchResult | None] = [None] * len(check_batch(questions, concurrency))
-        async for result in self.iter_query_batch_async(
-            questions, concurrency=concurrency, top_k=top_k, filter=filter
-        ):
+        finished = self.iter_query_batch_async(questions, concurrency=concurrency, top_k=top_k, filter=filter)
+        results: list[BatchResult | None] = [None] * len(questions)  # checked by the call above
+        async for result in finished:
             results[result.index] = result
         return [r for r in results if r is not None]
 
@@ -322,12 +321,14 @@ class AgenticRAG:
     ) -> AsyncIterator[BatchResult]:
         """`query_batch_async`'s results as each question finishes (completion order; `.index` says which).
         Closing the iterator early cancels the questions still running."""
-        check_batch(questions, concurrency)
+        checked = check_batch(
+            questions, concurrency
+        )  # now: iter_batch, a generator, would check on first use
 
         async def answer(question: str) -> RAGResponse:
             return await self.query_async(question, top_k=top_k, filter=filter)
 
-        return iter_batch(answer, questions, concurrency=concurrency)
+        return iter_batch(answer, checked, concurrency=concurrency)
 
     def stream_async(
         self, question: str, *, top_k: int | None = None, filter: Mapping[str, Any] | None = None
