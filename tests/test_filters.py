@@ -35,11 +35,28 @@ def test_operators_and_boolean_combinations_parse() -> None:
         {"x": [1, 2]},
         {"x": None},
         "source = 'a'",
+        # Values no engine can compare exactly are refused once, here, for every backend.
+        {"x": float("nan")},
+        {"x": {"$gte": float("inf")}},
+        {"x": {"$in": [1, float("-inf")]}},
+        {"x": 2**63},
+        {"x": {"$lt": -(2**63) - 1}},
+        {"x": "lone \ud800 surrogate"},
+        {"$or": [{"x": {"$nin": ["ok", "\udfff"]}}]},
     ],
 )
 def test_invalid_filters_raise_a_clear_value_error(bad: object) -> None:
     with pytest.raises(InvalidInputError):
         parse_filter(bad)  # type: ignore[arg-type]
+
+
+def test_values_at_the_limits_are_kept() -> None:
+    assert parse_filter({"x": {"$gte": -(2**63), "$lte": 2**63 - 1}}) == And(
+        (Compare("x", "gte", -(2**63)), Compare("x", "lte", 2**63 - 1))
+    )
+    assert parse_filter({"x": 1e308, "s": "Zürich 🎉"}) == And(
+        (Compare("x", "eq", 1e308), Compare("s", "eq", "Zürich 🎉"))
+    )
 
 
 def test_empty_filter_means_no_filter() -> None:

@@ -8,7 +8,12 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar, Protocol, runtime_checkable
 
 from mini import _portal, _registry
-from mini.errors import DimensionMismatchError, InvalidInputError, UnsupportedOperationError
+from mini.errors import (
+    ConfigurationError,
+    DimensionMismatchError,
+    InvalidInputError,
+    UnsupportedOperationError,
+)
 from mini.stores.filters import Filter, parse_filter
 from mini.types import RetrievalResult
 
@@ -38,7 +43,6 @@ class VectorStoreBackend(Protocol):
     """
 
     supports_hybrid: ClassVar[bool]
-    supports_filters: ClassVar[bool]
 
     @property
     def dimension(self) -> int | None: ...
@@ -101,9 +105,11 @@ def content_id(text: str, source: str = "") -> str:
 def create_backend(
     uri: str, *, collection_name: str, dimension: int | None, token: str | None
 ) -> VectorStoreBackend:
-    entry = _registry.STORES[_registry.store_kind(uri)]
+    entry = _registry.store_entry(uri)
     cls = _registry.load(entry)
-    backend: VectorStoreBackend = cls(uri, collection_name=collection_name, dimension=dimension, token=token)
+    backend = cls(uri, collection_name=collection_name, dimension=dimension, token=token)
+    if not isinstance(backend, VectorStoreBackend):  # a plug-in (see mini._registry) missing part of it
+        raise ConfigurationError(f"{entry.label or entry.target} does not implement VectorStoreBackend")
     return backend
 
 
@@ -309,70 +315,14 @@ class VectorStore:
         await self.backend.aclose()
 
     # Sync twins: same signatures, run on the portal loop.
-    def insert(
-        self,
-        embeddings: Any,
-        texts: Sequence[str],
-        metadata: Sequence[Mapping[str, Any]] | None = None,
-        ids: Sequence[str] | None = None,
-    ) -> list[str]:
-        return _portal.run(self.insert_async(embeddings, texts, metadata, ids))
-
-    def upsert(
-        self,
-        embeddings: Any,
-        texts: Sequence[str],
-        metadata: Sequence[Mapping[str, Any]] | None = None,
-        ids: Sequence[str] | None = None,
-    ) -> list[str]:
-        return _portal.run(self.upsert_async(embeddings, texts, metadata, ids))
-
-    def search(
-        self, query_embedding: Sequence[float], top_k: int = 5, filter: Mapping[str, Any] | None = None
-    ) -> list[RetrievalResult]:
-        return _portal.run(self.search_async(query_embedding, top_k, filter))
-
-    def search_many(
-        self,
-        query_embeddings: Sequence[Sequence[float]],
-        top_k: int = 5,
-        filter: Mapping[str, Any] | None = None,
-    ) -> list[list[RetrievalResult]]:
-        return _portal.run(self.search_many_async(query_embeddings, top_k, filter))
-
-    def keyword_search(
-        self, text: str, top_k: int = 5, filter: Mapping[str, Any] | None = None
-    ) -> list[RetrievalResult]:
-        return _portal.run(self.keyword_search_async(text, top_k, filter))
-
-    def delete(self, ids: Sequence[str] | None = None, filter: Mapping[str, Any] | None = None) -> int:
-        return _portal.run(self.delete_async(ids, filter))
-
-    def count(self, filter: Mapping[str, Any] | None = None) -> int:
-        return _portal.run(self.count_async(filter))
-
-    def get(
-        self,
-        ids: Sequence[str] | None = None,
-        filter: Mapping[str, Any] | None = None,
-        *,
-        include_vectors: bool = False,
-        limit: int | None = None,
-    ) -> list[Record]:
-        return _portal.run(self.get_async(ids, filter, include_vectors=include_vectors, limit=limit))
-
-    def replace(
-        self,
-        scope: Mapping[str, Any],
-        embeddings: Any,
-        texts: Sequence[str],
-        metadata: Sequence[Mapping[str, Any]] | None = None,
-        ids: Sequence[str] | None = None,
-    ) -> int:
-        return _portal.run(self.replace_async(scope, embeddings, texts, metadata, ids))
-
-    def drop(self) -> None:
-        _portal.run(self.drop_async())
-
-    def close(self) -> None:
-        _portal.run(self.aclose())
+    insert = _portal.sync_twin(insert_async)
+    upsert = _portal.sync_twin(upsert_async)
+    search = _portal.sync_twin(search_async)
+    search_many = _portal.sync_twin(search_many_async)
+    keyword_search = _portal.sync_twin(keyword_search_async)
+    delete = _portal.sync_twin(delete_async)
+    count = _portal.sync_twin(count_async)
+    get = _portal.sync_twin(get_async)
+    replace = _portal.sync_twin(replace_async)
+    drop = _portal.sync_twin(drop_async)
+    close = _portal.sync_twin(aclose)

@@ -8,19 +8,25 @@ The dict form (Mongo-like):
 
 Semantics (`matches` is the reference every backend must agree with): a missing key matches nothing, not even
 `$ne`/`$nin`; equality is type-strict except that ints and floats compare numerically (True is not 1);
-ranges compare numbers with numbers and strings with strings. `id` is the row id, `source` the document source.
-User values never become raw expression text: translators quote/escape them or pass them as parameters.
+ranges compare numbers with numbers and strings with strings, and never match a boolean (a boolean bound is
+refused). `id` is the row id, `source` the document source.
+`parse_filter` also checks every value once for all engines (valid Unicode, integers within 64 bits, finite
+floats), so the translators trust a parsed filter. User values never become raw expression text: translators
+quote/escape them or pass them as parameters.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import math
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
 from mini.errors import InvalidInputError
 
 Scalar = str | int | float | bool
+# Every engine stores integers as signed 64-bit numbers: a filter on a larger one could never match exactly.
+_INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
 CompareOp = Literal["eq", "ne", "gt", "gte", "lt", "lte"]
 
 _COMPARE_OPS: dict[str, CompareOp] = {
@@ -70,8 +76,27 @@ def _check_field(name: Any) -> str:
     return name
 
 
+def utf8_size(text: str, what: str) -> int:
+    """The UTF-8 length of `text`; text that is not valid Unicode (lone surrogates) reaches no engine."""
+    try:
+        return len(text.encode("utf-8"))
+    except UnicodeEncodeError as exc:
+        raise InvalidInputError(f"{what} is not valid Unicode") from exc
+
+
 def _check_scalar(value: Any, field: str) -> Scalar:
-    if isinstance(value, (str, bool, int, float)):
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str):
+        utf8_size(value, f"filter value {value!r}")
+        return value
+    if isinstance(value, int):
+        if not _INT64_MIN <= value <= _INT64_MAX:
+            raise InvalidInputError(f"filter value for {field!r} does not fit in 64 bits: {value}")
+        return value
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise InvalidInputError(f"filter value for {field!r} must be a finite number, not {value!r}")
         return value
     raise InvalidInputError(
         f"filter value for {field!r} must be str, int, float or bool, not {type(value).__name__}"
@@ -86,6 +111,10 @@ def _parse_field(field: str, spec: Any) -> Filter:
     parts: list[Filter] = []
     for op, value in spec.items():
         if op in _COMPARE_OPS:
+            if isinstance(value, bool) and op not in ("$eq", "$ne"):
+                raise InvalidInputError(
+                    f"{op} on {field!r} needs a number or a string, not {value!r}: ranges never order booleans"
+                )
             parts.append(Compare(field, _COMPARE_OPS[op], _check_scalar(value, field)))
         elif op in ("$in", "$nin"):
             if not isinstance(value, (list, tuple)) or not value:
@@ -118,11 +147,34 @@ def parse_filter(spec: Mapping[str, Any] | Filter | None) -> Filter | None:
     return parts[0] if len(parts) == 1 else And(tuple(parts))
 
 
+def to_expression(node: Filter, leaf: Callable[[Compare | In], str], and_: str, or_: str) -> str:
+    """A filter as an engine's boolean expression: `And`/`Or` groups parenthesised and joined with `and_`/`or_`,
+    each condition written by `leaf`."""
+    if isinstance(node, And | Or):
+        joiner = f" {and_ if isinstance(node, And) else or_} "
+        return "(" + joiner.join(to_expression(item, leaf, and_, or_) for item in node.items) + ")"
+    return leaf(node)
+
+
+def id_literals(ids: Sequence[str], quote: Callable[[str], str]) -> str:
+    """A non-empty batch of ids as the engine's comma-separated string literals (for an `id in` list)."""
+    if not ids:
+        raise InvalidInputError("id_in needs at least one id")
+    return ", ".join(quote(i) for i in ids)
+
+
 def _same(stored: Any, wanted: Scalar) -> bool:
     """Type-strict equality: True is not 1 (JSON keeps them apart, so every backend can too); 1 == 1.0."""
     if isinstance(stored, bool) or isinstance(wanted, bool):
         return isinstance(stored, bool) and isinstance(wanted, bool) and stored == wanted
     return bool(stored == wanted)
+
+
+def _orderable(stored: Any, bound: Scalar) -> bool:
+    if isinstance(stored, bool) or isinstance(bound, bool):
+        return False
+    both_numbers = isinstance(stored, int | float) and isinstance(bound, int | float)
+    return both_numbers or (isinstance(stored, str) and isinstance(bound, str))
 
 
 def matches(node: Filter | None, metadata: Mapping[str, Any]) -> bool:
@@ -138,17 +190,16 @@ def matches(node: Filter | None, metadata: Mapping[str, Any]) -> bool:
     value = metadata[node.field]
     if isinstance(node, In):
         return any(_same(value, v) for v in node.values) != node.negate
-    try:
-        if node.op == "eq":
-            return _same(value, node.value)
-        if node.op == "ne":
-            return not _same(value, node.value)
-        if node.op == "gt":
-            return bool(value > node.value)
-        if node.op == "gte":
-            return bool(value >= node.value)
-        if node.op == "lt":
-            return bool(value < node.value)
-        return bool(value <= node.value)
-    except TypeError:
-        return False
+    if node.op == "eq":
+        return _same(value, node.value)
+    if node.op == "ne":
+        return not _same(value, node.value)
+    if not _orderable(value, node.value):
+        return False  # numbers order with numbers, strings with strings; booleans never (True is not 1)
+    if node.op == "gt":
+        return bool(value > node.value)
+    if node.op == "gte":
+        return bool(value >= node.value)
+    if node.op == "lt":
+        return bool(value < node.value)
+    return bool(value <= node.value)

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from mini.errors import InvalidInputError
-from mini.stores.filters import And, Compare, Filter, In, Or, Scalar
+from mini.stores.filters import Compare, Filter, In, Scalar, id_literals, to_expression, utf8_size
 
 # Scalar columns next to the JSON ones. `source` holds metadata["source"] when it is a string ("" otherwise)
 # and `has_source` says which: the common `{"source": "a.pdf"}` filter then reads no JSON at all.
@@ -50,10 +50,7 @@ def kind_of(value: Any) -> str:
 
 def quote(value: str) -> str:
     """A double-quoted Milvus string literal for any text (quotes, backslashes, newlines, emoji)."""
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError as exc:  # lone surrogates cannot be sent to Milvus
-        raise InvalidInputError(f"filter value {value!r} is not valid Unicode") from exc
+    utf8_size(value, f"filter value {value!r}")  # lone surrogates (in ids) cannot be sent to Milvus
     return '"' + value.translate(_ESCAPES) + '"'
 
 
@@ -74,17 +71,15 @@ def literal(value: Scalar) -> str:
 
 def id_in(ids: Sequence[str]) -> str:
     """`id in [...]` for a non-empty batch of ids."""
-    if not ids:
-        raise InvalidInputError("id_in needs at least one id")
-    return f"{ID_FIELD} in [{', '.join(quote(i) for i in ids)}]"
+    return f"{ID_FIELD} in [{id_literals(ids, quote)}]"
 
 
 def to_expr(node: Filter) -> str:
     """The Milvus expression for a parsed filter (semantics of `filters.matches`)."""
-    if isinstance(node, And):
-        return "(" + " and ".join(to_expr(item) for item in node.items) + ")"
-    if isinstance(node, Or):
-        return "(" + " or ".join(to_expr(item) for item in node.items) + ")"
+    return to_expression(node, _condition, "and", "or")
+
+
+def _condition(node: Compare | In) -> str:
     values = node.values if isinstance(node, In) else (node.value,)
     literals = [literal(v) for v in values]  # validates every value, whichever branch is taken
     if isinstance(node, Compare) and node.op in ("gt", "gte", "lt", "lte") and isinstance(node.value, bool):

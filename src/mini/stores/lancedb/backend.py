@@ -6,13 +6,11 @@ import asyncio
 import json
 import logging
 import os
-import re
 import threading
 import time
 from collections.abc import AsyncIterator, Iterator, Sequence
 from contextlib import asynccontextmanager, contextmanager
 from datetime import timedelta
-from typing import Any, ClassVar
 
 import lancedb
 import numpy as np
@@ -24,23 +22,25 @@ from lancedb.table import AsyncTable
 
 from mini._batching import Coalescer
 from mini._portal import PerLoop
-from mini.errors import DimensionMismatchError, DuplicateIdError, InvalidInputError, MiniError, StoreError
-from mini.stores._rows import json_default, vector_matrix
+from mini.errors import MiniError, StoreError
+from mini.stores._common import BackendSkeleton, check_query_text, check_top_k, convert, query_vectors
 from mini.stores.base import Record
 from mini.stores.filters import Filter
-from mini.stores.lance_sql import ID_COLUMN, METADATA_COLUMN, SOURCE_COLUMN, id_in, to_where
+from mini.stores.lancedb.rows import (
+    TEXT_COLUMN,
+    VECTOR_COLUMN,
+    arrow_rows,
+    records_from_arrow,
+    schema_dimension,
+    table_schema,
+)
+from mini.stores.lancedb.sql import ID_COLUMN, METADATA_COLUMN, id_in, to_where
 from mini.types import RetrievalResult
 
 logger = logging.getLogger("mini.stores")
 
-_NAME = re.compile(r"[A-Za-z0-9_-]+")
-_VECTOR = "vector"
-_TEXT = "text"
 # Ids per `id IN (...)` predicate: keeps SQL strings and DataFusion IN-lists small for big batches.
 _ID_BATCH = 1_000
-# Building the Arrow batch from Python lists costs ~20 ms per 1M floats (plus JSON for the metadata);
-# above this size it runs in a worker thread (converted in slices, see mini.stores._rows).
-_THREAD_MIN_FLOATS = 250_000
 # Every write makes a table version; optimize() removes versions older than this. Not zero: another process
 # may still be reading an older version (DESIGN.md: a second process can read and write the same table).
 _KEEP_VERSIONS = timedelta(minutes=10)
@@ -70,12 +70,15 @@ async def _one_creator(path: str, name: str) -> AsyncIterator[None]:
 
 @contextmanager
 def map_lancedb_errors(action: str) -> Iterator[None]:
-    """Translate LanceDB/Arrow failures into `StoreError` at the boundary (ours pass through untouched)."""
+    """Translate LanceDB/Arrow failures into `StoreError`; wraps engine calls only, never our own code.
+
+    Lance reports engine failures as RuntimeError/ValueError/OSError (it has no exception types of its own),
+    so those are mapped; our errors pass through untouched."""
     try:
         yield
     except MiniError:
         raise
-    except (RuntimeError, ValueError, OSError, KeyError, pa.ArrowException) as exc:
+    except (RuntimeError, ValueError, OSError, pa.ArrowException) as exc:
         raise StoreError(f"LanceDB {action} failed: {exc}") from exc
 
 
@@ -83,71 +86,6 @@ def _path_from_uri(uri: str) -> str:
     path = uri[len("lancedb://") :] if uri.lower().startswith("lancedb://") else uri
     # Resolved now (no I/O) so a later chdir cannot move the store.
     return os.path.abspath(os.path.expanduser(path or "./mini_data"))
-
-
-def _schema(dimension: int) -> pa.Schema:
-    return pa.schema(
-        [
-            pa.field(ID_COLUMN, pa.string(), nullable=False),
-            pa.field(_VECTOR, pa.list_(pa.float32(), dimension), nullable=False),
-            pa.field(_TEXT, pa.string()),
-            pa.field(SOURCE_COLUMN, pa.string()),
-            # Stored by Lance as JSONB; filters read it with json_get/json_extract (see lance_sql).
-            pa.field(METADATA_COLUMN, pa.json_()),
-        ]
-    )
-
-
-def _schema_dimension(schema: pa.Schema) -> int:
-    vector_type = schema.field(_VECTOR).type
-    if not pa.types.is_fixed_size_list(vector_type):
-        raise StoreError(f"column {_VECTOR!r} is {vector_type}, not a fixed-size list of floats")
-    return int(vector_type.list_size)
-
-
-def _arrow_rows(records: Sequence[Record]) -> pa.Table:
-    """The Arrow table for a batch of records (CPU only; big batches call this in a thread)."""
-    ids = [r.id for r in records]
-    if len(set(ids)) != len(ids):
-        raise InvalidInputError("ids within one write must be unique")
-    matrix = vector_matrix(records)
-    try:
-        dump = json.JSONEncoder(ensure_ascii=False, allow_nan=False, default=json_default).encode
-        metadata = [dump(r.metadata) for r in records]
-    except (TypeError, ValueError) as exc:
-        raise InvalidInputError(f"metadata cannot be stored as JSON: {exc}") from exc
-    sources = [s if isinstance(s := r.metadata.get("source"), str) else None for r in records]
-    vectors = pa.FixedSizeListArray.from_arrays(pa.array(matrix.reshape(-1), pa.float32()), matrix.shape[1])
-    try:
-        return pa.table(
-            {
-                ID_COLUMN: pa.array(ids, pa.string()),
-                _VECTOR: vectors,
-                _TEXT: pa.array([r.text for r in records], pa.string()),
-                SOURCE_COLUMN: pa.array(sources, pa.string()),
-                METADATA_COLUMN: pa.array(metadata, pa.json_()),
-            },
-            schema=_schema(matrix.shape[1]),
-        )
-    except (pa.ArrowException, UnicodeEncodeError) as exc:
-        raise InvalidInputError(f"records cannot be converted for LanceDB: {exc}") from exc
-
-
-def _records_from_arrow(rows: pa.Table, include_vectors: bool) -> list[Record]:
-    """Rows read back as `Record`s (CPU only: big reads call this in a thread)."""
-    ids = rows.column(ID_COLUMN).to_pylist()
-    texts = rows.column(_TEXT).to_pylist()
-    metadata = [json.loads(m or "{}") for m in rows.column(METADATA_COLUMN).to_pylist()]
-    if include_vectors and rows.num_rows:
-        column = rows.column(_VECTOR).combine_chunks()
-        matrix = column.flatten().to_numpy(zero_copy_only=False).reshape(rows.num_rows, column.type.list_size)
-        vectors: list[Any] = list(matrix.astype(np.float32, copy=False))
-    else:
-        vectors = [None] * rows.num_rows
-    return [
-        Record(id=i, vector=v, text=t or "", metadata=m)
-        for i, v, t, m in zip(ids, vectors, texts, metadata, strict=True)
-    ]
 
 
 # Measured on BEIR SciFact (5,183 abstracts): nDCG@10 0.684 with these settings (the library's defaults,
@@ -165,7 +103,7 @@ _FTS_CONFIG = FTS(
 
 async def _has_fts_index(table: AsyncTable) -> bool:
     return any(
-        _TEXT in ix.columns and "fts" in str(ix.index_type).lower() for ix in await table.list_indices()
+        TEXT_COLUMN in ix.columns and "fts" in str(ix.index_type).lower() for ix in await table.list_indices()
     )
 
 
@@ -173,7 +111,7 @@ def _id_predicates(ids: Sequence[str]) -> list[str]:
     return [id_in(ids[start : start + _ID_BATCH]) for start in range(0, len(ids), _ID_BATCH)]
 
 
-class LanceDBBackend:
+class LanceDBBackend(BackendSkeleton[tuple[AsyncTable, pa.Table], str | None]):
     """Vectors, text and JSON metadata in one LanceDB table; cosine distance, score = 1 - distance.
 
     LanceDB's async handles are not tied to the event loop that created them (checked: one table handle
@@ -181,9 +119,6 @@ class LanceDBBackend:
     table handle are shared by every loop. Only asyncio primitives are per loop (`PerLoop`): the lock that
     serialises opening and the semaphore that bounds concurrent scans.
     """
-
-    supports_hybrid: ClassVar[bool] = True
-    supports_filters: ClassVar[bool] = True
 
     def __init__(
         self,
@@ -195,16 +130,10 @@ class LanceDBBackend:
         index_threshold: int = 50_000,
         max_concurrent_searches: int | None = None,
     ) -> None:
-        if not isinstance(collection_name, str) or not _NAME.fullmatch(collection_name):
-            raise InvalidInputError(f"collection name {collection_name!r}: use letters, digits, '_', '-'")
-        if dimension is not None and not (type(dimension) is int and dimension > 0):
-            raise InvalidInputError(f"dimension must be a positive integer, not {dimension!r}")
+        super().__init__(collection_name, dimension)
         del token  # LanceDB Cloud is not supported yet; an embedded store needs no credentials.
         self.path = _path_from_uri(uri)
-        self.collection_name = collection_name
         self.index_threshold = index_threshold
-        self._configured_dimension = dimension
-        self._dimension = dimension
         self._db: AsyncConnection | None = None
         self._table: AsyncTable | None = None
         self._handles = threading.Lock()  # guards the shared handles; never held across an await
@@ -221,11 +150,6 @@ class LanceDBBackend:
 
     def __repr__(self) -> str:
         return f"LanceDBBackend({self.path!r}, collection_name={self.collection_name!r})"
-
-    @property
-    def dimension(self) -> int | None:
-        """The table's dimension once it is open, else the configured one."""
-        return self._dimension
 
     async def _connection(self) -> AsyncConnection:
         db = self._db
@@ -251,7 +175,8 @@ class LanceDBBackend:
                     return None
                 table = await self._create(db, create_dimension)
             with map_lancedb_errors("read schema"):
-                dimension = _schema_dimension(await table.schema())
+                schema = await table.schema()
+            dimension = schema_dimension(schema)
             with self._handles:
                 if self._table is None:  # another loop may have opened it meanwhile: keep the first
                     self._table, self._dimension = table, dimension
@@ -277,7 +202,7 @@ class LanceDBBackend:
             # lance.json, and fails. If another process won the race, open its table instead.
             with map_lancedb_errors("create table"):
                 try:
-                    table = await db.create_table(self.collection_name, schema=_schema(dimension))
+                    table = await db.create_table(self.collection_name, schema=table_schema(dimension))
                 except ValueError as exc:
                     if "already exists" not in str(exc):
                         raise
@@ -288,30 +213,23 @@ class LanceDBBackend:
         logger.info("created table %r (dimension %d) in %s", self.collection_name, dimension, self.path)
         return table
 
+    async def _collection_exists(self) -> bool:
+        return await self._get_table() is not None
+
+    async def _create_collection(self, dimension: int) -> None:
+        await self._get_table(create_dimension=dimension)
+
     async def _prepare(self, records: Sequence[Record]) -> tuple[AsyncTable, pa.Table]:
         """Validate and convert a batch, then open (or create) the table its vectors fit."""
-        big = len(records) * len(records[0].vector) >= _THREAD_MIN_FLOATS
-        rows = await asyncio.to_thread(_arrow_rows, records) if big else _arrow_rows(records)
-        got = _schema_dimension(rows.schema)
-        table = await self._get_table()
-        if table is None:
-            wanted = self._configured_dimension or got
-            if got != wanted:  # refuse before creating a table of the wrong size
-                raise DimensionMismatchError(wanted, got, "row 0")
-            table = await self._get_table(create_dimension=wanted)
-        if got != self._dimension:
-            raise DimensionMismatchError(self._dimension or 0, got, "row 0")
-        assert table is not None  # created above when missing
+        rows = await convert(arrow_rows, records)  # Arrow building: ~20 ms per 1M floats
+        got = schema_dimension(rows.schema)
+        await self._fit(got)
+        table = await self._get_table(create_dimension=got)  # (re)created if dropped meanwhile
+        assert table is not None  # create_dimension given
         return table, rows
 
-    async def insert(self, records: Sequence[Record]) -> None:
-        if not records:
-            return
-        table, rows = await self._prepare(records)
-        # Check then append: not atomic against a concurrent writer inserting the same ids (upsert is).
-        existing = await self.existing_ids([r.id for r in records])
-        if existing:
-            raise DuplicateIdError(sorted(existing))
+    async def _write_new(self, prepared: tuple[AsyncTable, pa.Table]) -> None:
+        table, rows = prepared
         with map_lancedb_errors("insert"):
             await table.add(rows)
 
@@ -344,6 +262,7 @@ class LanceDBBackend:
     async def replace(self, records: Sequence[Record], *, scope: Filter) -> int:
         if not records:
             return await self.delete(filter=scope)
+        where = to_where(scope)
         table, rows = await self._prepare(records)
         with map_lancedb_errors("replace"):
             # One merge commit: readers see the old rows of the scope or the new ones, never a mix.
@@ -351,39 +270,36 @@ class LanceDBBackend:
                 table.merge_insert(ID_COLUMN)
                 .when_matched_update_all()
                 .when_not_matched_insert_all()
-                .when_not_matched_by_source_delete(to_where(scope))
+                .when_not_matched_by_source_delete(where)
             )
             result = await merge.execute(rows)
         return int(result.num_deleted_rows)
 
-    async def get(
-        self,
-        *,
-        ids: Sequence[str] | None = None,
-        filter: Filter | None = None,
-        include_vectors: bool = False,
-        limit: int | None = None,
+    def _where(self, filter: Filter | None) -> str | None:
+        return to_where(filter) if filter is not None else None
+
+    async def _get(
+        self, ids: Sequence[str] | None, where: str | None, include_vectors: bool, limit: int | None
     ) -> list[Record]:
         table = await self._get_table()
-        if table is None or (ids is not None and not ids):
+        if table is None:  # dropped meanwhile
             return []
-        where = to_where(filter) if filter is not None else None
         # Id lists are split into predicates of bounded size (one query each), the filter ANDed to each.
         id_parts: list[str | None] = [*_id_predicates(list(ids))] if ids is not None else [None]
-        columns = [ID_COLUMN, _TEXT, METADATA_COLUMN] + ([_VECTOR] if include_vectors else [])
+        columns = [ID_COLUMN, TEXT_COLUMN, METADATA_COLUMN] + ([VECTOR_COLUMN] if include_vectors else [])
         records: list[Record] = []
-        with map_lancedb_errors("get"):
-            for id_part in id_parts:
-                predicate = " AND ".join(f"({p})" for p in (id_part, where) if p is not None)
+        for id_part in id_parts:
+            predicate = " AND ".join(f"({p})" for p in (id_part, where) if p is not None)
+            with map_lancedb_errors("get"):
                 query = table.query().select(columns)
                 if predicate:
                     query = query.where(predicate)
                 if limit is not None:
                     query = query.limit(limit - len(records))
                 rows = await query.to_arrow()
-                records += await asyncio.to_thread(_records_from_arrow, rows, include_vectors)
-                if limit is not None and len(records) >= limit:
-                    break
+            records += await asyncio.to_thread(records_from_arrow, rows, include_vectors)
+            if limit is not None and len(records) >= limit:
+                break
         return records
 
     async def drop(self) -> None:
@@ -396,31 +312,19 @@ class LanceDBBackend:
             self._table = None
             self._dimension = self._configured_dimension
 
-    async def search(
-        self, vector: Sequence[float], *, top_k: int, filter: Filter | None = None
-    ) -> list[RetrievalResult]:
-        return (await self.search_many([vector], top_k=top_k, filter=filter))[0]
-
     async def search_many(
         self, vectors: Sequence[Sequence[float]], *, top_k: int, filter: Filter | None = None
     ) -> list[list[RetrievalResult]]:
         """One ranking per query vector. Concurrent calls with the same `top_k` and filter are coalesced
         into one multi-vector query, which shares a single table scan (see `_search_batch`)."""
-        if top_k < 1:
-            raise InvalidInputError("top_k must be >= 1")
+        check_top_k(top_k)
         if len(vectors) == 0:
             return []
-        where = to_where(filter) if filter is not None else None
+        where = self._where(filter)
         table = await self._get_table()
         if table is None:
             return [[] for _ in vectors]
-        queries = []
-        for vector in vectors:
-            query_vector = np.asarray(vector, dtype=np.float32)
-            if query_vector.ndim != 1 or query_vector.shape[0] != self._dimension:
-                raise DimensionMismatchError(self._dimension or 0, len(vector), "query")
-            queries.append(query_vector)
-        return await self._searches.submit_many((top_k, where), queries)
+        return await self._searches.submit_many((top_k, where), query_vectors(vectors, self._dimension))
 
     async def _search_batch(
         self, key: tuple[int, str | None], vectors: list[np.ndarray]
@@ -437,14 +341,14 @@ class LanceDBBackend:
             .nearest_to(vectors[0] if len(vectors) == 1 else vectors)
             .distance_type("cosine")
             # `_distance` listed explicitly: otherwise Lance logs a deprecation warning on every search.
-            .select([ID_COLUMN, _TEXT, METADATA_COLUMN, "_distance"])
+            .select([ID_COLUMN, TEXT_COLUMN, METADATA_COLUMN, "_distance"])
             .limit(top_k)
         )
         if where is not None:
             query = query.where(where)
         with map_lancedb_errors("search"):
             hits = await query.to_arrow()
-        names = (ID_COLUMN, _TEXT, METADATA_COLUMN, "_distance")
+        names = (ID_COLUMN, TEXT_COLUMN, METADATA_COLUMN, "_distance")
         columns = [hits.column(name).to_pylist() for name in names]
         owners = hits.column("query_index").to_pylist() if len(vectors) > 1 else [0] * hits.num_rows
         rankings: list[list[RetrievalResult]] = [[] for _ in vectors]
@@ -462,16 +366,16 @@ class LanceDBBackend:
         """BM25 over the `text` column through LanceDB's native full-text index (English stemming, stop words
         removed, lower case, ASCII folding). The index is built on first use or by `optimize()`; rows written
         since are still searched (by a slower flat scan) until the next `optimize()` adds them."""
-        if top_k < 1:
-            raise InvalidInputError("top_k must be >= 1")
+        check_top_k(top_k)
+        check_query_text(text)
         table = await self._get_table()
         if table is None or not text.strip():
             return []
         await self._ensure_fts(table)
         query = (
             table.query()
-            .nearest_to_text(text, columns=_TEXT)
-            .select([ID_COLUMN, _TEXT, METADATA_COLUMN, "_score"])
+            .nearest_to_text(text, columns=TEXT_COLUMN)
+            .select([ID_COLUMN, TEXT_COLUMN, METADATA_COLUMN, "_score"])
             .limit(top_k)
         )
         if filter is not None:
@@ -479,7 +383,7 @@ class LanceDBBackend:
         async with self._search_slots.get():
             with map_lancedb_errors("keyword search"):
                 hits = await query.to_arrow()
-        names = (ID_COLUMN, _TEXT, METADATA_COLUMN, "_score")
+        names = (ID_COLUMN, TEXT_COLUMN, METADATA_COLUMN, "_score")
         columns = [hits.column(name).to_pylist() for name in names]
         ranking = [
             RetrievalResult(id=i, text=t or "", score=float(s), metadata=json.loads(m or "{}"))
@@ -498,13 +402,13 @@ class LanceDBBackend:
                 if not await _has_fts_index(table):
                     started = time.perf_counter()
                     # Native Rust build, awaited: seconds for 100k rows, and the loop stays free meanwhile.
-                    await table.create_index(_TEXT, config=_FTS_CONFIG)
+                    await table.create_index(TEXT_COLUMN, config=_FTS_CONFIG)
                     elapsed = time.perf_counter() - started
                     logger.info("built full-text index on %r in %.1f s", self.collection_name, elapsed)
             self._fts_ready = True
 
     async def count(self, filter: Filter | None = None) -> int:
-        where = to_where(filter) if filter is not None else None
+        where = self._where(filter)
         table = await self._get_table()
         if table is None:
             return 0
@@ -517,10 +421,10 @@ class LanceDBBackend:
         if table is None:
             return set()
         found: set[str] = set()
-        with map_lancedb_errors("id lookup"):
-            for predicate in _id_predicates(list(ids)):
+        for predicate in _id_predicates(list(ids)):
+            with map_lancedb_errors("id lookup"):
                 rows = await table.query().where(predicate).select([ID_COLUMN]).to_arrow()
-                found.update(rows.column(ID_COLUMN).to_pylist())
+            found.update(rows.column(ID_COLUMN).to_pylist())
         return found
 
     async def optimize(self) -> None:
@@ -536,12 +440,14 @@ class LanceDBBackend:
         if rows:
             await self._ensure_fts(table)
         with map_lancedb_errors("optimize"):
-            if rows < self.index_threshold or any(_VECTOR in ix.columns for ix in await table.list_indices()):
+            if rows < self.index_threshold or any(
+                VECTOR_COLUMN in ix.columns for ix in await table.list_indices()
+            ):
                 return
             started = time.perf_counter()
             # IVF_FLAT: exact distances inside the probed partitions (recall 1.0 in DESIGN.md's measurements)
             # and a build of seconds, where HNSW takes tens of seconds.
-            await table.create_index(_VECTOR, config=IvfFlat(distance_type="cosine"))
+            await table.create_index(VECTOR_COLUMN, config=IvfFlat(distance_type="cosine"))
         elapsed = time.perf_counter() - started
         logger.info("built IVF_FLAT index on %r (%d rows) in %.1f s", self.collection_name, rows, elapsed)
 

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Sequence
 
 from mini.errors import InvalidInputError
-from mini.stores.filters import And, Compare, Filter, In, Or, Scalar
+from mini.stores.filters import Compare, Filter, In, Scalar, id_literals, to_expression, utf8_size
 
 # Plain columns next to the JSON metadata. `id` is the row key; `source` holds metadata["source"] when it is a
 # string (NULL otherwise), so the common `{"source": "a.pdf"}` filter avoids decoding JSON for every row.
@@ -19,50 +18,30 @@ _SQL_OPS = {"eq": "=", "ne": "<>", "gt": ">", "gte": ">=", "lt": "<", "lte": "<=
 _RANGE_OPS = frozenset({"gt", "gte", "lt", "lte"})
 # Doubles represent every integer up to 2**53 exactly; larger ones are compared as BIGINT instead.
 _EXACT_DOUBLE_INT = 2**53
-_INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
 
 
 def quote(value: str) -> str:
     """A SQL string literal. DataFusion treats backslashes literally; only single quotes need doubling."""
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError as exc:  # lone surrogates cannot reach the Rust side
-        raise InvalidInputError(f"filter value {value!r} is not valid Unicode") from exc
+    utf8_size(value, f"filter value {value!r}")  # lone surrogates (in ids) cannot reach the Rust side
     return "'" + value.replace("'", "''") + "'"
 
 
 def id_in(ids: Sequence[str]) -> str:
     """`id IN (...)` for a non-empty batch of ids."""
-    if not ids:
-        raise InvalidInputError("id_in needs at least one id")
-    return f"{ID_COLUMN} IN ({', '.join(quote(i) for i in ids)})"
+    return f"{ID_COLUMN} IN ({id_literals(ids, quote)})"
 
 
 def to_where(node: Filter) -> str:
-    """The where-clause for a parsed filter; raises `InvalidInputError` for values SQL cannot express exactly."""
-    if isinstance(node, And):
-        return "(" + " AND ".join(to_where(item) for item in node.items) + ")"
-    if isinstance(node, Or):
-        return "(" + " OR ".join(to_where(item) for item in node.items) + ")"
-    values = node.values if isinstance(node, In) else (node.value,)
-    for value in values:
-        _check_value(node.field, value)
+    """The where-clause for a filter from `parse_filter` (which checked its values)."""
+    return to_expression(node, _condition, "AND", "OR")
+
+
+def _condition(node: Compare | In) -> str:
     if node.field == ID_COLUMN:
         return _plain(ID_COLUMN, node)
     if node.field == SOURCE_COLUMN and _source_column_is_exact(node):
         return _plain(SOURCE_COLUMN, node)
     return _json_field(node)
-
-
-def _check_value(field: str, value: Scalar) -> None:
-    if isinstance(value, (bool, str)):
-        return
-    if isinstance(value, int):
-        if not _INT64_MIN <= value <= _INT64_MAX:
-            raise InvalidInputError(f"filter value for {field!r} does not fit in 64 bits: {value}")
-        return
-    if not math.isfinite(value):
-        raise InvalidInputError(f"filter value for {field!r} must be a finite number, not {value!r}")
 
 
 def _source_column_is_exact(node: Compare | In) -> bool:

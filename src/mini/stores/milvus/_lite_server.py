@@ -1,4 +1,4 @@
-"""A Milvus Lite server for one `.db` path, run as a child process: `python -m mini.stores._milvus_lite_server PATH`.
+"""A Milvus Lite server for one `.db` path, run as a child process: `python -m mini.stores.milvus._lite_server PATH`.
 
 Why a child process: Milvus Lite 3.x is a pure-Python engine that pymilvus starts inside the calling process.
 Its searches hold the GIL in long stretches (numpy over the whole collection), which stalled our event loop
@@ -16,7 +16,7 @@ import sys
 
 def main() -> int:
     if len(sys.argv) != 2:
-        print("usage: python -m mini.stores._milvus_lite_server PATH", file=sys.stderr)
+        print("usage: python -m mini.stores.milvus._lite_server PATH", file=sys.stderr)
         return 2
     from milvus_lite.adapter.grpc.server import start_server_in_thread
 

@@ -1,6 +1,6 @@
 """Pure translation of the filter AST (`mini.stores.filters`) into Qdrant `models.Filter` objects.
 
-Payload layout (shared with `mini.stores.qdrant`): every point's payload is
+Payload layout (shared with `mini.stores.qdrant.backend`): every point's payload is
 ``{"id": <our id>, "text": <text>, "metadata": {<user metadata>}}``. User metadata sits under its own key, so
 no user key can clash with ours and nothing is reserved; a filter field `f` addresses ``metadata.f`` and the
 field `id` addresses the point itself (our ids map to deterministic UUIDs, see `point_id`).
@@ -16,8 +16,7 @@ model values, never spliced into text):
   ``NOT IsEmpty OR IsNull``: IsEmpty is true for a missing key, a null and an empty list, IsNull for a null,
   so together they are true exactly for present keys (null included, as in `matches`). `MatchExcept` is not
   used: it skips nulls and, with integers, treats a stored 1.0 as different from 1.
-- ranges on numbers: `Range` (numbers only, booleans excluded), plus `MatchValue(True/False)` when the bound
-  admits 1/0, because Python orders booleans as integers (`matches({"x": True}, {"x": {"$gt": 0}})`).
+- ranges on numbers: `Range`, which compares numbers only and never matches a boolean, as `matches` does.
 - ranges on strings: Qdrant can only order numbers and datetimes, so they raise `UnsupportedFilterError`.
 
 Limits (documented, not matched): list values match element-wise in Qdrant (``{"tags": ["a", "b"]}``
@@ -27,7 +26,6 @@ for `$ne`/`$nin`; ranges compare numbers as doubles, so integers beyond 2**53 lo
 
 from __future__ import annotations
 
-import math
 import uuid
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any
@@ -49,7 +47,6 @@ ID_NAMESPACE = uuid.UUID("7b4ced98-e530-423d-ac4f-f8af611aa3a2")
 _RANGE_OPS = ("gt", "gte", "lt", "lte")
 # Doubles hold every integer up to 2**53 exactly; larger integer equalities use MatchValue (int payloads only).
 _EXACT_DOUBLE_INT = 2**53
-_INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
 _PLAIN_KEY = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-")
 
 
@@ -76,8 +73,8 @@ def has_ids(record_ids: Iterable[str]) -> models.HasIdCondition:
 
 
 def to_qdrant(node: Filter) -> models.Filter:
-    """The Qdrant filter for a parsed filter; raises `UnsupportedFilterError` for string ranges and
-    `InvalidInputError` for values Qdrant cannot compare exactly (non-finite numbers, ints beyond 64 bits)."""
+    """The Qdrant filter for a filter from `parse_filter` (which checked its values); raises
+    `UnsupportedFilterError` for string ranges."""
     from qdrant_client import models
 
     condition = _condition(node)
@@ -93,9 +90,6 @@ def _condition(node: Filter) -> Any:
         if not node.items:  # parse_filter never builds one; an empty `should` would match everything
             raise InvalidInputError("$or needs at least one filter")
         return models.Filter(should=[_condition(item) for item in node.items])
-    values = node.values if isinstance(node, In) else (node.value,)
-    for value in values:
-        _check_value(node.field, value)
     if node.field == ID_KEY:
         return _id_condition(node)
     key = payload_key(node.field)
@@ -107,17 +101,6 @@ def _condition(node: Filter) -> Any:
     if node.op == "ne":
         return models.Filter(must=[_exists(key)], must_not=[_equals(key, node.value)])
     return _range(node.field, key, node.op, node.value)
-
-
-def _check_value(field: str, value: Scalar) -> None:
-    if isinstance(value, (bool, str)):
-        return
-    if isinstance(value, int):
-        if not _INT64_MIN <= value <= _INT64_MAX:
-            raise InvalidInputError(f"filter value for {field!r} does not fit in 64 bits: {value}")
-        return
-    if not math.isfinite(value):
-        raise InvalidInputError(f"filter value for {field!r} must be a finite number, not {value!r}")
 
 
 def _id_condition(node: Compare | In) -> Any:
@@ -186,23 +169,13 @@ def _member(key: str, values: Sequence[Scalar]) -> Any:
 def _range(field: str, key: str, op: str, value: Scalar) -> Any:
     from qdrant_client import models
 
+    if isinstance(value, bool):
+        raise InvalidInputError(
+            f"a range on {field!r} needs a number, not {value!r}: ranges never order booleans"
+        )
     if isinstance(value, str):
         raise UnsupportedFilterError(
             f"Qdrant cannot order strings: the range filter {op!r} on {field!r} with {value!r} is not "
             "supported (ranges work on numbers; store dates as numbers, e.g. a year or a Unix time)"
         )
-    bound = float(value)
-    parts: list[Any] = [models.FieldCondition(key=key, range=models.Range(**{op: bound}))]
-    # Python (the reference) orders booleans as 0 and 1; Qdrant's Range never matches them.
-    parts += [_match(key, flag) for flag in (False, True) if _holds(int(flag), op, bound)]
-    return parts[0] if len(parts) == 1 else models.Filter(should=parts)
-
-
-def _holds(stored: int, op: str, bound: float) -> bool:
-    if op == "gt":
-        return stored > bound
-    if op == "gte":
-        return stored >= bound
-    if op == "lt":
-        return stored < bound
-    return stored <= bound
+    return models.FieldCondition(key=key, range=models.Range(**{op: float(value)}))
