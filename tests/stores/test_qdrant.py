@@ -1,14 +1,13 @@
-"""QdrantBackend: the filter translator as pure functions, then local mode (in memory and on disk) end to end,
-the server path against an in-process fake Qdrant REST server, secrets, errors and event-loop lag."""
+"""QdrantBackend beyond the store contract (tests/stores/test_contracts.py): the filter translator as pure
+functions, URIs, local mode's directory lock and shared client, and keyword search with our tokenizer and
+Qdrant's IDF. The server code path runs in test_qdrant_server.py."""
 
 from __future__ import annotations
 
 import asyncio
 import json
-import logging
-import re
+import math
 import threading
-import time
 import uuid
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -16,44 +15,31 @@ from typing import Any
 
 import numpy as np
 import pytest
-from aiohttp import web
 from qdrant_client import QdrantClient, models
 
-from mini import _portal
-from mini.errors import (
-    DimensionMismatchError,
-    DuplicateIdError,
-    InvalidInputError,
-    StoreError,
-    UnsupportedFilterError,
-)
-from mini.stores.base import Record, VectorStore, VectorStoreBackend, create_backend
-from mini.stores.filters import Compare, Filter, In, Or, matches, parse_filter
+from mini.errors import InvalidInputError, StoreError, UnsupportedFilterError, UnsupportedOperationError
+from mini.stores.base import Record, VectorStoreBackend, create_backend
+from mini.stores.filters import Compare, In, Or, matches, parse_filter
 from mini.stores.qdrant import QdrantBackend
-from mini.stores.qdrant_filters import ID_NAMESPACE, payload_key, point_id, to_qdrant
-from mini.testing.contracts import CONTRACT_CHECKS, Check, check_keyword_search
-from mini.testing.looplag import LoopLagProbe
+from mini.stores.qdrant import backend as qdrant_backend
+from mini.stores.qdrant.filters import (
+    ID_KEY,
+    ID_NAMESPACE,
+    METADATA_KEY,
+    TEXT_KEY,
+    payload_key,
+    point_id,
+    to_qdrant,
+)
+from mini.stores.sparse import document_vector, term_index
+from mini.testing.contracts import rows, unit
+from tests.stores.conftest import assert_keyword_searches_coalesce
 
-SECRET = "sk-secret-123"
 Factory = Callable[..., QdrantBackend]
 
 
-def unit(i: int, dim: int = 4) -> list[float]:
-    return [1.0 if j == i % dim else 0.0 for j in range(dim)]
-
-
-def rows(n: int, dim: int = 4, prefix: str = "r") -> list[Record]:
-    return [
-        Record(f"{prefix}{i}", unit(i, dim), f"text {i}", {"source": f"s{i % 3}", "n": i}) for i in range(n)
-    ]
-
-
-async def ids_for(backend: QdrantBackend, spec: Any, top_k: int = 100) -> set[str]:
-    return {hit.id for hit in await backend.search(unit(0), top_k=top_k, filter=parse_filter(spec))}
-
-
 @pytest.fixture
-async def make(tmp_path: Path) -> AsyncIterator[Factory]:
+async def make() -> AsyncIterator[Factory]:
     """Backends on `:memory:` by default, or on a directory (`uri=disk(tmp_path)`); closed after the test."""
     made: list[QdrantBackend] = []
 
@@ -67,12 +53,6 @@ async def make(tmp_path: Path) -> AsyncIterator[Factory]:
     yield factory
     for backend in made:
         await backend.aclose()
-
-
-def scope(spec: dict[str, Any]) -> Filter:
-    parsed = parse_filter(spec)
-    assert parsed is not None
-    return parsed
 
 
 def disk(path: Path) -> str:
@@ -129,21 +109,10 @@ def test_membership_splits_strings_numbers_and_booleans() -> None:
     }
 
 
-def test_numeric_ranges_add_the_booleans_python_would_order_as_0_and_1() -> None:
-    assert dumped(to_qdrant(Compare("n", "gt", 0))) == {
-        "should": [
-            {"key": "metadata.n", "range": {"gt": 0.0}},
-            {"key": "metadata.n", "match": {"value": True}},
-        ]
-    }
-    assert dumped(to_qdrant(Compare("n", "lt", 0))) == {"must": [{"key": "metadata.n", "range": {"lt": 0.0}}]}
-    assert dumped(to_qdrant(Compare("n", "lte", True))) == {
-        "should": [
-            {"key": "metadata.n", "range": {"lte": 1.0}},
-            {"key": "metadata.n", "match": {"value": False}},
-            {"key": "metadata.n", "match": {"value": True}},
-        ]
-    }
+def test_numeric_ranges_are_one_range_that_never_matches_booleans() -> None:
+    assert dumped(to_qdrant(Compare("n", "gt", 0))) == {"must": [{"key": "metadata.n", "range": {"gt": 0.0}}]}
+    with pytest.raises(InvalidInputError, match="booleans"):
+        to_qdrant(Compare("n", "lte", True))
 
 
 def test_string_ranges_raise_unsupported_filter_error() -> None:
@@ -192,9 +161,10 @@ def test_values_are_passed_as_structured_values_never_spliced(value: str) -> Non
 
 
 def test_values_qdrant_cannot_compare_exactly_are_refused() -> None:
+    # parse_filter refuses them for every engine, so the translator never sees one.
     for bad in (float("nan"), float("inf"), 2**64):
         with pytest.raises(InvalidInputError):
-            to_qdrant(Compare("n", "eq", bad))
+            parse_filter({"n": bad})
 
 
 # ---------------------------------------------------------------------------------- construction, URIs
@@ -210,7 +180,6 @@ def test_protocol_capabilities_and_registry_uris(tmp_path: Path) -> None:
         backend = create_backend(uri, collection_name="docs", dimension=None, token=None)
         assert isinstance(backend, QdrantBackend)
         assert isinstance(backend, VectorStoreBackend)
-    assert QdrantBackend.supports_filters is True
     assert QdrantBackend.supports_hybrid is True  # BM25 sparse vectors (tests/stores/test_keyword_qdrant.py)
 
 
@@ -245,159 +214,17 @@ def test_construction_does_no_io_and_parses_uris(tmp_path: Path) -> None:
         QdrantBackend(":memory:", dimension=0)
 
 
-# ------------------------------------------------------------------------------------- local mode basics
+# ------------------------------------------------------------------------------------------- local mode
 
 
-async def test_search_returns_best_first_with_cosine_scores(make: Factory) -> None:
-    backend = make()
-    await backend.insert(
-        [Record(f"v{i}", v, f"t{i}") for i, v in enumerate([[1, 0, 0], [1, 1, 0], [0, 1, 0], [-1, 0, 0]])]
-    )
-    hits = await backend.search([3.0, 0.0, 0.0], top_k=4)
-    assert [h.id for h in hits] == ["v0", "v1", "v2", "v3"]
-    assert hits[0].score == pytest.approx(1.0, abs=1e-6)
-    assert hits[1].score == pytest.approx(1 / np.sqrt(2), abs=1e-6)
-    assert hits[3].score == pytest.approx(-1.0, abs=1e-6)
-    assert len(await backend.search([1.0, 0.0, 0.0], top_k=2)) == 2
-    many = await backend.search_many([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]], top_k=1)
-    assert [[h.id for h in r] for r in many] == [["v0"], ["v2"]]
-    assert await backend.search_many([], top_k=3) == []
-
-
-async def test_metadata_round_trips_exactly_and_nothing_is_reserved(make: Factory) -> None:
-    backend = make()
-    metadata = {
-        "source": "Zürich/bericht 🎉.pdf",
-        "nested": {"list": [1, 2.5, "x", None, True, {"deep": ["ü", "\n\t\"'\\"]}]},
-        "float": 2.0,
-        "big": 2**62 + 1,
-        "neg": -0.125,
-        "flag": False,
-        "none": None,
-        "empty": {},
-        # Our own payload keys, used as user metadata: they live under "metadata", so nothing clashes.
-        "id": "not-the-row-id",
-        "text": "not the text",
-        "metadata": {"x": 1},
-        "_id": "x",
-        "_mini_id": "y",
-    }
-    await backend.insert([Record("a", unit(0), "text ü", metadata), Record("b", unit(1), "no metadata")])
-    hits = {h.id: h for h in await backend.search(unit(0), top_k=2)}
-    assert hits["a"].metadata == metadata
-    assert isinstance(hits["a"].metadata["float"], float)
-    assert hits["a"].text == "text ü"
-    assert hits["b"].metadata == {}
-    (row,) = await backend.get(ids=["a"])
-    assert (row.id, row.text, row.metadata) == ("a", "text ü", metadata)
-    # `id` filters the row id; other names filter metadata, even `text`.
-    assert await ids_for(backend, {"id": "a"}) == {"a"}
-    assert await ids_for(backend, {"id": "not-the-row-id"}) == set()
-    assert await ids_for(backend, {"text": "not the text"}) == {"a"}
-
-
-async def test_upsert_is_idempotent_and_updates(make: Factory) -> None:
-    backend = make()
-    await backend.upsert(rows(5))
-    await backend.upsert([Record(r.id, r.vector, r.text + " v2", r.metadata) for r in rows(5)])
-    assert await backend.count() == 5
-    assert all(h.text.endswith(" v2") for h in await backend.search(unit(0), top_k=5))
-    await backend.upsert([*rows(5), Record("new", unit(1), "new")])
-    assert await backend.count() == 6
-
-
-async def test_insert_raises_duplicate_id_error_listing_existing_ids_and_writes_nothing(
-    make: Factory,
-) -> None:
-    backend = make()
-    await backend.insert(rows(3))
-    with pytest.raises(DuplicateIdError) as info:
-        await backend.insert([Record("fresh", unit(0), "x"), *rows(3)[1:]])
-    assert info.value.ids == ["r1", "r2"]
-    assert await backend.count() == 3
-    assert await backend.existing_ids(["fresh", "r0"]) == {"r0"}
-    with pytest.raises(InvalidInputError):
-        await backend.insert([Record("a", unit(0), "x"), Record("a", unit(1), "y")])
-
-
-async def test_bad_vectors_and_metadata_are_rejected_before_any_write(make: Factory) -> None:
-    backend = make()
-    with pytest.raises(InvalidInputError):
-        await backend.insert([Record("a", [1.0, float("nan"), 0.0], "x")])
-    with pytest.raises(InvalidInputError):
-        await backend.insert([Record("a", unit(0), "x", {"tags": {"a", "b"}})])
-    with pytest.raises(InvalidInputError):
-        await backend.insert([Record("a", unit(0), "x", {"score": float("inf")})])
-    with pytest.raises(InvalidInputError):
-        await backend.insert([Record("a", unit(0), "lone \ud800 surrogate")])
-    with pytest.raises(DimensionMismatchError):
-        await backend.insert([Record("a", unit(0), "x"), Record("b", [1.0, 0.0], "y")])
-    assert await backend.count() == 0
-    assert backend.dimension is None  # nothing was created
-    await backend.insert([Record("a", np.ones(4, dtype=np.float64), "x", {"page": np.int64(3)})])
-    assert (await backend.search(unit(0), top_k=1))[0].metadata == {"page": 3}
-
-
-async def test_delete_by_ids_and_filter_returns_rows_deleted(make: Factory) -> None:
-    backend = make()
-    await backend.insert(rows(9))
-    assert await backend.delete(ids=["r0", "r1", "missing"]) == 2
-    assert await backend.delete(filter=parse_filter({"source": "s2"})) == 3
-    assert await backend.delete(ids=["r3", "r4"], filter=parse_filter({"n": {"$gte": 4}})) == 4
-    assert await backend.count() == 0
-    assert await backend.delete(ids=[]) == 0
-
-
-async def test_reads_of_a_missing_collection_are_empty_and_create_nothing(
-    tmp_path: Path, make: Factory
-) -> None:
+async def test_reads_of_a_missing_collection_create_nothing_on_disk(tmp_path: Path, make: Factory) -> None:
     backend = make(disk(tmp_path))
-    assert await backend.search(unit(0), top_k=3) == []
-    assert await backend.count(parse_filter({"n": 1})) == 0
-    assert await backend.get(ids=["a"]) == []
-    assert await backend.existing_ids(["a"]) == set()
-    assert await backend.delete(ids=["a"], filter=parse_filter({"n": 1})) == 0
-    assert await backend.replace([], scope=scope({"source": "x"})) == 0
-    await backend.drop()  # dropping a collection that never existed is fine
-    assert backend.dimension is None
+    assert await backend.count() == 0
+    assert await backend.keyword_search("quokka", top_k=3) == []
+    await backend.drop()
     await backend.aclose()
     meta = json.loads((tmp_path / "qdrant" / "meta.json").read_text())
     assert meta["collections"] == {}
-
-
-async def test_dimension_mismatches_raise_and_an_existing_collection_wins(
-    tmp_path: Path, make: Factory
-) -> None:
-    configured = make(disk(tmp_path), dimension=4)
-    with pytest.raises(DimensionMismatchError):
-        await configured.insert([Record("a", [1.0, 0.0, 0.0], "x")])
-    assert await configured.count() == 0  # refused before creating a collection of the wrong size
-    await configured.insert(rows(2))
-    for bad in ([1.0] * 5, [1.0] * 3):
-        with pytest.raises(DimensionMismatchError):
-            await configured.upsert([Record("b", bad, "x")])
-        with pytest.raises(DimensionMismatchError):
-            await configured.search(bad, top_k=1)
-    other = make(disk(tmp_path), dimension=8)
-    assert other.dimension == 8  # nothing read yet
-    assert await other.count() == 2
-    assert other.dimension == 4
-    with pytest.raises(DimensionMismatchError):
-        await other.search([0.0] * 8, top_k=1)
-
-
-async def test_drop_then_write_again_with_another_dimension(make: Factory) -> None:
-    backend = make()
-    await backend.insert(rows(3))
-    await backend.drop()
-    assert backend.dimension is None
-    assert await backend.count() == 0
-    assert await backend.search(unit(0), top_k=1) == []
-    await backend.insert(rows(2, dim=3))
-    assert backend.dimension == 3
-    assert await backend.count() == 2
-    await backend.drop()
-    await backend.drop()
 
 
 async def test_backend_objects_on_one_directory_share_its_client(tmp_path: Path, make: Factory) -> None:
@@ -433,167 +260,11 @@ async def test_another_process_holding_the_directory_gives_a_store_error(
         await asyncio.to_thread(holder.close)
 
 
-async def test_get_by_ids_and_filter_with_and_without_vectors(make: Factory) -> None:
-    backend = make()
-    await backend.upsert(rows(1500))  # more ids than one id batch
-    assert await backend.get(ids=[]) == []
-    wanted = [f"r{i}" for i in range(0, 1500, 7)] + ["nope"]
-    got = await backend.get(ids=wanted)
-    assert sorted(r.id for r in got) == sorted(wanted[:-1])
-    assert all(r.vector is None for r in got)
-    one = (await backend.get(ids=["r5"], include_vectors=True))[0]
-    assert one.metadata == {"source": "s2", "n": 5}
-    assert one.vector.dtype == np.float32
-    np.testing.assert_array_equal(one.vector, np.asarray(unit(5), dtype=np.float32))
-    both = await backend.get(ids=["r0", "r1", "r3"], filter=parse_filter({"source": "s0"}))
-    assert sorted(r.id for r in both) == ["r0", "r3"]
-    assert sorted(r.id for r in await backend.get(filter=parse_filter({"n": {"$lt": 3}}))) == [
-        "r0",
-        "r1",
-        "r2",
-    ]
-    assert len(await backend.get(limit=10)) == 10
-    assert len(await backend.get(limit=1100)) == 1100  # across scroll pages
-    assert len(await backend.get(ids=wanted, limit=3)) == 3
-    assert len(await backend.get()) == 1500
-
-
 async def test_vectors_come_back_unit_length(make: Factory) -> None:
     backend = make()
     await backend.insert([Record("a", [3.0, 4.0, 0.0, 0.0], "x")])
     (row,) = await backend.get(include_vectors=True)
     np.testing.assert_allclose(row.vector, [0.6, 0.8, 0.0, 0.0], atol=1e-6)  # Qdrant normalises for cosine
-
-
-async def test_replace_upserts_then_deletes_the_rest_of_the_scope(make: Factory) -> None:
-    backend = make()
-    await backend.upsert(rows(6))  # sources s0, s1, s2 with two rows each
-    new = [
-        Record("r0", unit(1), "text 0 again", {"source": "s0"}),
-        Record("x", unit(2), "new", {"source": "s0"}),
-    ]
-    assert await backend.replace(new, scope=scope({"source": "s0"})) == 1  # r3
-    in_scope = await backend.get(filter=parse_filter({"source": "s0"}))
-    assert sorted((r.id, r.text) for r in in_scope) == [("r0", "text 0 again"), ("x", "new")]
-    assert await backend.count() == 6
-    assert await backend.replace([], scope=scope({"source": "s1"})) == 2
-    assert await backend.count(parse_filter({"source": "s1"})) == 0
-    # An unsupported scope fails before anything is written.
-    with pytest.raises(UnsupportedFilterError):
-        await backend.replace(
-            [Record("y", unit(0), "y", {"source": "s9"})], scope=scope({"source": {"$gt": "s"}})
-        )
-    assert await backend.existing_ids(["y"]) == set()
-
-
-# ----------------------------------------------------------------------------------- filters end to end
-
-ADVERSARIAL = [
-    "it's",
-    'say "hi"',
-    "back\\slash",
-    "' or 1==1 or '",
-    '" or 1==1 or "',
-    "a\nb",
-    "naïve 😀",
-    "%_*",
-]
-
-
-async def test_adversarial_strings_match_exactly_their_own_rows(make: Factory) -> None:
-    backend = make()
-    records = [Record(f"v{i}", unit(i), f"t{i}", {"name": v, "source": v}) for i, v in enumerate(ADVERSARIAL)]
-    records += [Record("num", unit(0), "n", {"name": 1, "source": 1}), Record("nokey", unit(0), "none", {})]
-    await backend.insert(records)
-    having_key = len(records) - 1
-    for i, value in enumerate(ADVERSARIAL):
-        for field in ("name", "source"):
-            own = {f"v{i}"}
-            assert await ids_for(backend, {field: value}) == own, (field, value)
-            assert await ids_for(backend, {field: {"$in": [value, "never"]}}) == own, (field, value)
-            others = {r.id for r in records if r.id not in own and r.id != "nokey"}
-            assert await ids_for(backend, {field: {"$ne": value}}) == others, (field, value)
-            assert await ids_for(backend, {field: {"$nin": [value]}}) == others, (field, value)
-            assert await backend.count(parse_filter({field: {"$ne": value}})) == having_key - 1
-        assert await ids_for(backend, {"id": f"v{i}", "name": value}) == {f"v{i}"}
-    # Adversarial ids work as ids too.
-    await backend.insert([Record(value, unit(1), "by id") for value in ADVERSARIAL])
-    for value in ADVERSARIAL:
-        assert await ids_for(backend, {"id": value}) == {value}, value
-        assert (await backend.get(ids=[value]))[0].id == value
-
-
-# Mixed types under the same keys (nulls, dicts, numbers, strings, booleans); lists are left out: Qdrant
-# matches them element-wise (see qdrant_filters). The reference is `filters.matches`.
-SEMANTIC_ROWS: list[dict[str, Any]] = [
-    {"year": 2019, "lang": "en", "score": 0.5, "flag": True},
-    {"year": 2020, "lang": "de", "score": 1, "flag": False},
-    {"year": 2021.0, "lang": "fr", "score": 2.75, "flag": 1},
-    {"year": 2022.5, "lang": "en", "score": None, "flag": 0},
-    {"year": "2020", "lang": None, "score": "1", "flag": "true"},
-    {"year": None, "lang": {"en": True}, "score": True, "flag": 1.0},
-    {"year": True, "lang": "EN"},
-    {},
-]
-
-SEMANTIC_FILTERS: list[dict[str, Any]] = [
-    {"year": 2020},
-    {"year": 2021},
-    {"year": "2020"},
-    {"year": True},
-    {"year": {"$ne": 2020}},
-    {"year": {"$gte": 2020}},
-    {"year": {"$gt": 2020, "$lte": 2022.5}},
-    {"year": {"$lt": 2021}},
-    {"year": {"$gt": 0}},
-    {"year": {"$lte": True}},
-    {"year": {"$in": [2019, 2021, "2020"]}},
-    {"year": {"$nin": [2019, 2021]}},
-    {"lang": "en"},
-    {"lang": {"$ne": "en"}},
-    {"lang": {"$in": ["en", "de"]}},
-    {"lang": {"$nin": ["en", "de"]}},
-    {"score": 1},
-    {"score": {"$gte": 0.5, "$lt": 2.75}},
-    {"score": {"$ne": 1}},
-    {"flag": True},
-    {"flag": 1},
-    {"flag": {"$ne": True}},
-    {"flag": {"$in": [True, 0]}},
-    {"flag": {"$nin": [True, 0]}},
-    {"flag": {"$gte": 1}},
-    {"missing": "x"},
-    {"missing": {"$ne": "x"}},
-    {"missing": {"$nin": [1]}},
-    {"id": "m1"},
-    {"id": {"$nin": ["m1", "m2"]}},
-    {"$or": [{"year": 2019}, {"lang": "fr"}]},
-    {"$and": [{"lang": "en"}, {"$or": [{"year": {"$lt": 2020}}, {"score": 2.75}]}]},
-    {"$or": [{"$and": [{"year": {"$gte": 2020}}, {"lang": {"$ne": "de"}}]}, {"missing": {"$ne": 1}}]},
-]
-
-
-async def test_filters_match_the_reference_semantics_on_mixed_type_metadata(make: Factory) -> None:
-    backend = make()
-    await backend.insert([Record(f"m{i}", unit(i), "x", meta) for i, meta in enumerate(SEMANTIC_ROWS)])
-    for spec in SEMANTIC_FILTERS:
-        parsed = parse_filter(spec)
-        expected = {
-            f"m{i}" for i, meta in enumerate(SEMANTIC_ROWS) if matches(parsed, {**meta, "id": f"m{i}"})
-        }
-        assert await ids_for(backend, spec) == expected, spec
-        assert await backend.count(parsed) == len(expected), spec
-
-
-async def test_booleans_and_numbers_are_different_types(make: Factory) -> None:
-    backend = make()
-    values = [True, False, 1, 0, 1.0, "true", "1"]
-    await backend.insert([Record(f"b{i}", unit(i), "x", {"flag": v}) for i, v in enumerate(values)])
-    assert await ids_for(backend, {"flag": True}) == {"b0"}
-    assert await ids_for(backend, {"flag": False}) == {"b1"}
-    assert await ids_for(backend, {"flag": 1}) == {"b2", "b4"}
-    assert await ids_for(backend, {"flag": "true"}) == {"b5"}
-    assert await ids_for(backend, {"flag": {"$ne": True}}) == {f"b{i}" for i in range(1, 7)}
 
 
 async def test_unsupported_filters_fail_before_any_io(make: Factory) -> None:
@@ -602,284 +273,134 @@ async def test_unsupported_filters_fail_before_any_io(make: Factory) -> None:
         backend.search(unit(0), top_k=1, filter=parse_filter({"date": {"$gte": "2024"}})),
         backend.count(parse_filter({"lang": {"$lt": "b"}})),
         backend.delete(filter=parse_filter({"id": {"$gt": "a"}})),
-        backend.get(filter=parse_filter({"n": float("nan")})),
     ):
         with pytest.raises(InvalidInputError):
             await call
 
 
-# ------------------------------------------------------------------------------------- loops and threads
+# ------------------------------------------------------------------------------------------ keyword search
+
+# "quokka" is rare and twice in d0, "running" and "runs" test stemming, d5 has no text at all.
+CORPUS: list[tuple[str, str, dict[str, Any]]] = [
+    ("d0", "The quokka is a small marsupial; a quokka smiles.", {"source": "animals.md", "year": 2020}),
+    ("d1", "A quokka lives on Rottnest Island near Perth.", {"source": "travel.md", "year": 2021}),
+    ("d2", "The council runs the recycling schedule every week.", {"source": "council.md", "year": 2022}),
+    ("d3", "Running the parks: rules for dogs and bikes.", {"source": "parks.md", "year": 2023}),
+    ("d4", "Budget figures for the island ferry service.", {"source": "travel.md", "year": 2024}),
+    ("d5", "", {}),
+]
 
 
-def test_one_backend_works_from_successive_loops_other_threads_and_the_portal(tmp_path: Path) -> None:
-    backend = QdrantBackend(disk(tmp_path), collection_name="t")
-    asyncio.run(backend.insert(rows(2)))
-    assert asyncio.run(backend.count()) == 2
-    _portal.run(backend.insert(rows(2, prefix="p")))
-    assert asyncio.run(backend.count()) == 4
-    errors: list[BaseException] = []
-    results: list[int] = []
+async def corpus(backend: QdrantBackend) -> QdrantBackend:
+    await backend.insert([Record(i, unit(n), text, meta) for n, (i, text, meta) in enumerate(CORPUS)])
+    return backend
 
-    def other_thread() -> None:
-        try:
-            asyncio.run(backend.insert(rows(1, prefix="t")))
-            results.append(asyncio.run(backend.count()))
-        except BaseException as exc:  # surfaced by the assertion below
-            errors.append(exc)
 
-    thread = threading.Thread(target=other_thread)
-    thread.start()
-    thread.join()
-    assert errors == []
-    assert results == [5]
-    assert _portal.run(backend.count()) == 5
-    _portal.run(backend.aclose())
-    assert _portal.run(backend.count()) == 5
-    _portal.run(backend.aclose())
+def ids(hits: list[Any]) -> list[str]:
+    return [h.id for h in hits]
+
+
+async def test_scores_are_bm25_with_qdrants_idf(make: Factory) -> None:
+    backend = await corpus(make())
+    hits = {h.id: h.score for h in await backend.keyword_search("quokka island", top_k=10)}
+    with_terms = sum(1 for _, text, _ in CORPUS if document_vector(text))  # IDF counts rows with terms
+    expected = {}
+    for id_, text, _ in CORPUS:
+        vector = document_vector(text)
+        weights = dict(zip(vector.indices, vector.values, strict=True))
+        score = 0.0
+        for term in ("quokka", "island"):
+            df = sum(1 for _, t, _ in CORPUS if term_index(term) in document_vector(t).indices)
+            idf = math.log((with_terms - df + 0.5) / (df + 0.5) + 1)
+            score += idf * weights.get(term_index(term), 0.0)
+        if score:
+            expected[id_] = score
+    assert hits == pytest.approx(expected, rel=1e-5)
+
+
+async def test_inflections_match_through_the_stemmer(make: Factory) -> None:
+    backend = await corpus(make())
+    assert set(ids(await backend.keyword_search("running", top_k=10))) == {"d2", "d3"}  # "runs", "Running"
+    assert set(ids(await backend.keyword_search("RUN", top_k=10))) == {"d2", "d3"}
+    assert ids(await backend.keyword_search("quokkas", top_k=10)) == ["d0", "d1"]
+    with pytest.raises(InvalidInputError):
+        await backend.keyword_search(b"quokka", top_k=1)  # type: ignore[arg-type]
+
+
+async def test_filters_keep_the_unfiltered_order(make: Factory) -> None:
+    backend = await corpus(make())
+    query = "quokka island council parks budget"
+    unfiltered = await backend.keyword_search(query, top_k=10)
+    for spec in ({"source": {"$ne": "travel.md"}}, {"year": {"$gte": 2021, "$lt": 2024}}):
+        node = parse_filter(spec)
+        got = await backend.keyword_search(query, top_k=10, filter=node)
+        # Same order: Qdrant's IDF is collection-wide, filter or not.
+        assert ids(got) == [h.id for h in unfiltered if matches(node, {**h.metadata, "id": h.id})], spec
+
+
+async def test_big_batches_get_their_terms_in_a_worker_thread(
+    make: Factory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    threads: list[int] = []
+    to_points = qdrant_backend.to_points
+
+    def spy(records: Any) -> Any:
+        threads.append(threading.get_ident())
+        return to_points(records)
+
+    monkeypatch.setattr(qdrant_backend, "to_points", spy)
+    backend = make()
+    text = "quokka " + "filler words about the island " * 40  # ~1,200 characters: 40 rows pass the threshold
+    await backend.upsert([Record(f"b{i}", unit(i), text if i else "only the quokka", {}) for i in range(40)])
+    await backend.upsert([Record("small", unit(0), "quokka", {})])  # a few characters: on the loop
+    assert threads[0] != threading.get_ident() and threads[1] == threading.get_ident()
+    await backend.delete(ids=["small"])
+    hits = await backend.keyword_search("quokka", top_k=3)
+    assert hits[0].id == "b0"  # the short row: same term, shorter text
+    assert len(hits) == 3
 
 
 async def test_concurrent_searches_share_client_calls(make: Factory) -> None:
-    rng = np.random.default_rng(4)
-    vectors = rng.standard_normal((200, 8)).astype(np.float32)
-    backend = make()
-    await backend.insert(
-        [Record(f"r{i}", row, "t", {"source": f"s{i % 2}"}) for i, row in enumerate(vectors)]
+    backend = await corpus(make())
+    await assert_keyword_searches_coalesce(
+        backend, backend._searches, ["quokka", "council", "parks", "budget"]
     )
-    before = backend._searches.batches
-    results = await asyncio.gather(*(backend.search(vectors[i], top_k=1 + i % 3) for i in range(64)))
-    assert [hits[0].id for hits in results] == [f"r{i}" for i in range(64)]  # each caller got its own answer
-    assert [len(hits) for hits in results] == [1 + i % 3 for i in range(64)]  # and its own top_k
-    assert backend._searches.batches - before < 64 / 4  # in a few query_batch_points calls
-    # Different filters are batched separately and each keeps its own.
-    a, b = await asyncio.gather(
-        backend.search(vectors[0], top_k=5, filter=parse_filter({"source": "s1"})),
-        backend.search(vectors[0], top_k=5, filter=parse_filter({"source": "s0"})),
-    )
-    assert {h.metadata["source"] for h in a} == {"s1"} and {h.metadata["source"] for h in b} == {"s0"}
 
 
-async def test_64_concurrent_searches_over_2000_rows_keep_the_loop_responsive(
-    tmp_path: Path, make: Factory, lag_probe: LoopLagProbe
-) -> None:
-    rng = np.random.default_rng(0)
-    vectors = rng.standard_normal((2000, 384)).astype(np.float32)
-    records = [Record(f"id{i}", row, "t", {"source": f"d{i % 50}"}) for i, row in enumerate(vectors.tolist())]
-    queries = rng.standard_normal((64, 384)).astype(np.float32)
-    backend = make(disk(tmp_path), dimension=384)
-    # Local mode commits (fsyncs) each point: the write takes ~1 ms per row, all of it in a worker thread.
-    async with lag_probe:
-        started = time.perf_counter()
-        await backend.upsert(records)
-        write_s = time.perf_counter() - started
-    assert lag_probe.own_max_ms < 50, f"upsert: {lag_probe.summary()}"
-    # One clean attempt of three: the machine is shared and our worker thread competes for the cores.
-    attempts = []
-    for _ in range(3):
-        probe = LoopLagProbe()
-        async with probe:
-            started = time.perf_counter()
-            results = await asyncio.gather(*(backend.search(q, top_k=5) for q in queries))
-            search_s = time.perf_counter() - started
-        assert all(len(hits) == 5 for hits in results)
-        attempts.append(f"{probe.summary()}; 64 searches {search_s * 1000:.0f} ms; write {write_s:.2f} s")
-        if probe.own_max_ms < 50:
-            break
-    else:
-        pytest.fail("\n".join(attempts))
-    expected = vectors[17] / np.linalg.norm(vectors[17])
-    assert (await backend.search(expected, top_k=1))[0].id == "id17"
-
-
-def test_facade_sync_twins_work_end_to_end(tmp_path: Path) -> None:
-    store = VectorStore(uri=disk(tmp_path), collection_name="t")
-    assert isinstance(store.backend, QdrantBackend)
-    metadata = [
-        {"source": "a.pdf", "page": 1},
-        {"source": "b.pdf", "page": 2},
-        {"source": "a.pdf", "page": 3},
-    ]
-    ids = store.insert([unit(0), unit(1), unit(2)], ["alpha", "beta", "gamma"], metadata)
-    assert store.dimension == 4
-    hits = store.search(unit(1), top_k=2)
-    assert hits[0].text == "beta" and hits[0].score == pytest.approx(1.0, abs=1e-6)
-    assert [h.text for h in store.search([1.0, 0.0, 0.5, 0.0], top_k=5, filter={"source": "a.pdf"})] == [
-        "alpha",
-        "gamma",
-    ]
-    assert store.count(filter={"page": {"$gte": 2}}) == 2
-    assert store.delete(filter={"source": "a.pdf"}) == 2
-    assert store.delete(ids=[ids[1]]) == 1
-    store.drop()
-    store.close()
-
-
-# ---------------------------------------------------------------------- server path: secrets and errors
-
-
-async def test_api_key_stays_out_of_repr_logs_and_errors_and_failures_are_quick(
-    make: Factory, caplog: pytest.LogCaptureFixture, recwarn: pytest.WarningsRecorder
-) -> None:
-    caplog.set_level(logging.DEBUG)
-    backend = make("qdrant://127.0.0.1:1", token=SECRET, timeout=3)
-    assert SECRET not in repr(backend)
-    assert SECRET not in repr(backend._conn)
-    for call in (backend.count, lambda: backend.upsert(rows(1)), lambda: backend.search(unit(0), top_k=1)):
-        started = time.perf_counter()
-        with pytest.raises(StoreError) as info:
-            await call()
-        assert time.perf_counter() - started < 5
-        assert SECRET not in str(info.value)
-        assert str(info.value).startswith("Qdrant ") and "failed" in str(info.value)
-        assert info.value.__cause__ is not None  # the client's error stays attached
-    assert SECRET not in caplog.text
-    # qdrant-client warns about an API key over http; we pass the key so that it does not.
-    assert [str(w.message) for w in recwarn.list] == []
-
-
-# A fake Qdrant server: the REST endpoints this backend uses, answered by a local-mode client, so the server
-# code path (AsyncQdrantClient, HTTP status errors, the api-key header) runs without a real server.
-_ROUTES = [
-    ("GET", r"/collections/(?P<c>[^/]+)", "get_collection"),
-    ("PUT", r"/collections/(?P<c>[^/]+)", "create_collection"),
-    ("DELETE", r"/collections/(?P<c>[^/]+)", "delete_collection"),
-    ("PUT", r"/collections/(?P<c>[^/]+)/index", "create_payload_index"),
-    ("PUT", r"/collections/(?P<c>[^/]+)/points", "upsert"),
-    ("POST", r"/collections/(?P<c>[^/]+)/points", "retrieve"),
-    ("POST", r"/collections/(?P<c>[^/]+)/points/delete", "delete"),
-    ("POST", r"/collections/(?P<c>[^/]+)/points/count", "count"),
-    ("POST", r"/collections/(?P<c>[^/]+)/points/scroll", "scroll"),
-    ("POST", r"/collections/(?P<c>[^/]+)/points/query/batch", "query_batch_points"),
-]
-
-
-class FakeQdrant:
-    def __init__(self, api_key: str | None) -> None:
-        self.api_key = api_key
-        self.local = QdrantClient(":memory:")
-        self.calls: list[str] = []
-        self.indexes: list[str] = []
-
-    def answer(self, method: str, name: str, body: dict[str, Any]) -> Any:
-        local = self.local
-        if method == "get_collection":
-            return local.get_collection(name).model_dump(mode="json")
-        if method == "create_collection":
-            create = models.CreateCollection.model_validate(body)
-            return local.create_collection(
-                name, vectors_config=create.vectors, sparse_vectors_config=create.sparse_vectors
-            )
-        if method == "delete_collection":
-            local.get_collection(name)  # 404 when missing, like the server
-            return local.delete_collection(name)
-        if method == "create_payload_index":
-            self.indexes.append(body["field_name"])
-            return {"operation_id": 0, "status": "completed"}
-        if method == "upsert":
-            points = models.PointsList.model_validate(body).points
-            return local.upsert(name, points).model_dump(mode="json")
-        if method == "retrieve":
-            req = models.PointRequest.model_validate(body)
-            found = local.retrieve(
-                name, req.ids, with_payload=req.with_payload or False, with_vectors=req.with_vector or False
-            )
-            return [p.model_dump(mode="json") for p in found]
-        if method == "delete":
-            selector = models.FilterSelector.model_validate(body)
-            return local.delete(name, selector).model_dump(mode="json")
-        if method == "count":
-            req_count = models.CountRequest.model_validate(body)
-            return local.count(name, count_filter=req_count.filter).model_dump(mode="json")
-        if method == "scroll":
-            req_scroll = models.ScrollRequest.model_validate(body)
-            page, offset = local.scroll(
-                name,
-                scroll_filter=req_scroll.filter,
-                limit=req_scroll.limit or 10,
-                offset=req_scroll.offset,
-                with_payload=req_scroll.with_payload or False,
-                with_vectors=req_scroll.with_vector or False,
-            )
-            return {"points": [p.model_dump(mode="json") for p in page], "next_page_offset": offset}
-        batch = models.QueryRequestBatch.model_validate(body)
-        return [r.model_dump(mode="json") for r in local.query_batch_points(name, batch.searches)]
-
-    async def handle(self, request: web.Request) -> web.Response:
-        if self.api_key is not None and request.headers.get("api-key") != self.api_key:
-            # A careless server that echoes the key it got: the backend must still not repeat it.
-            got = request.headers.get("api-key")
-            return web.json_response({"status": {"error": f"Unauthorized: bad api-key {got}"}}, status=401)
-        routes = (
-            (m, re.fullmatch(pattern, request.path)) for verb, pattern, m in _ROUTES if verb == request.method
-        )
-        method, match = next(((m, found) for m, found in routes if found), ("", None))
-        if match is None:
-            return web.json_response({"status": {"error": "no such route"}}, status=404)
-        self.calls.append(method)
-        body = await request.json() if request.can_read_body else {}
-        try:
-            result = self.answer(method, match["c"], body)
-        except ValueError as exc:
-            status = 404 if "not found" in str(exc) else 409 if "already exists" in str(exc) else 400
-            return web.json_response({"status": {"error": str(exc)}, "time": 0}, status=status)
-        return web.json_response({"result": result, "status": "ok", "time": 0})
-
-
-@pytest.fixture
-async def fake_server() -> AsyncIterator[tuple[str, FakeQdrant]]:
-    fake = FakeQdrant(SECRET)
-    app = web.Application(client_max_size=64 * 1024 * 1024)
-    app.router.add_route("*", "/{tail:.*}", fake.handle)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    yield f"qdrant://127.0.0.1:{port}", fake
-    await runner.cleanup()
-    fake.local.close()
-
-
-SERVER_CHECKS = [
-    *(c for c in CONTRACT_CHECKS if "loop_responsive" not in c.__name__),  # the fake blocks its loop
-    check_keyword_search,
-]
-
-
-@pytest.mark.parametrize("check", SERVER_CHECKS, ids=lambda c: c.__name__.removeprefix("check_"))
-async def test_store_contract_over_the_server_code_path(
-    check: Check, fake_server: tuple[str, FakeQdrant]
-) -> None:
-    uri, _ = fake_server
-    made: list[QdrantBackend] = []
-
-    def factory(name: str = "c", dimension: int | None = None) -> QdrantBackend:
-        made.append(QdrantBackend(uri, collection_name=name, dimension=dimension, token=SECRET))
-        return made[-1]
-
+def _old_collection(path: Path) -> None:
+    """A collection as this backend made it before keyword search: one unnamed dense vector, no sparse."""
+    client = QdrantClient(path=str(path))
     try:
-        await check(factory)
+        client.create_collection(
+            "t", vectors_config=models.VectorParams(size=4, distance=models.Distance.COSINE)
+        )
+        client.upsert(
+            "t",
+            [
+                models.PointStruct(
+                    id=point_id("old"),
+                    vector=unit(0),
+                    payload={ID_KEY: "old", TEXT_KEY: "a quokka", METADATA_KEY: {"source": "o.md"}},
+                )
+            ],
+        )
     finally:
-        for backend in made:
-            await backend.aclose()
+        client.close()
 
 
-async def test_server_path_creates_indexes_maps_status_errors_and_redacts(
-    fake_server: tuple[str, FakeQdrant], make: Factory
+async def test_a_collection_without_the_sparse_vector_raises_and_still_works_for_dense(
+    tmp_path: Path, make: Factory
 ) -> None:
-    uri, fake = fake_server
-    backend = make(uri, token=SECRET)
-    assert await backend.count() == 0  # 404 from the server: a missing collection reads as empty
-    assert fake.calls == ["get_collection"]
-    await backend.insert(rows(3))
-    assert fake.indexes == ["metadata.source", "id"]
-    assert await backend.count(parse_filter({"source": "s1"})) == 1
-    wrong = make(uri, token="sk-wrong-456")
-    with pytest.raises(StoreError) as info:
-        await wrong.count()
-    assert "401" in str(info.value) and "sk-wrong-456" not in str(info.value)
-    assert "***" in str(info.value)  # the server echoed the key; the message shows it redacted
-    # A collection dropped behind the backend's back: reads are empty again, writes recreate it.
-    await asyncio.to_thread(fake.local.delete_collection, "t")
-    assert await backend.search(unit(0), top_k=1) == []
-    await backend.upsert(rows(2))
-    assert await backend.count() == 2
+    await asyncio.to_thread(_old_collection, tmp_path / "qdrant")
+    backend = make(disk(tmp_path))
+    with pytest.raises(UnsupportedOperationError, match="Re-create it"):
+        await backend.keyword_search("quokka", top_k=3)
+    # Everything else goes on: writes send the dense vector only, reads and dense search work.
+    await backend.upsert([Record("new", unit(1), "another quokka", {"source": "n.md"})])
+    assert ids(await backend.search(unit(1), top_k=1)) == ["new"]
+    (row,) = await backend.get(ids=["new"], include_vectors=True)
+    np.testing.assert_array_equal(row.vector, np.asarray(unit(1), dtype=np.float32))
+    # Re-created, it has keyword search.
+    await backend.drop()
+    await backend.upsert([Record("new", unit(1), "another quokka", {"source": "n.md"})])
+    assert ids(await backend.keyword_search("quokka", top_k=3)) == ["new"]
