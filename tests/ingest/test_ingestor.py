@@ -310,33 +310,45 @@ def test_kill_9_midway_then_rerun_embeds_only_the_missing_chunks(sim: Any, tmp_p
     write_corpus(corpus, 120)
     expected = asyncio.run(unique_chunks(sim, corpus, tmp_path))
     store_dir = tmp_path / "store"
+    # Midway (some files written, half the chunks embedded, files left), the child says so and then blocks its
+    # event loop on stdin, so it is killed in that state however slow or fast the machine is.
     child = textwrap.dedent(
         f"""
-        import asyncio
+        import asyncio, sys
         from mini import EmbeddingModel, VectorStore
         from mini.ingest.pipeline import Ingestor
+        def progress(p):
+            if p.chunks_written and p.chunks_embedded >= {expected // 2} and p.files_done < p.files_total:
+                print("midway", flush=True)
+                sys.stdin.readline()
         store = VectorStore({str(store_dir)!r}, collection_name="t")
         model = EmbeddingModel("openai:sim-embed", base_url={sim.base_url!r}, api_key={KEY!r}, dimension=384)
-        asyncio.run(Ingestor(store, model, batch_size=4, concurrency=2).run([{str(corpus)!r}]))
+        ingestor = Ingestor(store, model, batch_size=4, concurrency=2)
+        asyncio.run(ingestor.run([{str(corpus)!r}], progress=progress))
         """
     )
     sim.configure(embed_ms=25)
     sim.reset()
-    process = subprocess.Popen([sys.executable, "-c", child])
+    process = subprocess.Popen(
+        [sys.executable, "-c", child], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
     try:
-        deadline = time.monotonic() + 60
-        while embedded(sim)[1] < expected // 2:
-            assert process.poll() is None, "the child finished before it could be killed"
-            assert time.monotonic() < deadline
-            time.sleep(0.01)
+        assert process.stdout is not None
+        assert process.stdout.readline() == "midway\n", "the child finished before it could be killed"
         os.kill(process.pid, signal.SIGKILL)
     finally:
         process.wait(timeout=30)
+        for pipe in (process.stdin, process.stdout):
+            if pipe is not None:
+                pipe.close()
     store = VectorStore(str(store_dir), collection_name="t")
     written = store.count()
     assert 0 < written < expected
     sim.configure(embed_ms=0)
+    deadline = time.monotonic() + 30
     while sim.stats()["embeddings"]["in_flight"]:  # the dead child's requests finish (and count) first
+        # A state in another process, with no way to be notified of it: polled, with a deadline.
+        assert time.monotonic() < deadline, "the dead child's requests never finished"
         time.sleep(0.01)
     sim.reset()
     report = asyncio.run(ingestor(sim, store_dir).run([corpus]))

@@ -1,0 +1,130 @@
+"""The units of ingestion (a file, a URL, or documents sharing a source): planning them and reading them."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Literal
+
+from mini.errors import InvalidInputError, MiniError
+from mini.ingest import chunking, loaders, state
+from mini.stores.base import Record
+from mini.types import Chunk, Document
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from mini.ingest.web import UrlFetcher
+
+Parse = Callable[[], list[Document]]
+
+
+@dataclass(eq=False)
+class Unit:
+    """One thing ingested as a whole: a file, a URL, or in-memory documents sharing a source."""
+
+    origin: str
+    kind: Literal["file", "url", "documents"]
+    path: Path | None = None
+    url: str = ""
+    documents: list[Document] | None = None
+    fingerprint: str = ""
+    stored: state.Stored | None = None
+    chunks: list[Chunk] = field(default_factory=list)
+    records: list[Record] = field(default_factory=list)
+
+
+@dataclass
+class Plan:
+    """The units an ingestion's items stand for, the directories given (roots for pruning), and the items that
+    could not be walked."""
+
+    units: list[Unit]
+    roots: list[Path]
+    failures: list[tuple[str, MiniError]]
+
+
+async def plan(items: Sequence[str | Path | Document], glob: str | None) -> Plan:
+    """One unit per distinct origin: paths are walked (in a worker thread), URLs and Documents taken as given."""
+    from mini.ingest.web import is_url, redact_url
+
+    if isinstance(items, str | Path | Document):
+        raise InvalidInputError("items must be a list of paths, URLs or Documents, not a single one")
+    units: dict[str, Unit] = {}
+    roots: list[Path] = []
+    failures: list[tuple[str, MiniError]] = []
+    for item in items:
+        if isinstance(item, Document):
+            unit = units.setdefault(item.source, Unit(item.source, "documents", documents=[]))
+            if unit.documents is None:  # the same name as a file or URL given in this run
+                raise InvalidInputError(f"a Document's source {item.source!r} is also a path or URL")
+            unit.documents.append(item)
+        elif is_url(item):
+            # Credentials in a URL never become a source, metadata or a log line.
+            origin = redact_url(str(item))
+            units.setdefault(origin, Unit(origin, "url", url=str(item)))
+        elif isinstance(item, str | Path):
+            try:
+                found, root = await asyncio.to_thread(_discover, item, glob)
+            except MiniError as exc:
+                failures.append((str(item), exc))
+                continue
+            if root is not None:
+                roots.append(root)
+            for path in found:
+                origin = path.as_posix()
+                units.setdefault(origin, Unit(origin, "file", path=path))
+        else:
+            raise InvalidInputError(f"cannot ingest {type(item).__name__}: give paths, URLs or Documents")
+    return Plan(list(units.values()), roots, failures)
+
+
+def _discover(item: str | Path, glob: str | None) -> tuple[list[Path], Path | None]:
+    """The files an item stands for, and the item itself if it is a directory (a root for pruning)."""
+    root = Path(os.path.abspath(item))
+    return loaders.discover([item], glob=glob), root if root.is_dir() else None
+
+
+async def load(unit: Unit, fetcher: Callable[[], Awaitable[UrlFetcher]]) -> tuple[str, Parse]:
+    """The unit's content hash and a blocking function that parses it into documents."""
+    if unit.kind == "file":
+        assert unit.path is not None
+        path = unit.path
+        file_type = loaders.file_type_of(path)
+        data = await asyncio.to_thread(loaders.read_file, path)
+        # Hashing a large file takes milliseconds: off the loop.
+        digest = await asyncio.to_thread(state.digest, data) if len(data) > 1 << 20 else state.digest(data)
+        return digest, lambda: loaders.parse_bytes(unit.origin, data, file_type, filename=path.name)
+    if unit.kind == "url":
+        fetched = await (await fetcher()).fetch(unit.url)
+        digest = state.digest(fetched.content_type.encode() + b"\x00" + fetched.data)
+        return digest, lambda: loaders.parse_bytes(unit.origin, fetched.data, fetched.file_type)
+    documents = list(unit.documents or [])
+    payload = json.dumps(
+        [[d.text, d.metadata] for d in documents], sort_keys=True, default=str, ensure_ascii=False
+    )
+    return state.digest(payload.encode()), lambda: documents
+
+
+def parse_and_chunk(
+    parse: Parse, *, chunk_tokens: int, overlap_tokens: int, tokenizer: chunking.Tokenizer | None
+) -> tuple[list[Document], list[Chunk]]:
+    """Blocking (parsing and splitting are CPU work): run it in a worker thread."""
+    documents = parse()
+    chunks = chunking.chunk_documents(
+        documents, chunk_tokens=chunk_tokens, overlap_tokens=overlap_tokens, tokenizer=tokenizer
+    )
+    return documents, chunks
+
+
+def to_records(unit: Unit, vectors: Sequence[np.ndarray]) -> list[Record]:
+    """The unit's rows: its chunks with their vectors, tagged with the unit's origin and fingerprint."""
+    extra = {"origin": unit.origin, "fingerprint": unit.fingerprint}
+    return [
+        Record(chunk.id, vector, chunk.text, {**chunk.store_metadata(), **extra})
+        for chunk, vector in zip(unit.chunks, vectors, strict=True)
+    ]
