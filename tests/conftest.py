@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import tempfile
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -79,7 +79,7 @@ def pytest_unconfigure(config: pytest.Config) -> None:
 @pytest.fixture(scope="session")
 def sim_server() -> Iterator[object]:
     """A real OpenAI-compatible HTTP server in a subprocess; tests reset/configure it as they need."""
-    from mini.testing.sim_server import SimServer
+    from mini.testing.sim import SimServer
 
     with SimServer(chat_ms=0, embed_ms=0) as server:
         yield server
@@ -105,10 +105,9 @@ def sim(sim_server: object) -> Iterator[object]:
         seed=0,
     )
     # Requests an earlier test left in flight (a cancelled job, a dropped stream) finish now, at zero latency,
-    # instead of counting in this test's in-flight numbers.
-    deadline = time.monotonic() + 10
-    while sim_server.stats()["total"]["in_flight"] and time.monotonic() < deadline:  # type: ignore[attr-defined]
-        time.sleep(0.01)
+    # instead of counting in this test's in-flight numbers; one still running after 10 s is left to reset().
+    with contextlib.suppress(TimeoutError):
+        sim_server.wait_for(in_flight=0, timeout=10)  # type: ignore[attr-defined]
     sim_server.reset()  # type: ignore[attr-defined]
     yield sim_server
 

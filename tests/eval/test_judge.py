@@ -28,28 +28,26 @@ from mini.eval.judge import (
     verdicts_messages,
 )
 from mini.eval.text_metrics import Unscorable
-from mini.llms.base import Completion, Usage
+from mini.llms.base import Usage
+from mini.testing.fakes import ScriptedLLM
 
 Reply = Callable[[dict[str, Any]], str]
 
 
-class ScriptedLLM:
-    """Answers each judge prompt with `replies[task](payload)`; records the tasks it was asked."""
+def judge_llm(**replies: Reply | list[str]) -> ScriptedLLM:
+    """A `ScriptedLLM` answering each judge prompt with `replies[task](payload)` or the task's next string."""
 
-    name = "scripted"
+    def reply(prompt: str) -> str:
+        payload = json.loads(prompt)
+        answer = replies[payload["task"]]
+        return answer.pop(0) if isinstance(answer, list) else answer(payload)
 
-    def __init__(self, **replies: Reply | list[str]) -> None:
-        self.replies = replies
-        self.asked: list[str] = []
-        self.usage = Usage()
+    return ScriptedLLM(reply, usage=Usage(10, 2), name="scripted")
 
-    async def complete(self, messages: Sequence[dict[str, Any]], **_: Any) -> Completion:
-        payload = json.loads(messages[-1]["content"])
-        task = payload["task"]
-        self.asked.append(task)
-        reply = self.replies[task]
-        text = reply.pop(0) if isinstance(reply, list) else reply(payload)
-        return Completion(text, "scripted", Usage(10, 2))
+
+def asked(llm: ScriptedLLM) -> list[str]:
+    """The judge tasks `llm` was asked, in order."""
+    return [json.loads(call.prompt)["task"] for call in llm.calls]
 
 
 class TableEmbeddings:
@@ -63,7 +61,7 @@ class TableEmbeddings:
 
 
 def judge(llm: ScriptedLLM, embeddings: Any = None) -> Judge:
-    return Judge(llm, embeddings, questions=3)  # type: ignore[arg-type]
+    return Judge(llm, embeddings, questions=3)
 
 
 # -- prompts and parsers --------------------------------------------------------------------------------------
@@ -182,15 +180,15 @@ def _verdicts(*flags: int) -> Reply:
 
 
 async def test_faithfulness_asks_for_statements_then_verdicts() -> None:
-    llm = ScriptedLLM(statements=_statements("A.", "B.", "C."), verdicts=_verdicts(1, 1, 0))
+    llm = judge_llm(statements=_statements("A.", "B.", "C."), verdicts=_verdicts(1, 1, 0))
     value, details = await judge(llm).faithfulness("Q?", "A. B [1]. C [2].", ["ctx one", "ctx two"])
     assert value == pytest.approx(2 / 3)
     assert details == {"statements": ["A.", "B.", "C."], "verdicts": [1, 1, 0]}
-    assert llm.asked == ["statements", "verdicts"]
+    assert asked(llm) == ["statements", "verdicts"]
 
 
 async def test_faithfulness_without_statements_fails_with_the_reason() -> None:
-    llm = ScriptedLLM(statements=_statements())
+    llm = judge_llm(statements=_statements())
     with pytest.raises(Unscorable, match="no statements"):
         await judge(llm).faithfulness("Q?", "Hmm.", ["ctx"])
     with pytest.raises(Unscorable, match="answer is empty"):
@@ -198,25 +196,25 @@ async def test_faithfulness_without_statements_fails_with_the_reason() -> None:
 
 
 async def test_faithfulness_with_nothing_retrieved_is_zero_without_asking_for_verdicts() -> None:
-    llm = ScriptedLLM(statements=_statements("A.", "B."))
+    llm = judge_llm(statements=_statements("A.", "B."))
     value, details = await judge(llm).faithfulness("Q?", "A. B.", [])
-    assert value == 0.0 and details["verdicts"] == [0, 0] and llm.asked == ["statements"]
+    assert value == 0.0 and details["verdicts"] == [0, 0] and asked(llm) == ["statements"]
 
 
 async def test_an_unparsable_reply_is_asked_again_once_then_fails() -> None:
-    llm = ScriptedLLM(statements=["no json here", '{"statements": ["A."]}'], verdicts=_verdicts(1))
+    llm = judge_llm(statements=["no json here", '{"statements": ["A."]}'], verdicts=_verdicts(1))
     value, _ = await judge(llm).faithfulness("Q?", "A.", ["ctx"])
-    assert value == 1.0 and llm.asked == ["statements", "statements", "verdicts"]
+    assert value == 1.0 and asked(llm) == ["statements", "statements", "verdicts"]
 
-    stubborn = ScriptedLLM(statements=["still no json", "nor now"])
+    stubborn = judge_llm(statements=["still no json", "nor now"])
     with pytest.raises(Unscorable, match="did not parse: no JSON"):
         await judge(stubborn).faithfulness("Q?", "A.", ["ctx"])
-    assert stubborn.asked == ["statements", "statements"]
+    assert asked(stubborn) == ["statements", "statements"]
 
 
 async def test_answer_relevancy_averages_cosines_to_the_question() -> None:
     questions = json.dumps({"questions": [{"question": q, "noncommittal": 0} for q in ("q1", "q2", "q3")]})
-    llm = ScriptedLLM(questions=lambda payload: questions)
+    llm = judge_llm(questions=lambda payload: questions)
     vectors = TableEmbeddings({"Q?": [1, 0], "q1": [1, 0], "q2": [0, 1], "q3": [1, 1]})
     value, details = await judge(llm, vectors).answer_relevancy("Q?", "An answer [1].")
     # cosines 1, 0, 0.7071 -> mean 0.569
@@ -228,26 +226,27 @@ async def test_answer_relevancy_is_zero_when_every_question_is_noncommittal() ->
     reply = json.dumps(
         {"questions": [{"question": "q1", "noncommittal": 1}, {"question": "q2", "noncommittal": 1}]}
     )
-    llm = ScriptedLLM(questions=lambda payload: reply)
+    llm = judge_llm(questions=lambda payload: reply)
     vectors = TableEmbeddings({"Q?": [1, 0], "q1": [1, 0], "q2": [1, 0]})
     value, _ = await judge(llm, vectors).answer_relevancy("Q?", "I don't know.")
     assert value == 0.0
 
 
 async def test_answer_relevancy_with_only_empty_questions_fails() -> None:
-    llm = ScriptedLLM(questions=lambda payload: '{"questions": [{"question": "", "noncommittal": 0}]}')
+    llm = judge_llm(questions=lambda payload: '{"questions": [{"question": "", "noncommittal": 0}]}')
     with pytest.raises(Unscorable, match="no questions"):
         await judge(llm).answer_relevancy("Q?", "Answer.")
 
 
 async def test_context_precision_asks_once_per_context_in_rank_order() -> None:
     useful = {"alpha": 1, "beta": 0, "gamma": 1}
-    llm = ScriptedLLM(usefulness=lambda p: json.dumps({"reason": "", "verdict": useful[p["context"]]}))
+    llm = judge_llm(usefulness=lambda p: json.dumps({"reason": "", "verdict": useful[p["context"]]}))
     value, details = await judge(llm).context_precision(
         "Q?", ["alpha", "beta", "gamma"], "truth", reference_kind="ground_truth"
     )
     assert value == pytest.approx((1 + 2 / 3) / 2)
-    assert details == {"verdicts": [1, 0, 1], "reference": "ground_truth"} and llm.asked == ["usefulness"] * 3
+    assert details == {"verdicts": [1, 0, 1], "reference": "ground_truth"}
+    assert asked(llm) == ["usefulness"] * 3
 
 
 async def test_context_recall_classifies_each_ground_truth_sentence() -> None:
@@ -255,19 +254,19 @@ async def test_context_recall_classifies_each_ground_truth_sentence() -> None:
         assert payload["sentences"] == ["Glass goes monthly.", "Jars are rinsed.", "Lids come off."]
         return json.dumps({"classifications": [{"attributed": a} for a in (1, 0, 1)]})
 
-    llm = ScriptedLLM(attribution=attribution)
+    llm = judge_llm(attribution=attribution)
     truth = "Glass goes monthly. Jars are rinsed. Lids come off."
     value, details = await judge(llm).context_recall("Q?", ["ctx"], truth)
     assert value == pytest.approx(2 / 3) and details["attributed"] == [1, 0, 1]
 
     value, _ = await judge(llm).context_recall("Q?", [], truth)  # nothing retrieved: 0 without asking
-    assert value == 0.0 and llm.asked == ["attribution"]
+    assert value == 0.0 and asked(llm) == ["attribution"]
     with pytest.raises(Unscorable, match="no sentences"):
         await judge(llm).context_recall("Q?", ["ctx"], "...")
 
 
 async def test_judge_counts_the_tokens_it_spent() -> None:
-    llm = ScriptedLLM(statements=_statements("A."), verdicts=_verdicts(1))
+    llm = judge_llm(statements=_statements("A."), verdicts=_verdicts(1))
     j = judge(llm)
     await j.faithfulness("Q?", "A.", ["ctx"])
     assert j.usage == Usage(20, 4)

@@ -1,4 +1,4 @@
-"""The simulator's judge replies (`mini.testing.sim_server.judge_reply`) answer every prompt of `mini.eval.judge`
+"""The simulator's judge replies (`mini.testing.sim.judge_reply`) answer every prompt of `mini.eval.judge`
 in a shape its parsers accept, decided by word overlap; other conversations get the replies they always got."""
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from mini.eval.judge import (
     usefulness_messages,
     verdicts_messages,
 )
-from mini.testing.sim_server import answer_for
+from mini.testing.sim import answer_for
 
 CONTEXT = "[1] Glass bottles and jars are collected on the first Wednesday of every month."
 

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import AsyncIterator, Callable, Sequence
-from typing import Any
+from collections.abc import Callable
 
-from mini.llms.base import Completion, Delta, Message, Tool, Usage
+from mini.testing.fakes import ScriptedLLM
 from mini.types import RetrievalResult
 
 
@@ -18,39 +16,11 @@ def candidates(n: int, *, text: str = "passage {i}") -> list[RetrievalResult]:
     ]
 
 
-class ScriptedLLM:
-    """An in-process chat model whose reply is `reply(passage text)`; records calls and concurrency."""
+def passage_of(prompt: str) -> str:
+    """The passage of an `LLMReranker` scoring prompt."""
+    return prompt.split("Passage:\n", 1)[1].split("\n\n", 1)[0]
 
-    name = "fake:scripted"
 
-    def __init__(self, reply: Callable[[str], str], *, delay: float = 0.01) -> None:
-        self.reply = reply
-        self.delay = delay
-        self.usage = Usage()
-        self.calls: list[dict[str, Any]] = []
-        self.in_flight = 0
-        self.peak_in_flight = 0
-
-    async def complete(
-        self,
-        messages: Sequence[Message],
-        *,
-        temperature: float | None = None,
-        max_tokens: int | None = None,
-        tools: Sequence[Tool] | None = None,
-    ) -> Completion:
-        passage = messages[-1]["content"].split("Passage:\n", 1)[1].split("\n\n", 1)[0]
-        self.calls.append({"passage": passage, "temperature": temperature, "max_tokens": max_tokens})
-        self.in_flight += 1
-        self.peak_in_flight = max(self.peak_in_flight, self.in_flight)
-        try:
-            await asyncio.sleep(self.delay)
-            return Completion(text=self.reply(passage), model="fake")
-        finally:
-            self.in_flight -= 1
-
-    def stream(self, messages: Sequence[Message], **kwargs: Any) -> AsyncIterator[Delta]:
-        raise NotImplementedError
-
-    async def aclose(self) -> None:
-        return None
+def scripted_llm(reply: Callable[[str], str], *, delay: float = 0.01) -> ScriptedLLM:
+    """A `ScriptedLLM` scoring each passage with `reply(passage text)`."""
+    return ScriptedLLM(lambda prompt: reply(passage_of(prompt)), delay=delay)

@@ -20,7 +20,7 @@ from mini.rerankers import (
     Reranker,
     create_reranker,
 )
-from tests.rerankers.conftest import ScriptedLLM
+from mini.testing.fakes import ScriptedLLM
 
 
 @dataclass(frozen=True)

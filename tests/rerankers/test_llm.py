@@ -21,7 +21,8 @@ from mini.rerankers.llm import (
     score_messages,
     truncate_passage,
 )
-from tests.rerankers.conftest import ScriptedLLM, candidates
+from mini.testing.fakes import ScriptedLLM
+from tests.rerankers.conftest import candidates, passage_of, scripted_llm
 
 
 @pytest.mark.parametrize(
@@ -89,14 +90,14 @@ async def test_every_candidate_is_scored_and_ranked_by_its_own_score() -> None:
         i = int(passage.split()[-1])
         return "no idea" if i == 13 else f"Score: {(7 * i) % 11}"
 
-    llm = ScriptedLLM(reply)
+    llm = scripted_llm(reply)
     reranker = LLMReranker(llm, max_concurrency=8)
     assert isinstance(llm, LLM)
     hits = candidates(40)
     ranked = await reranker.rerank("q", hits, top_k=40)
     assert len(llm.calls) == 40
-    assert {call["passage"] for call in llm.calls} == {h.text for h in hits}
-    assert all(call["temperature"] == 0.0 and call["max_tokens"] == 16 for call in llm.calls)
+    assert {passage_of(call.prompt) for call in llm.calls} == {h.text for h in hits}
+    assert all(call.temperature == 0.0 and call.max_tokens == 16 for call in llm.calls)
     expected = sorted(
         (i for i in range(40) if i != 13), key=lambda i: -((7 * i) % 11)
     )  # stable: ties in order

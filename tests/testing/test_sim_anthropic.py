@@ -16,7 +16,7 @@ import pytest
 from anthropic import AsyncAnthropic
 
 from mini.query.prompts import REWRITE_SYSTEM, answer_messages
-from mini.testing.sim_server import SimServer, answer_for
+from mini.testing.sim import SimServer, answer_for
 
 MODEL = "claude-sim"
 SOURCES = "[1] Glass is collected on Wednesdays. More text.\n\n[2] Paper goes out on Mondays."

@@ -18,8 +18,8 @@ from botocore.config import Config
 from botocore.eventstream import ChecksumMismatch, EventStreamBuffer
 from botocore.exceptions import ClientError
 
-from mini.testing import sim_bedrock
-from mini.testing.sim_server import SimServer, answer_for
+from mini.testing.sim import SimServer, answer_for
+from mini.testing.sim import bedrock as sim_bedrock
 
 KEY = "AKIASIMULATOR"
 MODEL = "anthropic.claude-sim-v1:0"

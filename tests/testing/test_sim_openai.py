@@ -6,6 +6,7 @@ import asyncio
 import base64
 import json
 import socket
+import time
 from collections.abc import AsyncIterator, Iterator
 
 import numpy as np
@@ -14,7 +15,7 @@ import pytest
 from openai import AsyncOpenAI
 
 from mini.query.prompts import answer_messages, format_context, parse_rewrites, rewrite_messages
-from mini.testing.sim_server import SimServer, answer_for, embed_text
+from mini.testing.sim import SimServer, answer_for, embed_text
 from mini.types import RetrievalResult
 
 # Every test starts from these settings (and zeroed stats), whatever the previous test configured.
@@ -284,15 +285,35 @@ async def test_client_disconnect_mid_stream_releases_in_flight(
             break
     assert server.stats()["chat"]["in_flight"] == 1
     await stream.close()
-    for _ in range(250):  # the server notices the closed socket asynchronously; allow up to 5 s
-        if not server.stats()["total"]["in_flight"]:
-            break
-        await asyncio.sleep(0.02)
-    stats = server.stats()["chat"]
-    assert stats["in_flight"] == 0
+    # The server notices the closed socket asynchronously; the deadline is only for a broken server.
+    stats = await asyncio.to_thread(server.wait_for, "chat", in_flight=0, timeout=30)
     assert stats["completion_tokens"] < 102  # generation stopped early
-    await asyncio.sleep(0.1)
+    assert stats["clients_gone"] == 1 and stats["disconnects"] == 0
+    # A traceback would be logged by the request's own task before the wait above was answered.
     assert "Traceback" not in server.logs()
+
+
+async def test_wait_for_blocks_until_counters_reach_values_and_clients_gone_records_when(
+    client: AsyncOpenAI, server: SimServer
+) -> None:
+    server.configure(chat_ms=600_000)  # the first token would take 10 minutes: only closing ends the stream
+    stream = await client.chat.completions.create(
+        model="m", messages=[{"role": "user", "content": "hi"}], stream=True
+    )
+    opened = await asyncio.to_thread(server.wait_for, "chat", in_flight=1, stream_requests=1)
+    assert opened["requests"] == 1 and server.clients_gone() == []
+    with pytest.raises(TimeoutError, match="in_flight"):
+        await asyncio.to_thread(server.wait_for, "chat", in_flight=0, timeout=0.2)
+    with pytest.raises(ValueError, match="unknown endpoint"):
+        server.wait_for("nowhere", in_flight=0)
+    closed = time.monotonic()
+    await stream.close()
+    gone = await asyncio.to_thread(server.wait_for, in_flight=0, clients_gone=1, timeout=30)
+    assert gone["responses_ok"] == 1  # the status line went out before the client left
+    [(at, endpoint)] = server.clients_gone()
+    assert endpoint == "chat" and closed <= at  # one monotonic clock for both processes (Linux)
+    server.reset()
+    assert server.clients_gone() == [] and server.stats()["total"]["clients_gone"] == 0
 
 
 async def test_bad_requests_get_openai_style_400(client: AsyncOpenAI, server: SimServer) -> None:

@@ -1,4 +1,4 @@
-"""The Anthropic Messages wire format (`POST /v1/messages`) of the simulated provider server.
+"""The Anthropic Messages wire format (`POST /v1/messages`) of the simulated provider.
 
 Answers come from the shared `make_reply` (same text, pieces and token counts as the OpenAI wire), wrapped in
 Anthropic's shapes: content blocks, `tool_use`/`tool_result`, the streamed event sequence, typed error bodies
@@ -20,18 +20,9 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from mini.testing.sim_server import (
-    BadRequest,
-    Fault,
-    Reply,
-    SimState,
-    SimulatedDisconnect,
-    Wire,
-    json_body,
-    make_reply,
-    missing_model,
-    retry_after_headers,
-)
+from mini import _sse
+from mini.testing.sim import core
+from mini.testing.sim.answers import Reply, make_reply
 
 ENDPOINT = "messages"
 PATH = "/v1/messages"
@@ -41,6 +32,16 @@ _FAULT_TYPES = {
     "rate_limit": (429, "rate_limit_error"),
     "server": (500, "api_error"),
 }
+
+# The API's words for tool results that do not answer exactly the previous turn's `tool_use` blocks.
+_MISSING_RESULTS = (
+    "{where}: `tool_use` ids were found without `tool_result` blocks immediately after: {ids}. "
+    "Each `tool_use` block must have a corresponding `tool_result` block in the next message."
+)
+_UNEXPECTED_RESULTS = (
+    "{where}.content: unexpected `tool_use_id` found in `tool_result` blocks: {ids}. "
+    "Each `tool_result` block must have a corresponding `tool_use` block in the previous message."
+)
 
 
 def _error(
@@ -61,9 +62,9 @@ def authorized(headers: dict[bytes, bytes], api_key: str) -> bool:
     return headers.get(b"authorization", b"").decode(errors="replace") == f"Bearer {api_key}"
 
 
-def render(fault: Fault) -> Response:
+def render(fault: core.Fault) -> Response:
     status, kind = _FAULT_TYPES.get(fault.kind, (500, "api_error"))
-    extra = retry_after_headers(fault.retry_after) if fault.kind == "rate_limit" else {}
+    extra = core.retry_after_headers(fault.retry_after) if fault.kind == "rate_limit" else {}
     return _error(status, kind, fault.message, fault.request_id, extra)
 
 
@@ -71,8 +72,8 @@ def _bad_request(message: str) -> Response:
     return _error(400, "invalid_request_error", message, f"req_sim_a{next(_REQUEST_IDS)}")
 
 
-def _invalid(message: str) -> BadRequest:
-    return BadRequest(message, _bad_request)
+def _invalid(message: str) -> core.BadRequest:
+    return core.BadRequest(message, _bad_request)
 
 
 def _text(content: Any) -> str:
@@ -122,19 +123,10 @@ def openai_messages(body: dict[str, Any]) -> list[dict[str, Any]]:
         if blocks[: len(answered)] != [b for b in blocks if b["type"] == "tool_result"]:
             raise _invalid(f"{where}.content: `tool_result` blocks must come first, before any other content")
         missing = [tool_id for tool_id in pending if tool_id not in answered]
-        if missing:
-            raise _invalid(
-                f"{where}: `tool_use` ids were found without `tool_result` blocks immediately after: "
-                f"{', '.join(missing)}. Each `tool_use` block must have a corresponding `tool_result` block "
-                "in the next message."
-            )
         unexpected = [tool_id for tool_id in answered if tool_id not in pending]
-        if unexpected:
-            raise _invalid(
-                f"{where}.content: unexpected `tool_use_id` found in `tool_result` blocks: "
-                f"{', '.join(map(str, unexpected))}. Each `tool_result` block must have a corresponding "
-                "`tool_use` block in the previous message."
-            )
+        for ids, template in ((missing, _MISSING_RESULTS), (unexpected, _UNEXPECTED_RESULTS)):
+            if ids:
+                raise _invalid(template.format(where=where, ids=", ".join(map(str, ids))))
         for block in blocks:
             if block["type"] == "tool_result":
                 tool = {
@@ -194,27 +186,18 @@ def _tool_id(call: dict[str, Any]) -> str:
     return "toolu_" + str(call["id"]).removeprefix("call_")
 
 
-def _sse(kind: str, data: dict[str, Any]) -> str:
-    return f"event: {kind}\ndata: {json.dumps({'type': kind, **data})}\n\n"
+def _event(kind: str, data: dict[str, Any]) -> bytes:
+    return _sse.encode_json({"type": kind, **data}, event=kind)
 
 
-def routes(state: SimState) -> list[Route]:
+def routes(state: core.SimState) -> list[Route]:
     async def messages(request: Request) -> Response:
-        # 400s are rendered here, not by the app's BadRequest handler: run as `python -m
-        # mini.testing.sim_server`, that handler knows `__main__.BadRequest`, a different class from the one
-        # this module imports, and would let ours through as a 500.
-        try:
-            return await answer(request)
-        except BadRequest as exc:
-            return exc.render(str(exc))
-
-    async def answer(request: Request) -> Response:
-        body = await json_body(request, _bad_request)
+        body = await core.json_body(request, _bad_request)
         max_tokens = _check(request, body)
         conversation = openai_messages(body)
         request_id = f"req_sim_{next(state.ids)}"
         model = body.get("model")
-        if missing_model(model):
+        if core.missing_model(model):
             return _error(404, "not_found_error", f"model: {model}", request_id)
         reply = make_reply(state, conversation)
         pieces, calls, output_tokens, stop_reason = _truncated(reply, max_tokens)
@@ -245,38 +228,38 @@ def routes(state: SimState) -> list[Route]:
         counters["stream_requests"] += 1
         cut = state.should_disconnect(ENDPOINT)
 
-        async def events() -> AsyncIterator[str]:
+        async def events() -> AsyncIterator[bytes]:
             start_usage = {"input_tokens": reply.prompt_tokens, "output_tokens": 1}
-            yield _sse("message_start", {"message": {**message, "usage": start_usage}})
-            yield _sse("ping", {})
+            yield _event("message_start", {"message": {**message, "usage": start_usage}})
+            yield _event("ping", {})
             # Latency lives in the generator: message_start goes out at once, the first token after chat_ms.
             await asyncio.sleep(config.chat_ms / 1000)
             index = 0
             if pieces:
-                yield _sse(
+                yield _event(
                     "content_block_start", {"index": index, "content_block": {"type": "text", "text": ""}}
                 )
                 for i, piece in enumerate(pieces):
                     if i:
                         await asyncio.sleep(config.token_ms / 1000)
                     delta = {"type": "text_delta", "text": piece}
-                    yield _sse("content_block_delta", {"index": index, "delta": delta})
+                    yield _event("content_block_delta", {"index": index, "delta": delta})
                     counters["completion_tokens"] += 1
                     if cut:
-                        raise SimulatedDisconnect("stream cut after the first piece (simulated)")
-                yield _sse("content_block_stop", {"index": index})
+                        raise core.SimulatedDisconnect("stream cut after the first piece (simulated)")
+                yield _event("content_block_stop", {"index": index})
                 index += 1
             for call in calls:
                 block = {"type": "tool_use", "id": _tool_id(call), "name": call["name"], "input": {}}
-                yield _sse("content_block_start", {"index": index, "content_block": block})
+                yield _event("content_block_start", {"index": index, "content_block": block})
                 for fragment in _fragments(json.dumps(call["arguments"])):
                     delta = {"type": "input_json_delta", "partial_json": fragment}
-                    yield _sse("content_block_delta", {"index": index, "delta": delta})
-                yield _sse("content_block_stop", {"index": index})
+                    yield _event("content_block_delta", {"index": index, "delta": delta})
+                yield _event("content_block_stop", {"index": index})
                 index += 1
             end = {"stop_reason": stop_reason, "stop_sequence": None}
-            yield _sse("message_delta", {"delta": end, "usage": {"output_tokens": output_tokens}})
-            yield _sse("message_stop", {})
+            yield _event("message_delta", {"delta": end, "usage": {"output_tokens": output_tokens}})
+            yield _event("message_stop", {})
 
         return StreamingResponse(
             events(), media_type="text/event-stream", headers={**headers, "Cache-Control": "no-cache"}
@@ -285,4 +268,4 @@ def routes(state: SimState) -> list[Route]:
     return [Route(PATH, messages, methods=["POST"])]
 
 
-WIRE = Wire("anthropic", endpoint_of, authorized, render, routes)
+WIRE = core.Wire("anthropic", endpoint_of, authorized, render, routes)

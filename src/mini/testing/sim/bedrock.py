@@ -1,4 +1,4 @@
-"""The AWS Bedrock Runtime Converse wire format of the simulated provider server.
+"""The AWS Bedrock Runtime Converse wire format of the simulated provider.
 
 `POST /model/{modelId}/converse` answers JSON; `POST /model/{modelId}/converse-stream` answers a binary AWS
 event stream (`application/vnd.amazon.eventstream`), framed exactly as botocore's parser expects. Requests are
@@ -27,18 +27,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from mini.testing.sim_server import (
-    BadRequest,
-    Fault,
-    Reply,
-    SimState,
-    SimulatedDisconnect,
-    Wire,
-    json_body,
-    make_reply,
-    missing_model,
-    retry_after_headers,
-)
+from mini.testing.sim import core
+from mini.testing.sim.answers import Reply, make_reply
 
 EVENT_STREAM = "application/vnd.amazon.eventstream"
 # The model id may hold ':' '.' '/' (inference-profile ARNs); the path arrives decoded or percent-encoded.
@@ -81,9 +71,9 @@ def aws_error(status: int, code: str, message: str, request_id: str, **headers: 
     )
 
 
-def render(fault: Fault) -> Response:
+def render(fault: core.Fault) -> Response:
     status, code = _FAULTS.get(fault.kind, _FAULTS["server"])
-    extra = retry_after_headers(fault.retry_after) if fault.kind == "rate_limit" else {}
+    extra = core.retry_after_headers(fault.retry_after) if fault.kind == "rate_limit" else {}
     return aws_error(status, code, fault.message, fault.request_id, **extra)
 
 
@@ -91,8 +81,8 @@ def _validation_error(message: str) -> Response:
     return aws_error(400, "ValidationException", message, f"req_sim_bad_{next(_BAD_IDS)}")
 
 
-def _invalid(message: str) -> BadRequest:
-    return BadRequest(message, _validation_error)
+def _invalid(message: str) -> core.BadRequest:
+    return core.BadRequest(message, _validation_error)
 
 
 # --- the binary event stream --------------------------------------------------------------------------------
@@ -209,34 +199,23 @@ def _usage(reply: Reply) -> dict[str, int]:
     return {"inputTokens": prompt, "outputTokens": completion, "totalTokens": prompt + completion}
 
 
-def routes(state: SimState) -> list[Route]:
+def routes(state: core.SimState) -> list[Route]:
     """`converse` and `converse-stream` under /model/{modelId}/."""
 
-    async def prepare(request: Request) -> tuple[Reply, str] | Response:
-        """The reply to a valid request, else the error response."""
+    async def prepare(request: Request) -> tuple[Reply, str]:
+        """The reply to a valid request and its request id; raises `BadRequest` (a 400) for an invalid one."""
         model_id = unquote(request.path_params["model_id"])
-        try:
-            body = await json_body(request, _validation_error)
-            messages = openai_messages(body)
-        except BadRequest as exc:
-            # Rendered here, not by the app's BadRequest handler: when the server runs as `python -m
-            # mini.testing.sim_server`, that handler is registered for `__main__.BadRequest`, another class.
-            return exc.render(str(exc))
+        messages = openai_messages(await core.json_body(request, _validation_error))
         request_id = f"req_sim_{next(state.ids)}"
-        if missing_model(model_id):
-            return aws_error(
-                400,
-                "ValidationException",
+        if core.missing_model(model_id):
+            raise core.BadRequest(
                 f"The provided model identifier is invalid: {model_id}",
-                request_id,
+                lambda message: aws_error(400, "ValidationException", message, request_id),
             )
         return make_reply(state, messages), request_id
 
     async def converse(request: Request) -> Response:
-        prepared = await prepare(request)
-        if isinstance(prepared, Response):
-            return prepared
-        reply, request_id = prepared
+        reply, request_id = await prepare(request)
         config, counters = state.config, state.stats["converse"]
         started = time.monotonic()
         await asyncio.sleep((config.chat_ms + config.token_ms * reply.completion_tokens) / 1000)
@@ -255,10 +234,7 @@ def routes(state: SimState) -> list[Route]:
         return JSONResponse(body, headers={"x-amzn-RequestId": request_id})
 
     async def converse_stream(request: Request) -> Response:
-        prepared = await prepare(request)
-        if isinstance(prepared, Response):
-            return prepared
-        reply, request_id = prepared
+        reply, request_id = await prepare(request)
         config, counters = state.config, state.stats["converse"]
         counters["stream_requests"] += 1
         cut = state.should_disconnect("converse")
@@ -278,7 +254,7 @@ def routes(state: SimState) -> list[Route]:
                     )
                     counters["completion_tokens"] += 1
                     if cut:
-                        raise SimulatedDisconnect("stream cut after the first piece (simulated)")
+                        raise core.SimulatedDisconnect("stream cut after the first piece (simulated)")
                 yield encode_event("contentBlockStop", {"contentBlockIndex": index})
                 index += 1
             for call in reply.tool_calls:
@@ -301,4 +277,4 @@ def routes(state: SimState) -> list[Route]:
     ]
 
 
-WIRE = Wire("bedrock", endpoint_of, authorized, render, routes)
+WIRE = core.Wire("bedrock", endpoint_of, authorized, render, routes)
