@@ -1,4 +1,4 @@
-"""The provider HTTP client: SSE framing, Retry-After, error bodies (pure), and typed transport errors (real
+"""The provider HTTP client: Retry-After, error bodies (pure), and typed transport errors (real
 sockets: a refused port, a server slower than the timeout, the simulator's status codes)."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from mini._http import HttpClient, SSEEvent, SSEParser, error_message, parse_retry_after
+from mini._http import HttpClient, error_message, parse_retry_after
 from mini.errors import (
     AuthenticationError,
     BadRequestError,
@@ -17,13 +17,6 @@ from mini.errors import (
     ProviderTimeoutError,
     RateLimitError,
 )
-
-
-def test_sse_parser_frames_events_and_ignores_comments() -> None:
-    parser = SSEParser()
-    lines = [": keep-alive", "event: delta", 'data: {"a":', "data: 1}", "", "data: [DONE]", "", ""]
-    events = [e for e in (parser.feed_line(line + "\n") for line in lines) if e is not None]
-    assert events == [SSEEvent('{"a":\n1}', "delta"), SSEEvent("[DONE]")]
 
 
 def test_retry_after_prefers_milliseconds_and_understands_dates() -> None:

@@ -16,11 +16,11 @@ import email.utils
 import json
 import time
 from collections.abc import AsyncIterator, Iterator, Mapping
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from mini._limits import current_attempt
 from mini._portal import PerLoop
+from mini._sse import SSEDecoder, SSEEvent
 from mini.errors import (
     ConfigurationError,
     ProviderConnectionError,
@@ -32,39 +32,6 @@ from mini.errors import (
 if TYPE_CHECKING:
     import aiohttp
     from pydantic import SecretStr
-
-
-@dataclass(frozen=True, slots=True)
-class SSEEvent:
-    data: str
-    event: str | None = None
-
-
-class SSEParser:
-    """Server-sent events framing (the subset providers use): `event:`/`data:` lines, blank line ends an event."""
-
-    def __init__(self) -> None:
-        self._data: list[str] = []
-        self._event: str | None = None
-
-    def feed_line(self, line: str) -> SSEEvent | None:
-        line = line.rstrip("\r\n")
-        if not line:
-            if not self._data:
-                self._event = None
-                return None
-            event = SSEEvent("\n".join(self._data), self._event)
-            self._data, self._event = [], None
-            return event
-        if line.startswith(":"):
-            return None  # comment / keep-alive
-        name, _, value = line.partition(":")
-        value = value.removeprefix(" ")
-        if name == "data":
-            self._data.append(value)
-        elif name == "event":
-            self._event = value
-        return None
 
 
 def parse_retry_after(headers: Mapping[str, str], now: float | None = None) -> float | None:
@@ -165,15 +132,14 @@ class SSEStream:
         self._provider = provider
 
     async def __aiter__(self) -> AsyncIterator[SSEEvent]:
-        parser = SSEParser()
+        decoder = SSEDecoder()
         with map_http_errors(self._provider):
-            async for raw in self._response.content:
-                event = parser.feed_line(raw.decode("utf-8"))
-                if event is not None:
+            # Whatever bytes have arrived, not line by line: one decoder call per network read.
+            async for chunk in self._response.content.iter_any():
+                for event in decoder.feed(chunk):
                     yield event
-            tail = parser.feed_line("")
-            if tail is not None:
-                yield tail
+            for event in decoder.close():
+                yield event
 
     async def aclose(self) -> None:
         if not self._response.closed:

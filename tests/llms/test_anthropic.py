@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from mini._http import SSEEvent
+from mini._sse import SSEEvent, decode, encode
 from mini.config import LLMConfig
 from mini.errors import (
     AuthenticationError,
@@ -22,7 +22,7 @@ from mini.errors import (
 )
 from mini.llms.anthropic import AnthropicChat, stream_error, wire_messages
 from mini.llms.base import Delta, Tool, ToolCall, Usage, assistant_message, create_llm, tool_result
-from mini.testing.sim_server import SimServer
+from mini.testing.sim import SimServer
 
 KEY = "test-key"
 WEATHER = Tool("get_weather", "Current weather for a city.", {"type": "object", "properties": {}})
@@ -137,15 +137,15 @@ def test_credentials_come_from_the_environment(monkeypatch: pytest.MonkeyPatch) 
 
 
 class _Events:
-    """A stand-in for an open SSE stream: (event name, JSON data) pairs."""
+    """A stand-in for an open SSE stream: (event name, JSON data) pairs, framed and decoded by the codec."""
 
     def __init__(self, events: list[tuple[str, str]]) -> None:
         self.events = events
         self.closed = False
 
     async def __aiter__(self) -> AsyncIterator[SSEEvent]:
-        for name, data in self.events:
-            yield SSEEvent(data, name)
+        for event in decode(encode(data, event=name) for name, data in self.events):
+            yield event
 
     async def aclose(self) -> None:
         self.closed = True

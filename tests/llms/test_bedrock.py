@@ -37,8 +37,8 @@ from mini.errors import (
     RateLimitError,
 )
 from mini.llms.base import Tool, ToolCall, assistant_message, create_llm, tool_result
-from mini.llms.bedrock import AUTH_HINT, BedrockChat, map_error, wire_messages, wire_tools
-from mini.testing.sim_server import SimServer
+from mini.llms.bedrock import AUTH_HINT, BedrockChat, _EventStream, map_error, wire_messages, wire_tools
+from mini.testing.sim import SimServer
 
 MODEL = "bedrock:anthropic.claude-sim-v1:0"
 
@@ -117,13 +117,13 @@ def test_tools_and_request_options(aws_env: None) -> None:
         }
     ]
     llm = BedrockChat(LLMConfig(model=MODEL, temperature=0.3, max_tokens=50, extra_params={"top_k": 5}))
-    request = llm._request([{"role": "user", "content": "hi"}], None, None, [tool])
+    request = llm._payload([{"role": "user", "content": "hi"}], None, None, [tool])
     assert request["modelId"] == "anthropic.claude-sim-v1:0"
     assert request["inferenceConfig"] == {"temperature": 0.3, "maxTokens": 50}
     assert request["additionalModelRequestFields"] == {"top_k": 5}
     assert request["toolConfig"] == {"tools": wire_tools([tool])}
     assert "system" not in request
-    bare = llm._request([{"role": "user", "content": "hi"}], 0.0, 7, None)
+    bare = llm._payload([{"role": "user", "content": "hi"}], 0.0, 7, None)
     assert bare["inferenceConfig"] == {"temperature": 0.0, "maxTokens": 7} and "toolConfig" not in bare
 
 
@@ -282,7 +282,7 @@ async def test_stream_assembles_tool_input_fragments_and_ends_with_one_closing_d
             }
         },
     )
-    deltas = [d async for d in llm._deltas(events, "req-1")]
+    deltas = [d async for d in llm._deltas(_EventStream(events, "req-1"))]
     assert [d.text for d in deltas] == ["Checking", ""]
     last = deltas[-1]
     assert last.finish_reason == "tool_calls"
@@ -296,7 +296,9 @@ async def test_stream_assembles_tool_input_fragments_and_ends_with_one_closing_d
 )
 async def test_stop_reasons_are_provider_neutral(aws_env: None, reason: str, finish: str) -> None:
     llm = BedrockChat(LLMConfig(model=MODEL))
-    deltas = [d async for d in llm._deltas(_events({"messageStop": {"stopReason": reason}}), None)]
+    deltas = [
+        d async for d in llm._deltas(_EventStream(_events({"messageStop": {"stopReason": reason}}), None))
+    ]
     assert deltas[-1].finish_reason == finish and deltas[-1].usage is None
 
 
@@ -305,7 +307,7 @@ async def test_a_stream_without_message_stop_is_a_connection_error(aws_env: None
     events = _events({"contentBlockDelta": {"contentBlockIndex": 0, "delta": {"text": "Hal"}}})
     received = []
     with pytest.raises(ProviderConnectionError) as info:
-        async for delta in llm._deltas(events, "req-7"):
+        async for delta in llm._deltas(_EventStream(events, "req-7")):
             received.append(delta.text)
     assert received == ["Hal"] and info.value.request_id == "req-7"
 
@@ -316,11 +318,11 @@ async def test_errors_while_streaming_are_mapped_with_the_request_id(aws_env: No
         {"Error": {"Code": "throttlingException", "Message": "slow"}}, "ConverseStream"
     )
     with pytest.raises(RateLimitError) as info:
-        _ = [d async for d in llm._deltas(_events(fail=throttled), "req-9")]
+        _ = [d async for d in llm._deltas(_EventStream(_events(fail=throttled), "req-9"))]
     assert info.value.request_id == "req-9" and info.value.__cause__ is throttled
     cut = aiohttp.ClientPayloadError("Response payload is not completed")
     with pytest.raises(ProviderConnectionError):
-        _ = [d async for d in llm._deltas(_events(fail=cut), None)]
+        _ = [d async for d in llm._deltas(_EventStream(_events(fail=cut), None))]
 
 
 # --- against the simulator ----------------------------------------------------------------------------------

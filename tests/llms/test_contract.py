@@ -23,7 +23,7 @@ from mini.errors import (
     RateLimitError,
 )
 from mini.llms.base import LLM, Tool, assistant_message, create_llm, tool_result
-from mini.testing.sim_server import SimServer
+from mini.testing.sim import SimServer
 
 KEY = "test-key"
 SOURCES = "Question: When is glass collected?\n\nSources:\n[1] Glass is collected on Wednesdays. More text.\n\n[2] Paper goes out on Mondays."

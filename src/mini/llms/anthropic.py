@@ -7,11 +7,11 @@ ten times the CPU per request, and the Messages wire format is small and stable.
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterable, AsyncIterator, Mapping, Sequence
-from typing import Any
+from collections.abc import AsyncGenerator, AsyncIterable, Mapping, Sequence
+from typing import Any, ClassVar
 
-from mini import _registry
-from mini._http import HttpClient, SSEEvent, resolve_endpoint
+from mini._http import HttpClient, resolve_endpoint
+from mini._sse import SSEEvent
 from mini.config import LLMConfig
 from mini.errors import (
     AuthenticationError,
@@ -23,14 +23,14 @@ from mini.errors import (
 from mini.llms.base import (
     Completion,
     Delta,
+    HttpChat,
     Message,
     Tool,
     ToolCall,
     Usage,
     estimate_tokens,
+    malformed_event,
     parse_arguments,
-    provider_limiter,
-    stream_sse,
 )
 
 PROVIDER = "anthropic"
@@ -186,38 +186,31 @@ class _ToolUseAssembler:
         )
 
 
-class AnthropicChat:
+class AnthropicChat(HttpChat):
     """Claude models over the Messages API (or anything speaking it, via base_url). Construction does no I/O."""
 
+    path = MESSAGES_PATH
+    stream_fields: ClassVar[Mapping[str, Any]] = {"stream": True}
+
     def __init__(self, config: LLMConfig) -> None:
-        _provider, self.model = _registry.split_model(config.model, default_provider=PROVIDER)
-        self.name = f"{PROVIDER}:{self.model}"
-        self.config = config
-        self.usage = Usage()
         base_url, api_key = resolve_credentials(config.base_url, config.api_key)
+        super().__init__(config, PROVIDER, base_url, api_key)
         headers = {"anthropic-version": API_VERSION}
         if api_key:
             headers["x-api-key"] = api_key
         self._http = HttpClient(base_url, provider=PROVIDER, headers=headers, timeout=config.timeout)
-        self._policy = config.retry_policy()
-        self._limiter = provider_limiter(config, base_url, api_key)
 
-    def _payload(
-        self,
-        messages: Sequence[Message],
-        temperature: float | None,
-        max_tokens: int | None,
-        tools: Sequence[Tool] | None,
+    def _body(
+        self, messages: Sequence[Message], temperature: float, limit: int | None, tools: Sequence[Tool] | None
     ) -> dict[str, Any]:
         # `reasoning_effort` has no Messages API equivalent; extended thinking goes in extra_params
         # ({"thinking": {"type": "enabled", "budget_tokens": ...}}).
         system, wire = wire_messages(messages)
-        limit = self.config.max_tokens if max_tokens is None else max_tokens
         payload: dict[str, Any] = {
             "model": self.model,
             "max_tokens": limit or DEFAULT_MAX_TOKENS,
             "messages": wire,
-            "temperature": self.config.temperature if temperature is None else temperature,
+            "temperature": temperature,
         }
         if system is not None:
             payload["system"] = system
@@ -233,26 +226,9 @@ class AnthropicChat:
         """Add what the transport could not know: the model, and which key to check on an auth failure."""
         if isinstance(exc, AuthenticationError) and exc.hint == AuthenticationError.default_hint:
             exc.hint = AUTH_HINT
-        exc.with_context(model=self.model)
+        super()._annotate(exc)
 
-    async def complete(
-        self,
-        messages: Sequence[Message],
-        *,
-        temperature: float | None = None,
-        max_tokens: int | None = None,
-        tools: Sequence[Tool] | None = None,
-    ) -> Completion:
-        payload = self._payload(messages, temperature, max_tokens, tools)
-        try:
-            data = await self._limiter.call(
-                lambda: self._http.post_json(MESSAGES_PATH, payload),
-                policy=self._policy,
-                tokens=self._tokens(payload),
-            )
-        except ProviderError as exc:
-            self._annotate(exc)
-            raise
+    def _parse(self, data: Any) -> Completion:
         try:
             texts: list[str] = []
             calls: list[ToolCall] = []
@@ -266,38 +242,16 @@ class AnthropicChat:
             raise ProviderError(
                 f"malformed message: {str(data)[:200]}", provider=PROVIDER, model=self.model
             ) from exc
-        usage = _usage(data.get("usage"))
-        self.usage += usage
         stop = data.get("stop_reason")
         return Completion(
             text="".join(texts),
             model=data.get("model") or self.model,
-            usage=usage,
+            usage=_usage(data.get("usage")),
             finish_reason=_FINISH.get(stop, stop),
             tool_calls=tuple(calls),
         )
 
-    def stream(
-        self,
-        messages: Sequence[Message],
-        *,
-        temperature: float | None = None,
-        max_tokens: int | None = None,
-        tools: Sequence[Tool] | None = None,
-    ) -> AsyncIterator[Delta]:
-        payload = self._payload(messages, temperature, max_tokens, tools)
-        payload["stream"] = True
-        # Returned, not wrapped: closing the caller's iterator closes the stream (and the connection) at once.
-        return stream_sse(
-            self._limiter,
-            lambda: self._http.open_sse(MESSAGES_PATH, payload),
-            self._deltas,
-            policy=self._policy,
-            tokens=self._tokens(payload),
-            on_error=self._annotate,
-        )
-
-    async def _deltas(self, stream: AsyncIterable[SSEEvent]) -> AsyncIterator[Delta]:
+    async def _deltas(self, stream: AsyncIterable[SSEEvent]) -> AsyncGenerator[Delta, None]:
         """message_start, content blocks (start/delta/stop), message_delta, message_stop -> our deltas."""
         calls = _ToolUseAssembler()
         usage = Usage()
@@ -309,9 +263,7 @@ class AnthropicChat:
             try:
                 data = json.loads(event.data)
             except ValueError as exc:
-                raise ProviderError(
-                    f"malformed stream event: {event.data[:200]!r}", provider=PROVIDER
-                ) from exc
+                raise malformed_event(event.data, PROVIDER) from exc
             if not isinstance(data, dict):
                 continue
             kind = data.get("type") or event.event
@@ -342,6 +294,3 @@ class AnthropicChat:
         self.usage += usage
         # One closing delta with everything only known at the end.
         yield Delta(usage=usage, finish_reason=_FINISH.get(stop or "", stop), tool_calls=calls.calls())
-
-    async def aclose(self) -> None:
-        await self._http.aclose()

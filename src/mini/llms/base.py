@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from abc import ABC, abstractmethod
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol, TypedDict, TypeVar, Unpack, runtime_checkable
 
 from mini import _registry
 from mini.config import OFFLINE_LLM_NAMES, LLMConfig, load_settings
 from mini.errors import ProviderError
 
 if TYPE_CHECKING:
-    from mini._http import SSEStream
+    from mini._http import HttpClient, SSEStream
     from mini._limits import Limiter, RetryPolicy
 
 # Provider-neutral conversation, in OpenAI's shape; each adapter translates it to its wire format:
@@ -65,29 +67,47 @@ def provider_limiter(config: LLMConfig, base_url: str, credential: str | None) -
     )
 
 
-async def stream_sse(
+class _Closable(Protocol):
+    async def aclose(self) -> None: ...
+
+
+S = TypeVar("S", bound=_Closable)
+
+
+async def stream_held(
     limiter: Limiter,
-    open_stream: Callable[[], Awaitable[SSEStream]],
-    read: Callable[[SSEStream], AsyncIterator[Delta]],
+    open_stream: Callable[[], Awaitable[S]],
+    read: Callable[[S], AsyncGenerator[Delta, None]],
     *,
     policy: RetryPolicy,
     tokens: int,
     on_error: Callable[[ProviderError], object],
 ) -> AsyncIterator[Delta]:
-    """A server-sent-events completion under `limiter`: opening is retried (never once output has flowed),
-    the slot is held until the last token (the provider is busy until then), the connection is closed
-    however the stream ends (which tells the provider to stop generating), and provider errors pass
-    `on_error` (to add the model, a hint) on their way out."""
+    """A streamed completion under `limiter`: opening is retried (never once output has flowed), the slot is
+    held until the last token (the provider is busy until then), the reader and then the stream are closed
+    however the stream ends (closing the connection tells the provider to stop generating), and provider
+    errors pass `on_error` (to add the model, a hint) on their way out."""
     try:
         async with limiter.hold(open_stream, policy=policy, tokens=tokens) as stream:
             try:
-                async for delta in read(stream):
-                    yield delta
+                # Closed first, so the reader's own cleanup runs while its stream is still open.
+                async with contextlib.aclosing(read(stream)) as deltas:
+                    async for delta in deltas:
+                        yield delta
             finally:
                 await stream.aclose()
     except ProviderError as exc:
         on_error(exc)
         raise
+
+
+stream_sse = stream_held  # the name it had while only server-sent-event streams used it
+
+
+def malformed_event(data: str, provider: str, what: str = "event") -> ProviderError:
+    """The error for a streamed event whose JSON cannot be read, quoting its start (built only on failure,
+    so the per-event path stays a bare `json.loads`)."""
+    return ProviderError(f"malformed stream {what}: {data[:200]!r}", provider=provider)
 
 
 def estimate_tokens(messages: Any, max_output: int | None, *, default_output: int = 512) -> int:
@@ -146,6 +166,15 @@ class Delta:
     tool_calls: tuple[ToolCall, ...] = ()
 
 
+class ChatOptions(TypedDict, total=False):
+    """The per-request options of `LLM.complete` and `LLM.stream`, all keyword-only; absent or None means
+    the config's value (no `tools`: none offered)."""
+
+    temperature: float | None
+    max_tokens: int | None
+    tools: Sequence[Tool] | None
+
+
 @runtime_checkable
 class LLM(Protocol):
     """A chat model. No I/O in `__init__`. `stream` is an async generator; closing it cancels the request.
@@ -157,6 +186,74 @@ class LLM(Protocol):
     name: str
     usage: Usage
 
+    # Implementations may spell the options out as keyword-only parameters (`ProviderChat` does).
+    async def complete(self, messages: Sequence[Message], **options: Unpack[ChatOptions]) -> Completion: ...
+
+    def stream(self, messages: Sequence[Message], **options: Unpack[ChatOptions]) -> AsyncIterator[Delta]: ...
+
+    async def aclose(self) -> None: ...
+
+
+class ProviderChat(ABC):
+    """The `LLM` flow every hosted provider shares, written once: requests under the endpoint's limiter with
+    the config's retry policy, usage accounting, and the model (and provider hints) on every error.
+
+    A provider supplies only its wire format: `_payload` builds a request, `_tokens` sizes it for the
+    tokens/min budget, `_send`/`_parse` make and read one answer, `_open`/`_deltas` open and read a stream
+    (`_deltas` adds the usage it reports to `self.usage`, as it is known only at the end)."""
+
+    # Fields a streaming request adds to the payload (after the config's extra_params, so they win).
+    stream_fields: ClassVar[Mapping[str, Any]] = {}
+
+    def __init__(self, config: LLMConfig, provider: str, endpoint: str, credential: str | None) -> None:
+        _provider, self.model = _registry.split_model(config.model, default_provider=provider)
+        self.name = f"{provider}:{self.model}"
+        self.config = config
+        self.usage = Usage()
+        self._policy = config.retry_policy()
+        self._limiter = provider_limiter(config, endpoint, credential)
+
+    def _payload(
+        self,
+        messages: Sequence[Message],
+        temperature: float | None,
+        max_tokens: int | None,
+        tools: Sequence[Tool] | None,
+    ) -> dict[str, Any]:
+        """The request body, with the config's temperature and max_tokens where the call gave none."""
+        config = self.config
+        return self._body(
+            messages,
+            config.temperature if temperature is None else temperature,
+            config.max_tokens if max_tokens is None else max_tokens,
+            tools,
+        )
+
+    @abstractmethod
+    def _body(
+        self, messages: Sequence[Message], temperature: float, limit: int | None, tools: Sequence[Tool] | None
+    ) -> dict[str, Any]: ...
+
+    @abstractmethod
+    def _tokens(self, payload: dict[str, Any]) -> int: ...
+
+    # Plain methods returning awaitables: the limiter awaits them, no coroutine layer is added per request.
+    @abstractmethod
+    def _send(self, payload: dict[str, Any]) -> Awaitable[Any]: ...
+
+    @abstractmethod
+    def _parse(self, data: Any) -> Completion: ...
+
+    @abstractmethod
+    def _open(self, payload: dict[str, Any]) -> Awaitable[Any]: ...
+
+    @abstractmethod
+    def _deltas(self, stream: Any) -> AsyncGenerator[Delta, None]: ...
+
+    def _annotate(self, exc: ProviderError) -> None:
+        """Add what the transport could not know to an error on its way out."""
+        exc.with_context(model=self.model)
+
     async def complete(
         self,
         messages: Sequence[Message],
@@ -164,7 +261,18 @@ class LLM(Protocol):
         temperature: float | None = None,
         max_tokens: int | None = None,
         tools: Sequence[Tool] | None = None,
-    ) -> Completion: ...
+    ) -> Completion:
+        payload = self._payload(messages, temperature, max_tokens, tools)
+        try:
+            data = await self._limiter.call(
+                lambda: self._send(payload), policy=self._policy, tokens=self._tokens(payload)
+            )
+        except ProviderError as exc:
+            self._annotate(exc)
+            raise
+        completion = self._parse(data)
+        self.usage += completion.usage
+        return completion
 
     def stream(
         self,
@@ -173,9 +281,35 @@ class LLM(Protocol):
         temperature: float | None = None,
         max_tokens: int | None = None,
         tools: Sequence[Tool] | None = None,
-    ) -> AsyncIterator[Delta]: ...
+    ) -> AsyncIterator[Delta]:
+        payload = self._payload(messages, temperature, max_tokens, tools)
+        payload.update(self.stream_fields)
+        # Returned, not wrapped: closing the caller's iterator closes the stream (and the connection) at once.
+        return stream_held(
+            self._limiter,
+            lambda: self._open(payload),
+            self._deltas,
+            policy=self._policy,
+            tokens=self._tokens(payload),
+            on_error=self._annotate,
+        )
 
-    async def aclose(self) -> None: ...
+
+class HttpChat(ProviderChat):
+    """A provider spoken over our `HttpClient`: a JSON POST to `path` answers, the same POST asking for
+    server-sent events streams. Subclasses set `path` and `self._http`."""
+
+    path: ClassVar[str]
+    _http: HttpClient
+
+    def _send(self, payload: dict[str, Any]) -> Awaitable[Any]:
+        return self._http.post_json(self.path, payload)
+
+    def _open(self, payload: dict[str, Any]) -> Awaitable[SSEStream]:
+        return self._http.open_sse(self.path, payload)
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
 
 
 def resolve_llm_config(config: LLMConfig | None) -> LLMConfig | None:

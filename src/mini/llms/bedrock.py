@@ -17,7 +17,7 @@ import contextlib
 import logging
 import os
 import threading
-from collections.abc import AsyncGenerator, AsyncIterator, Iterator, Mapping, Sequence
+from collections.abc import AsyncGenerator, Iterator, Mapping, Sequence
 from typing import Any
 
 import aiohttp
@@ -27,7 +27,6 @@ from botocore import exceptions as boto_errors
 from botocore.config import Config
 from botocore.eventstream import ParserError as EventStreamParserError
 
-from mini import _registry
 from mini._http import parse_retry_after, request_id, retry_headers
 from mini._portal import PerLoop
 from mini.config import LLMConfig, load_settings
@@ -46,12 +45,12 @@ from mini.llms.base import (
     Completion,
     Delta,
     Message,
+    ProviderChat,
     Tool,
     ToolCall,
     Usage,
     estimate_tokens,
     parse_arguments,
-    provider_limiter,
 )
 
 PROVIDER = "bedrock"
@@ -261,23 +260,31 @@ async def _close_slot(slot: _ClientSlot) -> None:
             await context.__aexit__(None, None, None)
 
 
-class BedrockChat:
+class _EventStream:
+    """An open ConverseStream: its events, the request id errors are reported with, and `aclose`."""
+
+    __slots__ = ("events", "rid")
+
+    def __init__(self, events: Any, rid: str | None) -> None:
+        self.events = events
+        self.rid = rid
+
+    async def aclose(self) -> None:
+        self.events.close()  # closes the connection, which tells Bedrock to stop generating
+
+
+class BedrockChat(ProviderChat):
     """Chat through Bedrock's Converse API (any model that supports it). Construction does no I/O."""
 
     def __init__(self, config: LLMConfig) -> None:
-        _provider, self.model = _registry.split_model(config.model, default_provider=PROVIDER)
-        self.name = f"{PROVIDER}:{self.model}"
-        self.config = config
-        self.usage = Usage()
         self.region = config.region or load_settings().aws_region or DEFAULT_REGION
         self.endpoint_url = config.base_url.rstrip("/") if config.base_url else None
         self._api_key = config.api_key or None
-        self._policy = config.retry_policy()
         # Quotas are per account and region: key the shared limits by endpoint and the credential in use
         # (read from the environment without I/O; a profile name stands in for the keys it holds).
         credential = self._api_key or os.environ.get("AWS_ACCESS_KEY_ID") or os.environ.get("AWS_PROFILE")
         url = self.endpoint_url or f"https://bedrock-runtime.{self.region}.amazonaws.com"
-        self._limiter = provider_limiter(config, url, credential)
+        super().__init__(config, PROVIDER, url, credential)
         self._clients: PerLoop[_ClientSlot] = PerLoop(_ClientSlot, aclose=_close_slot)
 
     # --- the client --------------------------------------------------------------------------------------
@@ -328,18 +335,11 @@ class BedrockChat:
 
     # --- requests ----------------------------------------------------------------------------------------
 
-    def _request(
-        self,
-        messages: Sequence[Message],
-        temperature: float | None,
-        max_tokens: int | None,
-        tools: Sequence[Tool] | None,
+    def _body(
+        self, messages: Sequence[Message], temperature: float, limit: int | None, tools: Sequence[Tool] | None
     ) -> dict[str, Any]:
         system, turns = wire_messages(messages)
-        inference: dict[str, Any] = {
-            "temperature": self.config.temperature if temperature is None else temperature
-        }
-        limit = self.config.max_tokens if max_tokens is None else max_tokens
+        inference: dict[str, Any] = {"temperature": temperature}
         if limit is not None:
             inference["maxTokens"] = limit
         request: dict[str, Any] = {"modelId": self.model, "messages": turns, "inferenceConfig": inference}
@@ -356,33 +356,18 @@ class BedrockChat:
             [request.get("system"), request["messages"]], request["inferenceConfig"].get("maxTokens")
         )
 
-    async def _converse(self, request: dict[str, Any]) -> Any:
+    async def _send(self, request: dict[str, Any]) -> Any:
         with _mapped():
             client = await self._client()
             return await client.converse(**request)
 
-    async def _open_stream(self, request: dict[str, Any]) -> tuple[Any, str | None]:
+    async def _open(self, request: dict[str, Any]) -> _EventStream:
         with _mapped():
             client = await self._client()
             response = await client.converse_stream(**request)
-        return response["stream"], (response.get("ResponseMetadata") or {}).get("RequestId")
+        return _EventStream(response["stream"], (response.get("ResponseMetadata") or {}).get("RequestId"))
 
-    async def complete(
-        self,
-        messages: Sequence[Message],
-        *,
-        temperature: float | None = None,
-        max_tokens: int | None = None,
-        tools: Sequence[Tool] | None = None,
-    ) -> Completion:
-        request = self._request(messages, temperature, max_tokens, tools)
-        try:
-            data = await self._limiter.call(
-                lambda: self._converse(request), policy=self._policy, tokens=self._tokens(request)
-            )
-        except ProviderError as exc:
-            exc.with_context(model=self.model)
-            raise
+    def _parse(self, data: Any) -> Completion:
         try:
             blocks = data["output"]["message"]["content"]
             text = "".join(block["text"] for block in blocks if "text" in block)
@@ -399,39 +384,16 @@ class BedrockChat:
                 model=self.model,
                 request_id=rid,
             ) from exc
-        usage = _usage(data.get("usage"))
-        self.usage += usage
         stop = data.get("stopReason")
         return Completion(
-            text=text, model=self.model, usage=usage, finish_reason=_FINISH.get(stop, stop), tool_calls=calls
+            text=text,
+            model=self.model,
+            usage=_usage(data.get("usage")),
+            finish_reason=_FINISH.get(stop, stop),
+            tool_calls=calls,
         )
 
-    async def stream(
-        self,
-        messages: Sequence[Message],
-        *,
-        temperature: float | None = None,
-        max_tokens: int | None = None,
-        tools: Sequence[Tool] | None = None,
-    ) -> AsyncIterator[Delta]:
-        request = self._request(messages, temperature, max_tokens, tools)
-        open_stream = self._limiter.hold(
-            lambda: self._open_stream(request), policy=self._policy, tokens=self._tokens(request)
-        )
-        try:
-            # The slot is held for the whole stream: the provider is busy until the last token.
-            async with open_stream as (events, rid):
-                try:
-                    async with contextlib.aclosing(self._deltas(events, rid)) as deltas:
-                        async for delta in deltas:
-                            yield delta
-                finally:
-                    events.close()  # closes the connection, which tells Bedrock to stop generating
-        except ProviderError as exc:
-            exc.with_context(model=self.model)
-            raise
-
-    async def _deltas(self, events: Any, rid: str | None) -> AsyncGenerator[Delta, None]:
+    async def _deltas(self, stream: _EventStream) -> AsyncGenerator[Delta, None]:
         calls: dict[int, dict[str, str]] = {}  # content block index -> the tool call streamed in it
 
         def call_at(body: Mapping[str, Any]) -> dict[str, str]:
@@ -443,8 +405,9 @@ class BedrockChat:
         stopped = False
         # Exception events (modelStreamErrorException, throttlingException) arrive as EventStreamError, a cut
         # connection as aiohttp errors: both leave as ProviderErrors carrying the request id.
+        rid = stream.rid
         with _mapped(rid):
-            async for event in events:
+            async for event in stream.events:
                 if "contentBlockDelta" in event:
                     body = event["contentBlockDelta"]
                     delta = body.get("delta") or {}

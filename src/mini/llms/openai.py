@@ -3,25 +3,27 @@
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Sequence
-from typing import Any
+from collections.abc import AsyncGenerator, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, ClassVar
 
-from mini import _registry
 from mini._openai import PROVIDER, openai_http, resolve_credentials
 from mini.config import LLMConfig
 from mini.errors import ProviderConnectionError, ProviderError
 from mini.llms.base import (
     Completion,
     Delta,
+    HttpChat,
     Message,
     Tool,
     ToolCall,
     Usage,
     estimate_tokens,
+    malformed_event,
     parse_arguments,
-    provider_limiter,
-    stream_sse,
 )
+
+if TYPE_CHECKING:
+    from mini._http import SSEStream
 
 _FINISH = {"tool_calls": "tool_calls", "function_call": "tool_calls", "stop": "stop", "length": "length"}
 
@@ -84,32 +86,25 @@ class _ToolCallAssembler:
         )
 
 
-class OpenAIChat:
+class OpenAIChat(HttpChat):
     """Chat completions against any OpenAI-compatible endpoint. Construction does no I/O."""
 
-    def __init__(self, config: LLMConfig) -> None:
-        _provider, self.model = _registry.split_model(config.model, default_provider="openai")
-        self.name = f"openai:{self.model}"
-        self.config = config
-        self.usage = Usage()
-        base_url, api_key = resolve_credentials(config.base_url, config.api_key)
-        self._http = openai_http(base_url, api_key, timeout=config.timeout)
-        self._policy = config.retry_policy()
-        self._limiter = provider_limiter(config, base_url, api_key)
+    path = "/chat/completions"
+    stream_fields: ClassVar[Mapping[str, Any]] = {"stream": True, "stream_options": {"include_usage": True}}
 
-    def _payload(
-        self,
-        messages: Sequence[Message],
-        temperature: float | None,
-        max_tokens: int | None,
-        tools: Sequence[Tool] | None,
+    def __init__(self, config: LLMConfig) -> None:
+        base_url, api_key = resolve_credentials(config.base_url, config.api_key)
+        super().__init__(config, PROVIDER, base_url, api_key)
+        self._http = openai_http(base_url, api_key, timeout=config.timeout)
+
+    def _body(
+        self, messages: Sequence[Message], temperature: float, limit: int | None, tools: Sequence[Tool] | None
     ) -> dict[str, Any]:
         payload: dict[str, Any] = {
             "model": self.model,
             "messages": wire_messages(messages),
-            "temperature": self.config.temperature if temperature is None else temperature,
+            "temperature": temperature,
         }
-        limit = self.config.max_tokens if max_tokens is None else max_tokens
         if self.config.reasoning_effort is not None:
             # Reasoning models take an effort and count hidden reasoning in max_completion_tokens.
             payload["reasoning_effort"] = self.config.reasoning_effort
@@ -126,24 +121,7 @@ class OpenAIChat:
         limit = payload.get("max_completion_tokens") or payload.get("max_tokens")
         return estimate_tokens(payload["messages"], limit)
 
-    async def complete(
-        self,
-        messages: Sequence[Message],
-        *,
-        temperature: float | None = None,
-        max_tokens: int | None = None,
-        tools: Sequence[Tool] | None = None,
-    ) -> Completion:
-        payload = self._payload(messages, temperature, max_tokens, tools)
-        try:
-            data = await self._limiter.call(
-                lambda: self._http.post_json("/chat/completions", payload),
-                policy=self._policy,
-                tokens=self._tokens(payload),
-            )
-        except ProviderError as exc:
-            exc.with_context(model=self.model)
-            raise
+    def _parse(self, data: Any) -> Completion:
         try:
             choice = data["choices"][0]
             message = choice["message"]
@@ -156,39 +134,16 @@ class OpenAIChat:
             raise ProviderError(
                 f"malformed chat completion: {str(data)[:200]}", provider=PROVIDER, model=self.model
             ) from exc
-        usage = _usage(data.get("usage"))
-        self.usage += usage
         finish = choice.get("finish_reason")
         return Completion(
             text=text,
             model=data.get("model") or self.model,
-            usage=usage,
+            usage=_usage(data.get("usage")),
             finish_reason=_FINISH.get(finish, finish),
             tool_calls=calls,
         )
 
-    def stream(
-        self,
-        messages: Sequence[Message],
-        *,
-        temperature: float | None = None,
-        max_tokens: int | None = None,
-        tools: Sequence[Tool] | None = None,
-    ) -> AsyncIterator[Delta]:
-        payload = self._payload(messages, temperature, max_tokens, tools)
-        payload["stream"] = True
-        payload["stream_options"] = {"include_usage": True}
-        # Returned, not wrapped: closing the caller's iterator closes the stream (and the connection) at once.
-        return stream_sse(
-            self._limiter,
-            lambda: self._http.open_sse("/chat/completions", payload),
-            self._deltas,
-            policy=self._policy,
-            tokens=self._tokens(payload),
-            on_error=lambda exc: exc.with_context(model=self.model),
-        )
-
-    async def _deltas(self, stream: Any) -> AsyncIterator[Delta]:
+    async def _deltas(self, stream: SSEStream) -> AsyncGenerator[Delta, None]:
         calls = _ToolCallAssembler()
         usage: Usage | None = None
         finish: str | None = None
@@ -200,9 +155,7 @@ class OpenAIChat:
             try:
                 chunk = json.loads(event.data)
             except ValueError as exc:
-                raise ProviderError(
-                    f"malformed stream chunk: {event.data[:200]!r}", provider=PROVIDER
-                ) from exc
+                raise malformed_event(event.data, PROVIDER, "chunk") from exc
             if "error" in chunk:
                 raise ProviderError(f"stream failed: {chunk['error']}", provider=PROVIDER)
             if chunk.get("usage"):
@@ -221,6 +174,3 @@ class OpenAIChat:
             self.usage += usage
         # One closing delta with everything only known at the end.
         yield Delta(usage=usage, finish_reason=_FINISH.get(finish or "", finish), tool_calls=calls.calls())
-
-    async def aclose(self) -> None:
-        await self._http.aclose()

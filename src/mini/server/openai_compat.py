@@ -40,26 +40,29 @@ status code (401 `AuthenticationError`, 422 `UnprocessableEntityError`, 429 `Rat
 
 from __future__ import annotations
 
-import json
+import logging
 import time
 import uuid
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping
 from dataclasses import asdict
 from typing import Any, Literal
 
 from fastapi import APIRouter, Depends, Request
 from pydantic import BaseModel, ConfigDict, Field
-from starlette.responses import StreamingResponse
 
+from mini._sse import encode, encode_json
+from mini.errors import log_failure
 from mini.server.deps import check_question, get_rag, get_settings, require_api_key
 from mini.server.errors import ApiError
 from mini.server.schemas import ERRORS, CitationOut, Hit
-from mini.server.sse import SSE_HEADERS
-from mini.types import RetrievalResult, StreamEvent
+from mini.server.sse import SSEResponse, error_data
+from mini.types import StreamEvent
 
 MODEL_ID = "mini-rag"
 OWNER = "mini-rag"
 _CREATED = int(time.time())  # when this server (module) started: the "model" exists since then
+
+log = logging.getLogger("mini.server")
 
 router = APIRouter(prefix="/v1", dependencies=[Depends(require_api_key)], responses=ERRORS)
 
@@ -190,8 +193,7 @@ async def chat_completions(body: ChatCompletionRequest, request: Request) -> Any
     rag = get_rag(request)
     if body.stream:
         include_usage = body.stream_options is not None and body.stream_options.include_usage
-        chunks = _chunks(rag.stream_async(question), model=body.model, include_usage=include_usage)
-        return StreamingResponse(chunks, media_type="text/event-stream", headers=SSE_HEADERS)
+        return SSEResponse(_chunks(rag.stream_async(question), model=body.model, include_usage=include_usage))
     response = await rag.query_async(question)
     return {
         "id": _completion_id(),
@@ -207,7 +209,7 @@ async def chat_completions(body: ChatCompletionRequest, request: Request) -> Any
             }
         ],
         "usage": _usage(response.metadata.get("usage")),
-        "sources": [_hit(n, hit) for n, hit in enumerate(response.retrieved_chunks, start=1)],
+        "sources": [hit.as_source(n) for n, hit in enumerate(response.retrieved_chunks, start=1)],
         "citations": [asdict(c) for c in response.citations],
     }
 
@@ -226,17 +228,6 @@ def _completion_id() -> str:
     return f"chatcmpl-{uuid.uuid4().hex}"
 
 
-def _hit(number: int, hit: RetrievalResult) -> dict[str, Any]:
-    return {
-        "number": number,
-        "id": hit.id,
-        "source": hit.source,
-        "score": hit.score,
-        "text": hit.text,
-        "metadata": hit.metadata,
-    }
-
-
 def _usage(usage: Mapping[str, Any] | None) -> dict[str, int]:
     """OpenAI's usage from the RAG's (`Usage.as_dict`: prompt/completion tokens; input/output also read)."""
     usage = usage or {}
@@ -245,16 +236,16 @@ def _usage(usage: Mapping[str, Any] | None) -> dict[str, int]:
     return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
 
 
-def _data(payload: Any) -> bytes:
-    return f"data: {json.dumps(payload, ensure_ascii=False, default=str)}\n\n".encode()
+_DONE = encode("[DONE]")
 
 
-_DONE = b"data: [DONE]\n\n"
+def _error(error: Mapping[str, Any]) -> bytes:
+    return encode_json({"error": {"type": error.get("type", "error"), "message": error.get("message", "")}})
 
 
 async def _chunks(
     events: AsyncIterator[StreamEvent], *, model: str, include_usage: bool
-) -> AsyncIterator[bytes]:
+) -> AsyncGenerator[bytes, None]:
     """The RAG's events as `chat.completion.chunk` frames (see the module docstring for the order)."""
     base = {
         "id": _completion_id(),
@@ -268,7 +259,7 @@ async def _chunks(
         payload: dict[str, Any] = {**base, "choices": [choice]}
         if include_usage:
             payload["usage"] = None  # as OpenAI does: only the last chunk carries usage
-        return _data({**payload, **extra})
+        return encode_json({**payload, **extra})
 
     started = False  # the first chunk (with the role) has gone out
     try:
@@ -287,22 +278,24 @@ async def _chunks(
                 yield chunk({}, "stop", citations=done.get("citations", []))
                 if include_usage:
                     usage = _usage(done.get("metadata", {}).get("usage"))
-                    yield _data({**base, "choices": [], "usage": usage})
+                    yield encode_json({**base, "choices": [], "usage": usage})
                 yield _DONE
                 return
             elif event.type == "error":
-                error = event.data or {}
-                yield _data(
-                    {"error": {"type": error.get("type", "error"), "message": error.get("message", "")}}
-                )
+                yield _error(event.data or {})
                 yield _DONE
                 return
             # `citation` events: the final chunk lists them all; tool events are not part of this API.
         # The RAG stream always ends with done or error; if not, still end the stream properly.
         yield _DONE
+    except Exception as exc:
+        # The RAG's stream answers its own failures with an `error` event; one escaping here is unexpected.
+        log_failure(log, "chat completion stream failed", exc)
+        yield _error(error_data(exc))
+        yield _DONE
     finally:
-        # A client disconnect cancels this generator (Starlette watches for it); closing the event stream
-        # closes the upstream LLM stream at once instead of letting it run to the end (as in mini.server.sse).
+        # A client disconnect closes this generator (see `SSEResponse`); closing the event stream closes the
+        # upstream LLM stream at once instead of letting it run to the end.
         aclose = getattr(events, "aclose", None)
         if aclose is not None:
             await aclose()
