@@ -1,8 +1,11 @@
 """Headless Chromium for the browser tests (Selenium): Debian's `chromium` + `chromium-driver`, or any Chrome with a
-matching chromedriver on PATH. Without them a test skips with a message saying what to install."""
+matching chromedriver on PATH. Without them a test skips with a message saying what to install, except where
+`MINI_REQUIRE_BROWSER=1` (set by .ci/run, which installs them): there a missing or broken browser fails the test,
+so CI cannot go green with the browser tests silently skipped."""
 
 from __future__ import annotations
 
+import os
 import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -15,6 +18,12 @@ from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.remote.webdriver import WebDriver
 
 INSTALL_HINT = "install chromium chromium-driver (apt-get) to run the browser test"
+
+
+def _unavailable(reason: str) -> None:
+    if os.environ.get("MINI_REQUIRE_BROWSER") == "1":
+        pytest.fail(f"{reason} (MINI_REQUIRE_BROWSER=1: the browser tests must run here)")
+    pytest.skip(reason)
 
 
 def _first_on_path(*names: str) -> str | None:
@@ -37,7 +46,7 @@ def chromium(
         missing = " and ".join(
             n for n, p in (("chromium", binary), ("chromedriver", driver_path)) if p is None
         )
-        pytest.skip(f"{missing} not found: {INSTALL_HINT}")
+        _unavailable(f"{missing} not found: {INSTALL_HINT}")
     options = Options()
     options.binary_location = binary
     for arg in (
@@ -58,7 +67,7 @@ def chromium(
     try:
         driver = webdriver.Chrome(service=Service(executable_path=driver_path), options=options)
     except Exception as exc:  # a broken install: say so instead of failing obscurely
-        pytest.skip(f"chromium did not start ({type(exc).__name__}: {exc}); {INSTALL_HINT}")
+        _unavailable(f"chromium did not start ({type(exc).__name__}: {exc}); {INSTALL_HINT}")
     try:
         driver.set_page_load_timeout(page_load_timeout)
         yield driver

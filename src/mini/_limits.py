@@ -38,7 +38,13 @@ from dataclasses import dataclass, field
 from typing import TypeVar
 
 from mini._portal import PerLoop
-from mini.errors import ProviderConnectionError, ProviderServerError, ProviderStatusError, RateLimitError
+from mini.errors import (
+    InvalidInputError,
+    ProviderConnectionError,
+    ProviderServerError,
+    ProviderStatusError,
+    RateLimitError,
+)
 
 T = TypeVar("T")
 log = logging.getLogger("mini.limits")
@@ -107,7 +113,7 @@ class RateBudget:
 
     def __init__(self, per_minute: float, burst: float | None = None) -> None:
         if per_minute <= 0:
-            raise ValueError("per_minute must be > 0")
+            raise InvalidInputError("per_minute must be > 0")
         self.interval = 60.0 / per_minute  # seconds per unit
         # Default burst: ten seconds' worth. A full minute at once would trip providers' per-second limits.
         self.burst = max(1.0, burst if burst is not None else per_minute / 6)
@@ -184,9 +190,12 @@ class Limiter:
         requests_per_minute: float | None = None,
         tokens_per_minute: float | None = None,
         adaptive: AdaptiveConfig | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
+        """`clock` (monotonic seconds) times the adaptive hold and the retry deadline; tests inject a manual one."""
         if max_in_flight < 1:
-            raise ValueError("max_in_flight must be >= 1")
+            raise InvalidInputError("max_in_flight must be >= 1")
+        self.clock = clock
         self.name = name
         self.max_in_flight = max_in_flight
         self.policy = policy or RetryPolicy()
@@ -217,7 +226,7 @@ class Limiter:
         before = self.cap
         self._cap = value
         if self.cap != before:
-            self.stats.cap_history.append((time.monotonic(), self.cap))
+            self.stats.cap_history.append((self.clock(), self.cap))
             log.debug("%s: in-flight cap %d -> %d (%s)", self.name, before, self.cap, why)
 
     def _on_refused(self, level: int, others_in_flight: int) -> None:
@@ -225,7 +234,7 @@ class Limiter:
         self.stats.refused += 1
         if not self.adaptive.enabled:
             return
-        now = time.monotonic()
+        now = self.clock()
         if level <= self._proven_level and now - self._proven_at < self.adaptive.hold_seconds:
             # We recently succeeded with more requests in flight than this one had: the refusal is not about
             # our concurrency (a random 429, a per-minute quota blip). Backing off the retry is enough.
@@ -239,7 +248,7 @@ class Limiter:
             self._set_cap(target, f"refused at level {level} with {others_in_flight} others in flight")
 
     def _on_success(self, gate: _Gate, level: int) -> None:
-        now = time.monotonic()
+        now = self.clock()
         if level >= self._proven_level or now - self._proven_at >= self.adaptive.hold_seconds:
             self._proven_level, self._proven_at = level, now
         if not self.adaptive.enabled or self._cap >= self.max_in_flight:
@@ -267,7 +276,7 @@ class Limiter:
         if not is_retryable(exc) or attempt >= policy.max_attempts:
             return None
         delay = backoff_delay(attempt, policy, retry_after=getattr(exc, "retry_after", None))
-        if policy.deadline is not None and time.monotonic() - started + delay > policy.deadline:
+        if policy.deadline is not None and self.clock() - started + delay > policy.deadline:
             return None
         log.debug("%s: %s on attempt %d, retrying in %.2fs", self.name, type(exc).__name__, attempt, delay)
         return delay
@@ -280,7 +289,7 @@ class Limiter:
         Returns the gate, the request's level (how many were in flight, itself included, when it was sent)
         and the result."""
         policy = policy or self.policy
-        started = time.monotonic()
+        started = self.clock()
         self.stats.calls += 1
         attempt = 0
         while True:

@@ -9,6 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from mini.errors import InvalidInputError
+
 if TYPE_CHECKING:
     from mini._limits import RetryPolicy
     from mini._settings import Settings
@@ -58,15 +60,15 @@ class LLMConfig:
 
     def __post_init__(self) -> None:
         if self.max_concurrency < 1:
-            raise ValueError("max_concurrency must be >= 1")
+            raise InvalidInputError("max_concurrency must be >= 1")
         if self.timeout <= 0:
-            raise ValueError("timeout must be > 0")
+            raise InvalidInputError("timeout must be > 0")
         if self.max_retries < 0:
-            raise ValueError("max_retries must be >= 0")
+            raise InvalidInputError("max_retries must be >= 0")
         for name in ("requests_per_minute", "tokens_per_minute"):
             value = getattr(self, name)
             if value is not None and value <= 0:
-                raise ValueError(f"{name} must be > 0 (or None for no limit)")
+                raise InvalidInputError(f"{name} must be > 0 (or None for no limit)")
 
     def retry_policy(self) -> RetryPolicy:
         from mini._limits import RetryPolicy
@@ -104,15 +106,17 @@ class RetrievalConfig:
 
     def __post_init__(self) -> None:
         if self.top_k < 1 or self.rerank_top_k < 1:
-            raise ValueError("top_k and rerank_top_k must be >= 1")
+            raise InvalidInputError("top_k and rerank_top_k must be >= 1")
         if self.num_query_variants < 0:
-            raise ValueError("num_query_variants must be >= 0")
+            raise InvalidInputError("num_query_variants must be >= 0")
         if self.retrieval_mode not in (None, "dense", "keyword", "hybrid"):
-            raise ValueError(f"retrieval_mode must be dense, keyword or hybrid, not {self.retrieval_mode!r}")
+            raise InvalidInputError(
+                f"retrieval_mode must be dense, keyword or hybrid, not {self.retrieval_mode!r}"
+            )
         if self.rrf_k < 0 or self.candidates_per_leg < 0:
-            raise ValueError("rrf_k and candidates_per_leg must be >= 0")
+            raise InvalidInputError("rrf_k and candidates_per_leg must be >= 0")
         if min(self.dense_weight, self.keyword_weight, self.prefilter_weight) < 0:
-            raise ValueError("leg weights must be >= 0")
+            raise InvalidInputError("leg weights must be >= 0")
 
 
 @dataclass(frozen=True, slots=True)

@@ -33,7 +33,10 @@ so the original error stays attached.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import logging
 
 
 class MiniError(Exception):
@@ -289,3 +292,15 @@ def status_error(
     elif 400 <= status_code < 500:
         cls = BadRequestError
     return cls(message, status_code=status_code, provider=provider, model=model, request_id=request_id)
+
+
+def log_failure(log: logging.Logger, what: str, exc: BaseException) -> None:
+    """Log an exception that is answered (a stream's `error` event) instead of raised. The caller's own bad
+    input is INFO, another `MiniError` (a provider down, a store failing) a WARNING, both one line: their
+    message says it all. Anything else is a bug, logged with its traceback (which the event does not carry)."""
+    if isinstance(exc, InvalidInputError | DocumentError):
+        log.info("%s: %s: %s", what, type(exc).__name__, exc)
+    elif isinstance(exc, MiniError):
+        log.warning("%s: %s: %s", what, type(exc).__name__, exc)
+    else:
+        log.error("%s: %s: %s", what, type(exc).__name__, exc, exc_info=exc)

@@ -10,7 +10,7 @@ import os
 import random
 import struct
 import sys
-import time
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -66,23 +66,40 @@ def _cosines(ours: np.ndarray) -> np.ndarray:
 class _FakeRuntime:
     """Stands in for the onnxruntime session: row i of a batch is a one-hot of the text's length."""
 
-    def __init__(self, delay: float = 0.0) -> None:
-        self.delay = delay
+    def __init__(self) -> None:
         self.batches: list[list[str]] = []
 
     def embed_batch(self, texts: list[str]) -> np.ndarray:
         self.batches.append(texts)
-        time.sleep(self.delay)
         out = np.zeros((len(texts), local_onnx.DIMENSION), dtype=np.float32)
         out[np.arange(len(texts)), [len(t) % local_onnx.DIMENSION for t in texts]] = 1.0
         return out
 
 
-def _count_loads(monkeypatch: pytest.MonkeyPatch, make: Any) -> list[float]:
-    loads: list[float] = []
+class _GatedRuntime(_FakeRuntime):
+    """A runtime whose batches wait (in their worker thread) until `release` is set: the test decides when a
+    batch is running and when it ends, instead of guessing with sleeps."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.started = threading.Semaphore(0)
+        self.finished = threading.Semaphore(0)
+        self.release = threading.Event()
+
+    def embed_batch(self, texts: list[str]) -> np.ndarray:
+        self.started.release()
+        self.release.wait(timeout=60)
+        try:
+            return super().embed_batch(texts)
+        finally:
+            self.finished.release()
+
+
+def _count_loads(monkeypatch: pytest.MonkeyPatch, make: Any) -> list[str]:
+    loads: list[str] = []
 
     def counting_open_runtime(model_path: str | None, cache_dir: str | None, name: str) -> Any:
-        loads.append(time.perf_counter())
+        loads.append(name)
         return make(model_path, cache_dir, name)
 
     monkeypatch.setattr(local_onnx, "open_runtime", counting_open_runtime)
@@ -392,15 +409,21 @@ async def test_batches_group_similar_lengths_and_results_keep_input_order(
 
 
 async def test_cancelled_embed_stops_between_batches(monkeypatch: pytest.MonkeyPatch) -> None:
-    runtime = _FakeRuntime(delay=0.05)
+    runtime = _GatedRuntime()
     _count_loads(monkeypatch, lambda *_: runtime)
-    task = asyncio.create_task(LocalOnnxEmbedder(batch_size=1).embed([f"text {i}" for i in range(20)]))
-    await asyncio.sleep(0.12)
-    task.cancel()
+    embedder = LocalOnnxEmbedder(batch_size=1)
+    task = asyncio.create_task(embedder.embed([f"text {i}" for i in range(20)]))
+    assert await asyncio.to_thread(runtime.started.acquire, timeout=30), "no batch started"
+    task.cancel()  # while the first batch is in its worker thread
     with pytest.raises(asyncio.CancelledError):
         await task
-    await asyncio.sleep(0.15)  # a batch already in a worker thread finishes; no new one starts
-    assert len(runtime.batches) <= 4
+    runtime.release.set()
+    assert await asyncio.to_thread(runtime.finished.acquire, timeout=30), "the running batch never finished"
+    # The batch already in a worker thread finished; the cancelled call started no other, and gave its core
+    # back: the next call runs.
+    assert len(runtime.batches) == 1
+    assert (await embedder.embed(["next"])).shape == (1, local_onnx.DIMENSION)
+    assert len(runtime.batches) == 2
 
 
 # Chunk text for the loop-lag test: ~100-200 words (~150 on average) of plausible vocabulary.

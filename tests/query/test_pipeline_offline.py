@@ -92,7 +92,6 @@ class _Untouchable:
     """A backend/embedder that fails the test if anything reaches it."""
 
     supports_hybrid = False
-    supports_filters = True
     name = "untouchable"
     dimension = 4
 

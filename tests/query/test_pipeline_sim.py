@@ -1,19 +1,42 @@
-"""The pipeline against a real HTTP server speaking the OpenAI API (mini.testing.sim_server): concurrency,
+"""The pipeline against a real HTTP server speaking the OpenAI API (mini.testing.sim): concurrency,
 streaming, rewriting, and provider failures surfacing as typed errors, never as answers."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from mini import AgenticRAG, EmbeddingModel, LLMConfig, RetrievalConfig, VectorStore
+from mini import AgenticRAG, EmbeddingModel, LLMConfig, RerankerConfig, RetrievalConfig, VectorStore
 from mini.errors import AuthenticationError, ProviderServerError
 from mini.testing.looplag import LoopLagProbe
 from tests.conftest import SAMPLE_CORPUS
 from tests.query.conftest import make_rag
+
+
+async def local_embeddings_rag(sim: Any, store_dir: Path, max_retries: int) -> AgenticRAG:
+    """The sample corpus indexed with local embeddings, so only the simulated chat model meets its faults."""
+    rag = AgenticRAG(
+        VectorStore(str(store_dir), collection_name="t"),
+        EmbeddingModel(),
+        llm_config=LLMConfig(model="sim-chat", base_url=sim.base_url, api_key="sim", max_retries=max_retries),
+    )
+    await rag.index_documents_async([SAMPLE_CORPUS])
+    return rag
+
+
+@contextlib.contextmanager
+def another_api_key(sim: Any) -> Iterator[None]:
+    """The simulator expects another API key meanwhile: every request of ours is refused (401)."""
+    sim.configure(api_key="other-key")
+    try:
+        yield
+    finally:
+        sim.configure(api_key=None)
 
 
 async def test_64_concurrent_queries_keep_64_chats_in_flight_and_the_loop_free(
@@ -81,7 +104,7 @@ async def test_closing_a_stream_early_cancels_the_upstream_request(rag: AgenticR
         if event.type == "token":
             break
     await stream.aclose()  # type: ignore[attr-defined]
-    for _ in range(100):
+    for _ in range(1500):  # wait on the simulator's state (30 s at most on a loaded machine)
         if sim.stats()["chat"]["in_flight"] == 0:
             break
         await asyncio.sleep(0.02)
@@ -89,13 +112,8 @@ async def test_closing_a_stream_early_cancels_the_upstream_request(rag: AgenticR
 
 
 async def test_server_errors_raise_typed_errors_not_answers(sim: Any, tmp_path: Path) -> None:
-    # Local embeddings, simulated chat that always fails with 500.
-    rag = AgenticRAG(
-        VectorStore(str(tmp_path), collection_name="t"),
-        EmbeddingModel(),
-        llm_config=LLMConfig(model="sim-chat", base_url=sim.base_url, api_key="sim", max_retries=1),
-    )
-    await rag.index_documents_async([SAMPLE_CORPUS])
+    # Simulated chat that always fails with 500.
+    rag = await local_embeddings_rag(sim, tmp_path, max_retries=1)
     sim.configure(error_fraction=1.0)
     with pytest.raises(ProviderServerError) as info:
         await rag.query_async("How much is the 2025 library budget?")
@@ -131,33 +149,22 @@ async def test_failed_rewrite_degrades_to_the_original_question_with_a_warning(
 
 
 async def test_stream_reports_a_provider_failure_as_an_error_event(rag: AgenticRAG, sim: Any) -> None:
-    sim.configure(api_key="other-key")
-    try:
+    with another_api_key(sim):
         events = [e async for e in rag.stream_async("How much is the 2025 library budget?")]
-    finally:
-        sim.configure(api_key=None)
     assert [e.type for e in events] == ["error"]
     assert events[0].data["type"] == "AuthenticationError"
 
 
 async def test_wrong_api_key_raises_authentication_error_without_retrying(rag: AgenticRAG, sim: Any) -> None:
-    sim.configure(api_key="other-key")
-    try:
+    with another_api_key(sim):
         with pytest.raises(AuthenticationError):
             await rag.query_async("How much is the 2025 library budget?")
         assert sim.stats()["total"]["unauthorized"] == 1
-    finally:
-        sim.configure(api_key=None)
 
 
 async def test_rate_limited_provider_is_survived_by_retrying(sim: Any, tmp_path: Path) -> None:
-    # Local embeddings, so only chat meets the limit; 16 questions against 4 slots must all be answered.
-    rag = AgenticRAG(
-        VectorStore(str(tmp_path), collection_name="t"),
-        EmbeddingModel(),
-        llm_config=LLMConfig(model="sim-chat", base_url=sim.base_url, api_key="sim", max_retries=30),
-    )
-    await rag.index_documents_async([SAMPLE_CORPUS])
+    # Only chat meets the limit; 16 questions against 4 slots must all be answered.
+    rag = await local_embeddings_rag(sim, tmp_path, max_retries=30)
     sim.configure(chat_ms=50, max_in_flight=4, retry_after=0.05)
     responses = await asyncio.gather(*(rag.query_async(f"library budget {i}?") for i in range(16)))
     stats = sim.stats()
@@ -194,19 +201,29 @@ def test_every_provider_answers_through_the_sync_facade(
         rag.close()
 
 
-async def test_an_llm_reranker_scores_every_fused_candidate_inside_the_pipeline(
-    sim: Any, tmp_path: Path
-) -> None:
-    from mini import RerankerConfig
-
-    indexed = make_rag(sim, tmp_path)
+async def reranking_rag(
+    sim: Any, store_dir: Path, retrieval: RetrievalConfig, reranker: RerankerConfig
+) -> AgenticRAG:
+    """The sample corpus indexed through the simulator, then queried with these retrieval and reranker configs."""
+    indexed = make_rag(sim, store_dir)
     await indexed.index_documents_async([SAMPLE_CORPUS])
-    rag = AgenticRAG(
+    return AgenticRAG(
         indexed.vector_store,
         indexed.embedding_model,
         llm=indexed.llm,
-        retrieval_config=RetrievalConfig(top_k=6, rerank_top_k=3, use_query_rewriting=False),
-        reranker_config=RerankerConfig(kind="llm", max_concurrency=4),
+        retrieval_config=retrieval,
+        reranker_config=reranker,
+    )
+
+
+async def test_an_llm_reranker_scores_every_fused_candidate_inside_the_pipeline(
+    sim: Any, tmp_path: Path
+) -> None:
+    rag = await reranking_rag(
+        sim,
+        tmp_path,
+        RetrievalConfig(top_k=6, rerank_top_k=3, use_query_rewriting=False),
+        RerankerConfig(kind="llm", max_concurrency=4),
     )
     sim.reset()
     response = await rag.query_async("When is glass collected?")
@@ -222,16 +239,8 @@ async def test_an_llm_reranker_scores_every_fused_candidate_inside_the_pipeline(
 
 
 async def test_a_failing_reranker_keeps_the_retrieval_order_with_a_warning(sim: Any, tmp_path: Path) -> None:
-    from mini import RerankerConfig
-
-    indexed = make_rag(sim, tmp_path)
-    await indexed.index_documents_async([SAMPLE_CORPUS])
-    rag = AgenticRAG(
-        indexed.vector_store,
-        indexed.embedding_model,
-        llm=indexed.llm,
-        retrieval_config=RetrievalConfig(use_query_rewriting=False, rerank_top_k=2),
-        reranker_config=RerankerConfig(kind="llm"),
+    rag = await reranking_rag(
+        sim, tmp_path, RetrievalConfig(use_query_rewriting=False, rerank_top_k=2), RerankerConfig(kind="llm")
     )
     plain = await rag.retrieve_async("When is glass collected?")
     assert rag.reranker.name.startswith("llm:")

@@ -6,7 +6,6 @@ Wall-clock numbers for the same scenarios are measured by `bench/rate_limits.py`
 from __future__ import annotations
 
 import asyncio
-import time
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -17,7 +16,7 @@ import pytest
 from mini import AgenticRAG, EmbeddingModel
 from mini._limits import endpoint_key, limiter_for
 from mini.errors import AuthenticationError
-from mini.testing.sim_server import max_in_window
+from mini.testing.sim import max_in_window
 from tests.query.conftest import SIM_KEY as KEY
 
 
@@ -58,11 +57,9 @@ async def test_random_429s_and_5xx_are_survived_by_200_queries(rag: AgenticRAG, 
 
 async def test_wrong_key_fails_once_fast_without_retries(sim: Any, rag: AgenticRAG) -> None:
     sim.configure(api_key="the-right-key")
-    started = time.monotonic()
     with pytest.raises(AuthenticationError) as info:
         await rag.query_async("How much is the 2025 library budget?")
-    assert time.monotonic() - started < 1.0
-    assert sim.stats()["total"]["requests"] == 1
+    assert sim.stats()["total"]["requests"] == 1  # one attempt: no retry, no backoff wait
     assert "sim-chat" in str(info.value) and info.value.request_id
 
 

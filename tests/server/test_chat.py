@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -14,8 +12,11 @@ import httpx
 import pytest
 
 from mini import AgenticRAG, EmbeddingModel, VectorStore
+from mini._sse import decode
 from mini.server import ServerSettings, create_app
+from mini.server.sessions import SessionStore
 from mini.testing.server_thread import ServerThread
+from tests.clock import ManualClock, wait_until
 from tests.conftest import SAMPLE_CORPUS
 from tests.query.conftest import SIM_KEY, make_rag
 
@@ -48,12 +49,7 @@ def chat(client: httpx.Client, message: str, session_id: str | None = None, **ex
     with client.stream("POST", "/v1/chat/stream", json=body) as response:
         assert response.status_code == 200, response.read()
         assert response.headers["content-type"].startswith("text/event-stream")
-        name = ""
-        for line in response.iter_lines():
-            if line.startswith("event: "):
-                name = line.removeprefix("event: ")
-            elif line.startswith("data: "):
-                events.append((name, json.loads(line.removeprefix("data: "))))
+        events.extend((event.event or "message", event.json()) for event in decode(response.iter_bytes()))
     return events
 
 
@@ -184,15 +180,46 @@ def test_sessions_are_bounded_least_recently_used_first(sim: Any, tmp_path: Path
 
 
 def test_sessions_expire_after_the_ttl(sim: Any, tmp_path: Path) -> None:
-    with serve(offline_rag(sim, tmp_path), session_ttl_s=0.3) as client:
+    rag = offline_rag(sim, tmp_path)
+    app = create_app(rag, settings=ServerSettings(session_ttl_s=0.3))
+    clock = ManualClock()
+    with ServerThread(app) as server, httpx.Client(base_url=server.url, timeout=30) as client:
+        # Expiry follows the store's clock, which only this test moves: however slow the machine, nothing
+        # expires before `advance` and the sweeper (every ttl/2 of real time) ends both right after it.
+        sessions: SessionStore = app.state.sessions
+        sessions.clock = clock
         done_of(chat(client, "a question", "short"))
         done_of(chat(client, "a question", "swept"))
         assert client.get("/v1/sessions/short").status_code == 200
-        time.sleep(0.6)
-        # Nobody touched "swept": the periodic sweep ended it (and "short") without an access.
+        clock.advance(0.2)
+        assert client.get("/v1/sessions/short").status_code == 200  # within the TTL; "short" used again
+        clock.advance(0.2)  # "swept" idle for 0.4 s, "short" for 0.2 s
+        wait_until(lambda: sessions.expired == 1, "the sweeper did not end the idle session")
+        assert client.get("/v1/sessions/swept").status_code == 404
+        clock.advance(0.4)
+        # Nobody touched "short" since: the periodic sweep ends it without an access.
+        wait_until(lambda: sessions.expired == 2, "the sweeper did not end the second session")
         stats = client.get("/v1/stats").json()["sessions"]
         assert stats["active"] == 0 and stats["expired"] == 2
         assert client.get("/v1/sessions/short").status_code == 404
         # The same id starts afresh.
         assert done_of(chat(client, "again", "short"))["session_id"] == "short"
         assert len(client.get("/v1/sessions/short").json()["turns"]) == 1
+        assert server.loop is not None
+        asyncio.run_coroutine_threadsafe(rag.aclose(), server.loop).result(timeout=10)
+
+
+async def test_a_session_expires_on_access_or_sweep_by_the_stores_clock() -> None:
+    clock = ManualClock()
+    store = SessionStore(max_sessions=4, ttl_s=10, max_turns=2, clock=clock)
+    kept, _idle, busy = (store.get_or_create(name) for name in ("kept", "idle", "busy"))
+    busy.active_jobs = 1  # an ingestion job is writing into it: never expired under it
+    clock.advance(6)
+    assert store.get("kept") is kept
+    clock.advance(6)  # "idle" and "busy" idle for 12 s, "kept" for 6 s
+    assert store.sweep() == 1
+    assert store.get("idle") is None and store.get("busy") is busy and store.get("kept") is kept
+    clock.advance(10.5)
+    assert store.get("kept") is None  # expired: ended on access, without a sweep
+    assert (store.expired, len(store)) == (2, 1)
+    await store.aclose()

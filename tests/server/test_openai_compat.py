@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Iterator
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
 
@@ -14,33 +15,28 @@ import openai
 import pytest
 
 from mini import AgenticRAG, RetrievalConfig
-from mini.server.app import create_app
-from mini.server.settings import ServerSettings
+from mini._sse import SSEDecoder, decode
 from mini.testing.server_thread import ServerThread
-from tests.conftest import SAMPLE_CORPUS
-from tests.query.conftest import make_rag
+from tests.servers import indexed_rag, serve
 
 QUESTION = "How much is the 2025 library budget?"
 
 
 @pytest.fixture
 def rag(sim: Any, tmp_path: Path) -> AgenticRAG:
-    """The sample corpus indexed through the simulator (sync twin: usable by sync and async tests alike)."""
-    rag = make_rag(sim, tmp_path, max_retries=0)
-    report = rag.index_documents([SAMPLE_CORPUS])
-    assert report.ok, report.failures
-    sim.reset()
-    return rag
-
-
-def serve(rag: AgenticRAG, **settings: Any) -> ServerThread:
-    return ServerThread(create_app(rag, settings=ServerSettings(**settings)))
+    return indexed_rag(sim, tmp_path)
 
 
 @pytest.fixture
 def server(rag: AgenticRAG) -> Iterator[ServerThread]:
     with serve(rag) as server:
         yield server
+
+
+def stream_question(server: ServerThread) -> AbstractContextManager[httpx.Response]:
+    """A streamed completion asking QUESTION, opened with httpx (a context manager, like `httpx.stream`)."""
+    body = {"model": "m", "messages": [{"role": "user", "content": QUESTION}], "stream": True}
+    return httpx.stream("POST", server.url + "/v1/chat/completions", json=body, timeout=30)
 
 
 def sdk(server: ServerThread, api_key: str = "unused") -> openai.OpenAI:
@@ -200,15 +196,10 @@ def test_malformed_request_is_422(server: ServerThread) -> None:
 
 def test_an_error_mid_stream_is_an_error_chunk_then_done(server: ServerThread, sim: Any) -> None:
     sim.configure(disconnect_fraction=1.0)  # the LLM stream is cut after its first piece
-    with httpx.stream(
-        "POST",
-        server.url + "/v1/chat/completions",
-        json={"model": "m", "messages": [{"role": "user", "content": QUESTION}], "stream": True},
-        timeout=30,
-    ) as response:
+    with stream_question(server) as response:
         assert response.status_code == 200
         assert response.headers["content-type"].startswith("text/event-stream")
-        frames = [line.removeprefix("data: ") for line in response.iter_lines() if line.startswith("data: ")]
+        frames = [event.data for event in decode(response.iter_bytes())]
     assert frames[-1] == "[DONE]"
     payloads = [json.loads(f) for f in frames[:-1]]
     assert payloads[0]["sources"]
@@ -235,15 +226,13 @@ def test_closing_the_stream_closes_the_upstream_llm_stream(
     def chat_in_flight() -> int:
         return int(sim.stats()["chat"]["in_flight"])
 
-    with httpx.stream(
-        "POST",
-        server.url + "/v1/chat/completions",
-        json={"model": "m", "messages": [{"role": "user", "content": QUESTION}], "stream": True},
-        timeout=30,
-    ) as response:
-        lines = response.iter_lines()  # kept referenced: dropping the iterator would close the response now
-        first = next(lines)
-        assert json.loads(first.removeprefix("data: "))["sources"]
+    with stream_question(server) as response:
+        chunks = response.iter_bytes()  # kept referenced: dropping the iterator would close the response now
+        decoder = SSEDecoder()
+        first: list[Any] = []
+        while not first:
+            first = decoder.feed(next(chunks))
+        assert first[0].json()["sources"]
         deadline = time.monotonic() + 5
         while chat_in_flight() == 0:  # the server has opened the LLM stream behind the first chunk
             assert time.monotonic() < deadline, "the LLM stream never started"

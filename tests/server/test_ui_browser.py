@@ -138,8 +138,8 @@ def test_question_streams_an_answer_whose_citation_opens_the_cited_source(
 
 @pytest.mark.parametrize("server", ["chat"], indirect=True)
 def test_upload_polls_the_job_until_done(server: ServerThread, browser: WebDriver, tmp_path: Path) -> None:
-    if not has_route(server, "post", "/v1/documents"):
-        pytest.skip("POST /v1/documents is not deployed yet (mini.server.documents missing): upload untested")
+    # The upload route is part of the app: its absence is a failure, never a skip.
+    assert has_route(server, "post", "/v1/documents"), "POST /v1/documents is missing from the app"
     doc = tmp_path / "ferry_timetable.md"
     doc.write_text(
         "# Ferry timetable\n\nThe Harbor Town ferry to Gull Island leaves the quay at 9 a.m. and 4 p.m. "

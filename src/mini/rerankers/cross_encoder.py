@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from mini import _portal
-from mini.errors import ConfigurationError, MissingDependencyError
+from mini.errors import ConfigurationError, InvalidInputError, MissingDependencyError
 from mini.rerankers._ranking import rank_by_scores
 from mini.types import RetrievalResult
 
@@ -42,7 +42,7 @@ class CrossEncoderReranker:
 
     def __init__(self, model_path: str | Path, *, batch_size: int = 32, device: str | None = None) -> None:
         if batch_size < 1:
-            raise ValueError("batch_size must be >= 1")
+            raise InvalidInputError("batch_size must be >= 1")
         if not _sentence_transformers_installed():
             raise MissingDependencyError(WHAT, EXTRA, "sentence-transformers")
         self.model_path = Path(model_path).expanduser()

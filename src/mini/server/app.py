@@ -5,7 +5,8 @@ Routes (all but /health and the static chat page need the API key when MINI_API_
     POST /v1/query                    answer, sources, citations, timings
     POST /v1/query/stream             SSE: sources, token*, citation*, done | error
     GET  /v1/stats                    documents, chunks, models, store, the server's own loop lag
-and the routers of `mini.server.chat`, `.documents` and `.openai_compat` (see their modules), and `/` (the page).
+and the routers of `mini.server.chat`, `.documents`, `.openai_compat` and `.agent` (see their modules), and `/`
+(the page).
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from __future__ import annotations
 import gc
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import asdict
 from pathlib import Path
@@ -23,8 +24,8 @@ from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.middleware.cors import CORSMiddleware
 from starlette.responses import StreamingResponse
 
-from mini import __version__
-from mini.server import errors
+from mini._version import __version__
+from mini.server import agent, chat, documents, errors, openai_compat
 from mini.server.deps import check_question, get_rag, get_settings, require_api_key
 from mini.server.limits import BodyLimit
 from mini.server.monitor import LoopLagMonitor
@@ -162,7 +163,7 @@ def create_app(rag: AgenticRAG | None = None, *, settings: ServerSettings | None
         return {"status": "ok", "version": __version__}
 
     app.include_router(api)
-    for router in _routers():
+    for router in _ROUTERS:
         app.include_router(router)
     if STATIC.is_dir():
         from fastapi.staticfiles import StaticFiles
@@ -171,23 +172,8 @@ def create_app(rag: AgenticRAG | None = None, *, settings: ServerSettings | None
     return app
 
 
-# Feature modules register themselves here: a setup/teardown pair run in the lifespan, and a router.
-_SETUP: list[Any] = []
-_TEARDOWN: list[Any] = []
-
-
-def _routers() -> list[APIRouter]:
-    routers: list[APIRouter] = []
-    for name in ("chat", "documents", "openai_compat", "agent"):
-        try:
-            module = __import__(f"mini.server.{name}", fromlist=["router"])
-        except ModuleNotFoundError as exc:
-            if exc.name != f"mini.server.{name}":
-                raise
-            continue
-        routers.append(module.router)
-        for hook, target in (("setup", _SETUP), ("teardown", _TEARDOWN)):
-            fn = getattr(module, hook, None)
-            if fn is not None and fn not in target:
-                target.append(fn)
-    return routers
+# The feature modules, imported explicitly: a missing one is an import error, never a silently smaller API.
+_ROUTERS: list[APIRouter] = [chat.router, documents.router, openai_compat.router, agent.router]
+# Run in the lifespan in this order (teardowns reversed): documents' jobs stop before chat's sessions go.
+_SETUP: list[Callable[[FastAPI], Awaitable[None]]] = [chat.setup, documents.setup]
+_TEARDOWN: list[Callable[[FastAPI], Awaitable[None]]] = [chat.teardown, documents.teardown]

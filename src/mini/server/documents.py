@@ -27,7 +27,6 @@ import os
 import re
 import shutil
 import tempfile
-import time
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import IO, TYPE_CHECKING, Any
@@ -311,7 +310,7 @@ def _submit(request: Request, batch: _Batch) -> Job:
     async def cleanup() -> None:
         if session is not None:
             session.active_jobs -= 1
-            session.last_used = time.monotonic()  # the TTL counts from the job's end
+            session.last_used = sessions.clock()  # the TTL counts from the job's end
         await batch.remove_files()
 
     async def work(job: Job) -> IngestReport:

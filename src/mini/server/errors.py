@@ -9,16 +9,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from mini.errors import (
-    AuthenticationError,
-    BadRequestError,
-    ConfigurationError,
-    DocumentError,
-    InvalidInputError,
-    MiniError,
-    ProviderError,
-    RateLimitError,
-)
+from mini import errors as err
 
 log = logging.getLogger("mini.server")
 
@@ -40,22 +31,45 @@ def error_response(
     return JSONResponse({"type": type, "message": message}, status_code=status, headers=headers)
 
 
+# Every class of `mini.errors`, mapped to the status and type a client sees. Looked up along the exception's
+# MRO, so a subclass added later falls back to its parent's entry (and a test insists every class is listed).
+STATUS_BY_ERROR: dict[type[err.MiniError], tuple[int, str]] = {
+    err.MiniError: (500, "internal_error"),
+    err.UsageError: (500, "internal_error"),  # the server called the library the wrong way: our bug
+    err.InvalidInputError: (422, "invalid_input"),
+    err.EmptyQuestionError: (422, "invalid_input"),
+    err.UnsupportedFilterError: (422, "invalid_input"),  # the client's filter; another one may work
+    err.ConfigurationError: (500, "configuration_error"),
+    err.MissingDependencyError: (500, "configuration_error"),
+    err.ModelNotFoundError: (500, "configuration_error"),
+    err.DocumentError: (400, "document_error"),
+    err.UnsupportedFormatError: (400, "document_error"),
+    err.DocumentParseError: (400, "document_error"),
+    err.BudgetExceededError: (500, "budget_exceeded"),
+    err.StructuredOutputError: (502, "invalid_model_output"),  # the upstream model answered unusably
+    err.StoreError: (500, "store_error"),
+    err.DimensionMismatchError: (500, "store_error"),  # the server's embedding model does not fit its store
+    err.DuplicateIdError: (409, "conflict"),
+    err.UnsupportedOperationError: (501, "unsupported_operation"),
+    err.ProviderError: (502, "provider_error"),
+    err.ProviderConnectionError: (502, "provider_error"),
+    err.ProviderTimeoutError: (504, "provider_timeout"),
+    err.ProviderStatusError: (502, "provider_error"),
+    # The server's own provider credentials or model are wrong: the client's request was fine.
+    err.AuthenticationError: (502, "provider_rejected"),
+    err.BadRequestError: (502, "provider_rejected"),
+    err.RateLimitError: (429, "rate_limited"),
+    err.ProviderServerError: (502, "provider_error"),
+}
+
+
 def status_for(exc: BaseException) -> tuple[int, str]:
-    """The HTTP status and error type for a library error."""
-    if isinstance(exc, InvalidInputError):
-        return 422, "invalid_input"
-    if isinstance(exc, DocumentError):
-        return 400, "document_error"
-    if isinstance(exc, RateLimitError):
-        return 429, "rate_limited"
-    if isinstance(exc, AuthenticationError | BadRequestError):
-        # The server's own provider credentials or model are wrong: the client's request was fine.
-        return 502, "provider_rejected"
-    if isinstance(exc, ProviderError):
-        return 502, "provider_error"
-    if isinstance(exc, ConfigurationError):
-        return 500, "configuration_error"
-    return 500, "store_error" if type(exc).__name__.startswith("Store") else "internal_error"
+    """The HTTP status and error type for a library error (500 `internal_error` for anything else)."""
+    for cls in type(exc).__mro__:
+        found = STATUS_BY_ERROR.get(cls)
+        if found is not None:
+            return found
+    return 500, "internal_error"
 
 
 def install(app: FastAPI) -> None:
@@ -76,11 +90,11 @@ def install(app: FastAPI) -> None:
         kind = {401: "unauthorized", 404: "not_found", 405: "method_not_allowed", 413: "too_large"}
         return error_response(exc.status_code, kind.get(exc.status_code, "http_error"), str(exc.detail))
 
-    @app.exception_handler(MiniError)
-    async def _mini(request: Request, exc: MiniError) -> JSONResponse:
+    @app.exception_handler(err.MiniError)
+    async def _mini(request: Request, exc: err.MiniError) -> JSONResponse:
         status, kind = status_for(exc)
         headers = None
-        if isinstance(exc, RateLimitError) and exc.retry_after:
+        if isinstance(exc, err.RateLimitError) and exc.retry_after:
             headers = {"Retry-After": str(max(1, round(exc.retry_after)))}
         if status >= 500:
             log.warning("%s %s failed: %s", request.method, request.url.path, exc)

@@ -20,7 +20,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from mini.errors import ConfigurationError
+from mini.errors import ConfigurationError, InvalidInputError
 from mini.server.errors import ApiError
 
 if TYPE_CHECKING:
@@ -104,11 +104,22 @@ class SessionStore:
     """Sessions by id. Every method but `delete`/`aclose` is synchronous: the dictionary is only touched on the
     event loop's thread with no await in between, so no lock is needed. Ending a session runs the `on_close`
     hooks (e.g. cancel its ingestion jobs) and then drops its collection, in a background task unless the
-    caller awaits it (`delete`)."""
+    caller awaits it (`delete`).
 
-    def __init__(self, *, max_sessions: int, ttl_s: float, max_turns: int) -> None:
+    `clock` (monotonic seconds) decides what has expired; tests pass a manual one to expire sessions at will.
+    """
+
+    def __init__(
+        self,
+        *,
+        max_sessions: int,
+        ttl_s: float,
+        max_turns: int,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         if max_sessions < 1:
-            raise ValueError("max_sessions must be >= 1")
+            raise InvalidInputError("max_sessions must be >= 1")
+        self.clock = clock
         self.max_sessions = max_sessions
         self.ttl_s = ttl_s
         self.max_turns = max(0, max_turns)
@@ -131,7 +142,7 @@ class SessionStore:
         session = self._sessions.get(session_id)
         if session is None:
             return None
-        now = time.monotonic()
+        now = self.clock()
         if self._expired(session, now):
             self._end(session)
             self.expired += 1
@@ -148,7 +159,7 @@ class SessionStore:
                 return session
         else:
             session_id = uuid.uuid4().hex
-        session = Session(session_id, self.max_turns)
+        session = Session(session_id, self.max_turns, last_used=self.clock())
         self._sessions[session_id] = session
         while len(self._sessions) > self.max_sessions:
             _, oldest = self._sessions.popitem(last=False)
@@ -166,8 +177,8 @@ class SessionStore:
         return True
 
     def sweep(self) -> int:
-        """End every expired session; returns how many."""
-        now = time.monotonic()
+        """End every expired session now (the sweeper calls this periodically); returns how many."""
+        now = self.clock()
         stale = [s for s in self._sessions.values() if self._expired(s, now)]
         for session in stale:
             self._end(session)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from mini._sse import KEEPALIVE_SECONDS
+
 
 class ServerSettings(BaseSettings):
     """Limits and security of `mini serve` / `create_app`. Every field has a `MINI_<NAME>` variable."""
@@ -28,6 +30,9 @@ class ServerSettings(BaseSettings):
     job_ttl_s: float = 3_600.0
     # The server's own event-loop lag is sampled at this interval (reported in GET /v1/stats).
     lag_sample_s: float = 0.01
+    # Streams send a keep-alive comment after this many seconds without an event (MINI_SSE_KEEPALIVE_S), so
+    # proxies that cut idle connections keep a long generation open; 0 sends none.
+    sse_keepalive_s: float = KEEPALIVE_SECONDS
 
     def keys(self) -> frozenset[str]:
         return frozenset(k.strip() for k in self.api_keys.split(",") if k.strip())
