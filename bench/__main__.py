@@ -4,7 +4,7 @@
     python -m bench --only agentic,batch_file --no-write
 
 Each benchmark is its own script under bench/ (run alone for more options) and runs in its own process
-against the simulated provider (`mini.testing.sim_server`, its own process too). The suite collects their
+against the simulated provider (`mini.testing.sim`, its own process too). The suite collects their
 markdown and replaces the block between the suite markers in BENCHMARKS.md, with the machine and the command.
 """
 

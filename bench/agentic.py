@@ -13,34 +13,32 @@ simulated provider (the issue's measurement); the target is <= 1.35 s.
 from __future__ import annotations
 
 import argparse
-import asyncio
-import platform
 import statistics
-import sys
 import tempfile
 import time
-from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
+try:  # `python bench/agentic.py`; `python -m bench.agentic` finds it as bench._common
+    from _common import machine, parser, run, sample_questions, sim_rag, table
+except ModuleNotFoundError:
+    from bench._common import machine, parser, run, sample_questions, sim_rag, table
+
+STEPS = ("rewrite", "embed", "search", "rerank", "generate")  # response.metadata["timings_ms"] columns
 
 
 async def main_async(args: argparse.Namespace) -> str:
-    from mini import AgenticRAG, EmbeddingModel, LLMConfig, RerankerConfig, RetrievalConfig, VectorStore
-    from mini.testing.sim_server import SimServer
+    from mini import RerankerConfig, RetrievalConfig
+    from mini.testing.sim import SimServer
 
-    questions = [q for q in (REPO / "examples" / "questions.txt").read_text().splitlines() if q.strip()]
+    questions = sample_questions()
     questions = (questions * (args.questions // len(questions) + 1))[: args.questions]
     rows = []
     with SimServer(chat_ms=0, embed_ms=0) as sim, tempfile.TemporaryDirectory() as tmp:
-        rag = AgenticRAG(
-            VectorStore(tmp, collection_name="bench"),
-            EmbeddingModel("openai:sim-embed", base_url=sim.base_url, api_key="sim", dimension=384),
-            llm_config=LLMConfig(model="openai:sim-chat", base_url=sim.base_url, api_key="sim"),
+        rag = await sim_rag(
+            sim,
+            tmp,
             retrieval_config=RetrievalConfig(top_k=args.candidates, rerank_top_k=5),
             reranker_config=RerankerConfig(kind="llm"),
         )
-        report = await rag.index_documents_async([REPO / "examples" / "corpus"])
-        assert report.ok, report.failures
         await rag.query_async(questions[0])  # warm-up: connections, table handles, FTS index
         sim.configure(chat_ms=args.chat_ms, embed_ms=args.embed_ms, token_ms=args.token_ms)
         latencies, paths = [], []
@@ -59,9 +57,7 @@ async def main_async(args: argparse.Namespace) -> str:
             rows.append(
                 f"| {len(rows) + 1} | {latencies[-1]:.3f} | {paths[-1]:.3f} | {latencies[-1] / paths[-1]:.2f} | "
                 f"{reranked} | {sim.stats()['chat']['peak_in_flight']} | "
-                + " | ".join(
-                    f"{timings[s]:.0f}" for s in ("rewrite", "embed", "search", "rerank", "generate")
-                )
+                + " | ".join(f"{timings[s]:.0f}" for s in STEPS)
                 + " |"
             )
         await rag.aclose()
@@ -71,26 +67,20 @@ async def main_async(args: argparse.Namespace) -> str:
         f"Simulated provider: chat {args.chat_ms} ms + {args.token_ms} ms per completion token, embeddings "
         f"{args.embed_ms} ms. Each question: rewrite (2 variants) -> hybrid retrieval of {args.candidates} "
         f"candidates -> LLM reranker scoring every candidate concurrently -> answer.\n"
-        f"Machine: {platform.machine()}, {platform.python_implementation()} {platform.python_version()}.\n\n"
+        f"{machine(cores=False)}\n\n"
         f"Median latency **{median:.3f} s** (target <= 1.35 s; mini-rag 0.1.3 serial: 2.84 s), "
         f"p95 {sorted(latencies)[int(0.95 * (len(latencies) - 1))]:.3f} s; "
         f"median measured/critical path **{ratio:.2f}**.\n\n"
-        "| # | measured s | critical path s | ratio | candidates scored | peak chats in flight "
-        "| rewrite ms | embed ms | search ms | rerank ms | generate ms |\n"
-        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
     )
-    return header + "\n" + "\n".join(rows)
+    columns = ["#", "measured s", "critical path s", "ratio", "candidates scored", "peak chats in flight"]
+    columns += [f"{step} ms" for step in STEPS]
+    return table(header, columns, "r" * len(columns), rows)
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--questions", type=int, default=10)
-    parser.add_argument("--chat-ms", type=float, default=300)
-    parser.add_argument("--token-ms", type=float, default=5)
-    parser.add_argument("--embed-ms", type=float, default=50)
-    parser.add_argument("--candidates", type=int, default=10, help="fused candidates the reranker scores")
-    print(asyncio.run(main_async(parser.parse_args())))
-    sys.stdout.flush()
+    options = parser(__doc__, questions=10, sim=("chat_ms", "token_ms", "embed_ms"))
+    options.add_argument("--candidates", type=int, default=10, help="fused candidates the reranker scores")
+    run(main_async, options)
 
 
 if __name__ == "__main__":

@@ -9,10 +9,8 @@ the last answer); "command s" also counts interpreter start-up and imports, the 
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
-import platform
 import re
 import subprocess
 import sys
@@ -20,7 +18,11 @@ import tempfile
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
+try:  # `python bench/batch_file.py`; `python -m bench.batch_file` finds it as bench._common
+    from _common import REPO, int_list, machine, parser
+except ModuleNotFoundError:
+    from bench._common import REPO, int_list, machine, parser
+
 MINI = Path(sys.executable).with_name("mini")
 _REPORTED = re.compile(r"(\d+) answered, (\d+) failed in ([\d.]+) s")
 
@@ -32,14 +34,11 @@ def mini(env: dict[str, str], *args: str, cwd: str) -> tuple[subprocess.Complete
 
 
 def main() -> None:
-    from mini.testing.sim_server import SimServer
+    from mini.testing.sim import SimServer
 
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--chat-ms", type=float, default=300)
-    parser.add_argument("--token-ms", type=float, default=5)
-    parser.add_argument("--embed-ms", type=float, default=50)
-    parser.add_argument("--levels", type=lambda s: [int(x) for x in s.split(",")], default=[1, 3, 10])
-    args = parser.parse_args()
+    options = parser(__doc__, sim=("chat_ms", "token_ms", "embed_ms"))
+    options.add_argument("--levels", type=int_list, default=[1, 3, 10])
+    args = options.parse_args()
     questions = REPO / "examples" / "questions.txt"
     model = ["--embedding-model", "openai:sim-embed"]
     rows, batch_s = [], {}
@@ -74,7 +73,7 @@ def main() -> None:
     print(
         f"`mini query --file examples/questions.txt` (10 questions), simulated chat {args.chat_ms} ms + "
         f"{args.token_ms} ms/token, embeddings {args.embed_ms} ms; each level a fresh process.\n"
-        f"Machine: {platform.machine()}, {platform.python_implementation()} {platform.python_version()}.\n\n"
+        f"{machine(cores=False)}\n\n"
         f"| --concurrency | batch s | speed-up vs {args.levels[0]} | command s | answered | peak chats in flight "
         "| printed in input order |\n|---:|---:|---:|---:|---:|---:|---|\n" + "\n".join(rows)
     )

@@ -13,16 +13,17 @@ relevancy and semantic similarity. `evaluate_async(concurrency=1)` is what `mini
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
-import platform
 import sys
 import tempfile
 import time
-from pathlib import Path
 from typing import Any
 
-REPO = Path(__file__).resolve().parents[1]
+try:  # `python bench/eval_concurrency.py`; `python -m bench.eval_concurrency` finds bench._common
+    from _common import REPO, machine, parser, run, sim_rag, table
+except ModuleNotFoundError:
+    from bench._common import REPO, machine, parser, run, sim_rag, table
+
 MAX_RETRIES = 5
 
 
@@ -60,20 +61,11 @@ async def run_level(rag: Any, sim: Any, items: list[dict[str, Any]], concurrency
 
 
 async def main_async(args: argparse.Namespace) -> str:
-    from mini import AgenticRAG, EmbeddingModel, LLMConfig, VectorStore
-    from mini.testing.sim_server import SimServer
+    from mini.testing.sim import SimServer
 
     items = questions(args.questions)
     with SimServer(chat_ms=0, embed_ms=0, retry_after=0.5) as sim, tempfile.TemporaryDirectory() as tmp:
-        rag = AgenticRAG(
-            VectorStore(tmp, collection_name="bench"),
-            EmbeddingModel("openai:sim-embed", base_url=sim.base_url, api_key="sim", dimension=384),
-            llm_config=LLMConfig(
-                model="openai:sim-chat", base_url=sim.base_url, api_key="sim", max_retries=MAX_RETRIES
-            ),
-        )
-        report = await rag.index_documents_async([REPO / "examples" / "corpus"])
-        assert report.ok, report.failures
+        rag = await sim_rag(sim, tmp, llm={"max_retries": MAX_RETRIES})
         await run_level(rag, sim, items[:16], 16)  # warm-up: connection pool, table handles
         sim.configure(chat_ms=args.chat_ms, embed_ms=args.embed_ms)
         levels = [("--sequential", 1, 0.0), (f"--concurrency {args.concurrency}", args.concurrency, 0.0)]
@@ -96,37 +88,20 @@ async def main_async(args: argparse.Namespace) -> str:
         f"Simulated provider: chat {args.chat_ms:.0f} ms, embeddings {args.embed_ms:.0f} ms; {len(items)} questions, "
         "all 12 metrics (4 LLM-judged: 9 judge calls per question, plus rewrite and answer chats). "
         f"Retry-After on 429 0.5 s, max_retries {MAX_RETRIES}.\n"
-        f"Machine: {platform.machine()}, {platform.python_implementation()} {platform.python_version()}, "
-        f"{_cores()} cores.\n"
+        f"{machine()}\n"
         f"Command: `{' '.join(['python bench/eval_concurrency.py', *sys.argv[1:]])}`.\n\n"
-        "| run | wall s | speedup vs sequential | chat requests answered | 429s | peak chats in flight "
-        "| failed rows | rows scored (min over metrics) | faithfulness |\n"
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|"
     )
-    return (
-        header
-        + "\n"
-        + "\n".join(rows)
-        + f"\n\nSpeedup --concurrency {args.concurrency} vs --sequential: {speedup:.1f}x"
-    )
-
-
-def _cores() -> int:
-    import os
-
-    return os.cpu_count() or 0
+    columns = ["run", "wall s", "speedup vs sequential", "chat requests answered", "429s"]
+    columns += ["peak chats in flight", "failed rows", "rows scored (min over metrics)", "faithfulness"]
+    speedup_line = f"Speedup --concurrency {args.concurrency} vs --sequential: {speedup:.1f}x"
+    return table(header, columns, "l" + "r" * 8, rows) + "\n\n" + speedup_line
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--questions", type=int, default=50)
-    parser.add_argument("--chat-ms", type=float, default=300)
-    parser.add_argument("--embed-ms", type=float, default=50)
-    parser.add_argument("--concurrency", type=int, default=16)
-    parser.add_argument("--rate-limit-fraction", type=float, default=0.1, help="0 skips the 429 run")
-    args = parser.parse_args()
-    print(asyncio.run(main_async(args)))
-    sys.stdout.flush()
+    options = parser(__doc__, questions=50, sim=("chat_ms", "embed_ms"))
+    options.add_argument("--concurrency", type=int, default=16)
+    options.add_argument("--rate-limit-fraction", type=float, default=0.1, help="0 skips the 429 run")
+    run(main_async, options)
 
 
 if __name__ == "__main__":

@@ -15,6 +15,11 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+try:  # `python bench/http_clients.py`; `python -m bench.http_clients` finds it as bench._common
+    from _common import parser, run, table
+except ModuleNotFoundError:
+    from bench._common import parser, run, table
+
 MESSAGES = [
     {"role": "system", "content": "You answer questions using only the numbered sources."},
     {
@@ -38,7 +43,14 @@ async def measure(send: Callable[[], Awaitable[Any]], requests: int, concurrency
     return (time.process_time() - cpu) / requests * 1000, time.perf_counter() - wall
 
 
-async def main_async(url: str, requests: int, concurrency: int) -> str:
+async def main_async(args: argparse.Namespace) -> str:
+    from mini.testing.sim import SimServer
+
+    with SimServer(chat_ms=20, embed_ms=0) as sim:
+        return await compare(sim.url, args.requests, args.concurrency)
+
+
+async def compare(url: str, requests: int, concurrency: int) -> str:
     import aiohttp
     import httpx
     from openai import AsyncOpenAI, DefaultAioHttpClient
@@ -78,22 +90,12 @@ async def main_async(url: str, requests: int, concurrency: int) -> str:
     await raw_httpx.aclose()
     await raw_aiohttp.close()
     await ours.aclose()
-    header = (
-        f"{requests} chat requests at concurrency {concurrency}, simulated provider 20 ms.\n\n"
-        "| client | CPU ms / request | wall s |\n|---|---:|---:|"
-    )
-    return header + "\n" + "\n".join(rows)
+    intro = f"{requests} chat requests at concurrency {concurrency}, simulated provider 20 ms.\n\n"
+    return table(intro, ["client", "CPU ms / request", "wall s"], "lrr", rows)
 
 
 def main() -> None:
-    from mini.testing.sim_server import SimServer
-
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--requests", type=int, default=512)
-    parser.add_argument("--concurrency", type=int, default=64)
-    args = parser.parse_args()
-    with SimServer(chat_ms=20, embed_ms=0) as sim:
-        print(asyncio.run(main_async(sim.url, args.requests, args.concurrency)))
+    run(main_async, parser(__doc__, requests=512, concurrency=64))
 
 
 if __name__ == "__main__":

@@ -14,11 +14,8 @@ Runs, in one process against one simulator (its own process, not counted in CPU 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import math
-import os
-import platform
 import subprocess
 import sys
 import tempfile
@@ -26,14 +23,17 @@ import time
 from pathlib import Path
 from typing import Any
 
-REPO = Path(__file__).resolve().parents[1]
+try:  # `python bench/ingest.py`; `python -m bench.ingest` finds it as bench._common
+    from _common import machine, parser, run, sim_embedding
+except ModuleNotFoundError:
+    from bench._common import machine, parser, run, sim_embedding
 
 
 async def ingest_once(sim: Any, corpus: Path, store_dir: Path, **options: Any) -> tuple[Any, float, float]:
-    from mini import EmbeddingModel, VectorStore
+    from mini import VectorStore
     from mini.ingest.pipeline import Ingestor
 
-    model = EmbeddingModel("openai:sim-embed", base_url=sim.base_url, api_key="sim", dimension=384)
+    model = sim_embedding(sim)
     ingestor = Ingestor(VectorStore(str(store_dir), collection_name="bench"), model, **options)
     cpu = time.process_time()
     start = time.perf_counter()
@@ -54,7 +54,7 @@ async def main_async(args: argparse.Namespace) -> str:
     from mini.ingest.pipeline import DEFAULT_BATCH_SIZE, DEFAULT_CONCURRENCY
     from mini.testing.corpus import write_corpus
     from mini.testing.looplag import LoopLagProbe
-    from mini.testing.sim_server import SimServer
+    from mini.testing.sim import SimServer
 
     lines = []
     with SimServer(chat_ms=0, embed_ms=0) as sim, tempfile.TemporaryDirectory() as tmp_name:
@@ -96,8 +96,7 @@ async def main_async(args: argparse.Namespace) -> str:
     header = (
         f"{args.docs} generated documents of ~1,500 characters (`mini.testing.corpus`), simulated embeddings "
         f"{args.embed_ms:.0f} ms + {args.embed_input_ms:g} ms per input, embedded LanceDB store on local disk.\n"
-        f"Machine: {platform.machine()}, {platform.python_implementation()} {platform.python_version()}, "
-        f"{os.cpu_count()} cores.\n\n"
+        f"{machine()}\n\n"
         "| run | wall s | ideal s | measured/ideal | chunks | requests | peak in flight | client CPU ms/doc "
         "| worst loop stall ms |\n"
         "|---|---:|---:|---:|---:|---:|---:|---:|---:|\n"
@@ -161,14 +160,12 @@ def peak_rss(sim: Any, tmp: Path, args: argparse.Namespace) -> dict[str, Any]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--docs", type=int, default=500)
-    parser.add_argument("--embed-ms", type=float, default=50)
-    parser.add_argument("--embed-input-ms", type=float, default=1)
-    parser.add_argument("--rss-docs", type=int, default=20_000, help="0 skips the memory run")
-    args = parser.parse_args()
-    print(asyncio.run(main_async(args)))
-    sys.stdout.flush()
+    options = parser(__doc__)
+    options.add_argument("--docs", type=int, default=500)
+    options.add_argument("--embed-ms", type=float, default=50)
+    options.add_argument("--embed-input-ms", type=float, default=1)
+    options.add_argument("--rss-docs", type=int, default=20_000, help="0 skips the memory run")
+    run(main_async, options)
 
 
 if __name__ == "__main__":

@@ -15,13 +15,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import platform
-import sys
 import tempfile
 import time
-from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
+try:  # `python bench/query_concurrency.py`; `python -m bench.query_concurrency` finds bench._common
+    from _common import int_list, machine, parser, run, sample_questions, sim_rag, table
+except ModuleNotFoundError:
+    from bench._common import int_list, machine, parser, run, sample_questions, sim_rag, table
 
 
 async def run_level(
@@ -45,25 +45,19 @@ def critical_path_s(response: object, args: argparse.Namespace) -> float:
 
 
 async def main_async(args: argparse.Namespace) -> str:
-    from mini import AgenticRAG, EmbeddingModel, LLMConfig, RetrievalConfig, VectorStore
-    from mini.testing.sim_server import SimServer
+    from mini import RetrievalConfig
+    from mini.testing.sim import SimServer
 
-    questions_file = (REPO / "examples" / "questions.txt").read_text().splitlines()
-    base = [q for q in questions_file if q.strip()]
+    base = sample_questions()
     questions = [base[i % len(base)] + ("" if i < len(base) else f" ({i})") for i in range(args.questions)]
     rows = []
     with SimServer(chat_ms=0, embed_ms=0) as sim, tempfile.TemporaryDirectory() as tmp:
-        embedding = EmbeddingModel("openai:sim-embed", base_url=sim.base_url, api_key="sim", dimension=384)
-        rag = AgenticRAG(
-            VectorStore(tmp, collection_name="bench"),
-            embedding,
-            llm_config=LLMConfig(
-                model="openai:sim-chat", base_url=sim.base_url, api_key="sim", max_concurrency=256
-            ),
+        rag = await sim_rag(
+            sim,
+            tmp,
+            llm={"max_concurrency": 256},
             retrieval_config=RetrievalConfig(num_query_variants=args.variants, retrieval_mode=args.mode),
         )
-        report = await rag.index_documents_async([REPO / "examples" / "corpus"])
-        assert report.ok, report.failures
         # Warm-up at full width: a long-running process has its connection pool and table handles open.
         await asyncio.gather(*(rag.query_async(q) for q in questions))
         sim.configure(chat_ms=args.chat_ms, embed_ms=args.embed_ms, token_ms=args.token_ms)
@@ -85,34 +79,21 @@ async def main_async(args: argparse.Namespace) -> str:
         f"embedding request for the question and its {args.variants} rewrites + hybrid retrieval (one multi-vector "
         f"LanceDB search and one BM25 query over all variants, at once) + answer chat (mean critical path "
         f"{mean_path * 1000:.0f} ms).\n"
-        f"Machine: {platform.machine()}, {platform.python_implementation()} {platform.python_version()}, "
-        f"{_cores()} cores.\n\n"
-        "| concurrency | measured s | ideal s | measured/ideal | client CPU ms/question | peak chats in flight | answers with citations |\n"
-        "|---:|---:|---:|---:|---:|---:|---:|"
+        f"{machine()}\n\n"
     )
-    return header + "\n" + "\n".join(rows)
-
-
-def _cores() -> int:
-    import os
-
-    return os.cpu_count() or 0
+    columns = ["concurrency", "measured s", "ideal s", "measured/ideal", "client CPU ms/question"]
+    columns += ["peak chats in flight", "answers with citations"]
+    return table(header, columns, "r" * len(columns), rows)
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--questions", type=int, default=64)
-    parser.add_argument("--chat-ms", type=float, default=300)
-    parser.add_argument("--token-ms", type=float, default=5)
-    parser.add_argument("--embed-ms", type=float, default=50)
-    parser.add_argument("--variants", type=int, default=2, help="query rewrites per question")
-    parser.add_argument(
+    options = parser(__doc__, questions=64, sim=("chat_ms", "token_ms", "embed_ms"))
+    options.add_argument("--variants", type=int, default=2, help="query rewrites per question")
+    options.add_argument(
         "--mode", choices=["dense", "keyword", "hybrid"], default="hybrid", help="retrieval mode"
     )
-    parser.add_argument("--levels", type=lambda s: [int(x) for x in s.split(",")], default=[1, 8, 32, 64])
-    args = parser.parse_args()
-    print(asyncio.run(main_async(args)))
-    sys.stdout.flush()
+    options.add_argument("--levels", type=int_list, default=[1, 8, 32, 64])
+    run(main_async, options)
 
 
 if __name__ == "__main__":

@@ -23,24 +23,18 @@ import platform
 import sys
 import tempfile
 import time
-from pathlib import Path
 from typing import Any
 
-REPO = Path(__file__).resolve().parents[1]
+try:  # `python bench/rate_limits.py`; `python -m bench.rate_limits` finds it as bench._common
+    from _common import sim_rag
+except ModuleNotFoundError:
+    from bench._common import sim_rag
+
 KEY = "sim"
 
 
 async def make_rag(sim: Any, tmp: str) -> Any:
-    from mini import AgenticRAG, EmbeddingModel, LLMConfig, VectorStore
-
-    rag = AgenticRAG(
-        VectorStore(tmp, collection_name="bench"),
-        EmbeddingModel("openai:sim-embed", base_url=sim.base_url, api_key=KEY, dimension=384),
-        llm_config=LLMConfig(model="openai:sim-chat", base_url=sim.base_url, api_key=KEY, max_concurrency=64),
-    )
-    report = await rag.index_documents_async([REPO / "examples" / "corpus"])
-    assert report.ok, report.failures
-    return rag
+    return await sim_rag(sim, tmp, api_key=KEY, llm={"max_concurrency": 64})
 
 
 def limiter() -> Any:
@@ -61,7 +55,7 @@ async def ask_all(rag: Any, questions: list[str]) -> tuple[float, int, int]:
 
 async def capped(sim: Any, args: argparse.Namespace, questions: list[str], adaptive: bool) -> str:
     from mini._limits import AdaptiveConfig, reset_limiters
-    from mini.testing.sim_server import max_in_window
+    from mini.testing.sim import max_in_window
 
     reset_limiters()
     with tempfile.TemporaryDirectory() as tmp:
@@ -205,7 +199,7 @@ async def recovery(sim: Any, args: argparse.Namespace, questions: list[str]) -> 
 
 
 async def main_async(args: argparse.Namespace) -> str:
-    from mini.testing.sim_server import SimServer
+    from mini.testing.sim import SimServer
 
     questions = [f"How much is the 2025 library budget? ({i})" for i in range(args.questions)]
     with SimServer(chat_ms=0, embed_ms=0) as sim:

@@ -30,8 +30,14 @@ from typing import Any
 
 import httpx
 
-REPO = Path(__file__).resolve().parents[1]
-QUESTIONS = [q for q in (REPO / "examples" / "questions.txt").read_text().splitlines() if q.strip()]
+from mini._sse import SSEDecoder
+
+try:  # `python bench/server_load.py`; `python -m bench.server_load` finds it as bench._common
+    from _common import REPO, add_latencies, parser, sample_questions
+except ModuleNotFoundError:
+    from bench._common import REPO, add_latencies, parser, sample_questions
+
+QUESTIONS = sample_questions()
 
 
 def free_port() -> int:
@@ -53,16 +59,17 @@ async def one_stream(client: httpx.AsyncClient, url: str, question: str) -> tupl
     start = time.perf_counter()
     first = 0.0
     tokens = 0
-    event = ""
+    last = ""
+    decoder = SSEDecoder()
     async with client.stream("POST", f"{url}/v1/query/stream", json={"question": question}) as response:
         response.raise_for_status()
-        async for line in response.aiter_lines():
-            if line.startswith("event: "):
-                event = line[7:]
-                if event == "token":
+        async for chunk in response.aiter_bytes():
+            for event in decoder.feed(chunk):
+                last = event.event or ""
+                if last == "token":
                     tokens += 1
                     first = first or time.perf_counter() - start
-    return first, tokens, event == "done"
+    return first, tokens, last == "done"
 
 
 async def streams(url: str, count: int) -> dict[str, Any]:
@@ -131,7 +138,7 @@ async def queries(url: str, total: int, pid: int, concurrency: int = 64) -> dict
 
 
 def main_run(args: argparse.Namespace) -> str:
-    from mini.testing.sim_server import SimServer
+    from mini.testing.sim import SimServer
 
     with SimServer(chat_ms=0, embed_ms=0) as sim, tempfile.TemporaryDirectory() as tmp:
         env = {
@@ -202,12 +209,11 @@ def main_run(args: argparse.Namespace) -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--streams", type=int, default=256)
-    parser.add_argument("--chat-ms", type=float, default=300)
-    parser.add_argument("--token-ms", type=float, default=5)
-    parser.add_argument("--queries", type=int, default=10_000)
-    print(main_run(parser.parse_args()))
+    options = parser(__doc__)
+    options.add_argument("--streams", type=int, default=256)
+    add_latencies(options, "chat_ms", "token_ms")
+    options.add_argument("--queries", type=int, default=10_000)
+    print(main_run(options.parse_args()))
 
 
 if __name__ == "__main__":

@@ -20,6 +20,11 @@ from typing import Any
 
 import numpy as np
 
+try:  # `python bench/store_search.py`; `python -m bench.store_search` finds it as bench._common
+    from _common import parser, run, table
+except ModuleNotFoundError:
+    from bench._common import parser, run, table
+
 
 async def timed(run: Callable[[], Awaitable[Any]], searches: int) -> tuple[float, float, float]:
     from mini.testing.looplag import LoopLagProbe
@@ -84,24 +89,18 @@ async def bench_rows(path: str, rows: int, searches: int) -> list[str]:
     return out
 
 
-async def main_async(rows: list[int], searches: int) -> str:
+async def main_async(args: argparse.Namespace) -> str:
     lines = []
     with tempfile.TemporaryDirectory() as tmp:
-        for n in rows:
-            lines += await bench_rows(tmp, n, searches)
-    header = (
-        f"{searches} concurrent searches (top 10, 384 dims, no vector index).\n\n"
-        "| rows | mode | wall s | CPU ms / search | max loop stall ms |\n|---:|---|---:|---:|---:|"
-    )
-    return header + "\n" + "\n".join(lines)
+        for n in args.rows:
+            lines += await bench_rows(tmp, n, args.searches)
+    intro = f"{args.searches} concurrent searches (top 10, 384 dims, no vector index).\n\n"
+    columns = ["rows", "mode", "wall s", "CPU ms / search", "max loop stall ms"]
+    return table(intro, columns, "rlrrr", lines)
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rows", type=lambda s: [int(x) for x in s.split(",")], default=[21, 20_000])
-    parser.add_argument("--searches", type=int, default=64)
-    args = parser.parse_args()
-    print(asyncio.run(main_async(args.rows, args.searches)))
+    run(main_async, parser(__doc__, rows=[21, 20_000], searches=64))
 
 
 if __name__ == "__main__":

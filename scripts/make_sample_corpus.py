@@ -92,6 +92,38 @@ def write_pdf(path: Path, pages: list[list[str]], *, title: str) -> None:
     path.write_bytes(serialize(objects, info=info_id))
 
 
+# (heading, paragraph, bullet points) of the parks rules, in order.
+PARKS_SECTIONS: list[tuple[str, str, list[str]]] = [
+    (
+        "Opening times",
+        "All parks are open daily from 6 a.m. to 10 p.m. The playground at Beacon Park closes at dusk.",
+        [],
+    ),
+    (
+        "Dogs",
+        "Dogs must be kept on a leash no longer than two metres. Dogs may run off the leash only in the "
+        "fenced off-leash area at the north end of Beacon Park.",
+        [
+            "Owners must pick up after their dogs.",
+            "Dogs are not allowed on the playgrounds.",
+            "Breaking these rules can lead to a fine of $100.",
+        ],
+    ),
+    (
+        "Barbecues and fires",
+        "Barbecues are allowed only on the public grills at Pier Square Park and Beacon Park. Open fires are "
+        "forbidden in all parks and on the beaches.",
+        [],
+    ),
+    (
+        "Group events",
+        "Groups of more than 50 people need an event permit. Apply at the Town Hall at least 14 days in "
+        "advance; the permit fee is $40.",
+        [],
+    ),
+]
+
+
 def write_parks_docx(path: Path) -> None:
     import docx
 
@@ -105,28 +137,11 @@ def write_parks_docx(path: Path) -> None:
         "These rules keep the town's parks safe and pleasant for everyone. Park rangers can ask visitors who "
         "break them to leave. The rangers' office at Beacon Park can be reached at 555-0150."
     )
-    document.add_heading("Opening times", level=1)
-    document.add_paragraph(
-        "All parks are open daily from 6 a.m. to 10 p.m. The playground at Beacon Park closes at dusk."
-    )
-    document.add_heading("Dogs", level=1)
-    document.add_paragraph(
-        "Dogs must be kept on a leash no longer than two metres. Dogs may run off the leash only in the "
-        "fenced off-leash area at the north end of Beacon Park."
-    )
-    document.add_paragraph("Owners must pick up after their dogs.", style="List Bullet")
-    document.add_paragraph("Dogs are not allowed on the playgrounds.", style="List Bullet")
-    document.add_paragraph("Breaking these rules can lead to a fine of $100.", style="List Bullet")
-    document.add_heading("Barbecues and fires", level=1)
-    document.add_paragraph(
-        "Barbecues are allowed only on the public grills at Pier Square Park and Beacon Park. Open fires are "
-        "forbidden in all parks and on the beaches."
-    )
-    document.add_heading("Group events", level=1)
-    document.add_paragraph(
-        "Groups of more than 50 people need an event permit. Apply at the Town Hall at least 14 days in "
-        "advance; the permit fee is $40."
-    )
+    for heading, text, bullets in PARKS_SECTIONS:
+        document.add_heading(heading, level=1)
+        document.add_paragraph(text)
+        for bullet in bullets:
+            document.add_paragraph(bullet, style="List Bullet")
     document.add_heading("Parks at a glance", level=1)
     rows = [
         ("Park", "Size", "Facilities"),
