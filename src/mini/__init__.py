@@ -1,5 +1,6 @@
 """Mini RAG: async-first retrieval-augmented generation, offline by default."""
 
+from mini._version import __version__
 from mini.config import LLMConfig, ObservabilityConfig, RerankerConfig, RetrievalConfig
 from mini.embeddings.base import EmbeddingModel
 from mini.errors import MiniError
@@ -7,8 +8,6 @@ from mini.query.batch import BatchResult
 from mini.query.pipeline import AgenticRAG
 from mini.stores.base import VectorStore
 from mini.types import Chunk, Citation, Document, RAGResponse, RetrievalResult, StreamEvent
-
-__version__ = "0.2.0.dev0"
 
 __all__ = [
     "AgenticRAG",

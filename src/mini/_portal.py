@@ -18,13 +18,15 @@ import asyncio
 import atexit
 import concurrent.futures
 import contextlib
+import functools
 import threading
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterator
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, ParamSpec, TypeVar
 
 from mini.errors import UsageError
 
 T = TypeVar("T")
+P = ParamSpec("P")
 
 _lock = threading.Lock()
 _loop: asyncio.AbstractEventLoop | None = None
@@ -107,6 +109,43 @@ def iterate(agen: AsyncIterator[T]) -> Iterator[T]:
         aclose = getattr(agen, "aclose", None)
         if aclose is not None:
             run(aclose())
+
+
+def _name_twin(twin: Callable[..., Any], original: Callable[..., Any]) -> None:
+    name = "close" if original.__name__ == "aclose" else original.__name__.removesuffix("_async")
+    twin.__name__ = name
+    twin.__qualname__ = (
+        original.__qualname__.rpartition(".")[0] + "." + name if "." in original.__qualname__ else name
+    )
+    twin.__doc__ = f"Sync twin of `{original.__name__}` (same arguments; runs on the portal loop).\n\n" + (
+        original.__doc__ or ""
+    )
+
+
+def sync_twin(original: Callable[P, Coroutine[Any, Any, T]]) -> Callable[P, T]:
+    """The sync twin of an async function or method, with the same signature: `query = sync_twin(query_async)`.
+
+    Twins are derived, never hand-written (psycopg's rule: async is the source of truth), so a new option of
+    the async original is in its twin at once; `inspect.signature` and IDEs see the original's parameters.
+    """
+
+    @functools.wraps(original)
+    def twin(*args: P.args, **kwargs: P.kwargs) -> T:
+        return run(original(*args, **kwargs))
+
+    _name_twin(twin, original)
+    return twin
+
+
+def iterator_twin(original: Callable[P, AsyncIterator[T]]) -> Callable[P, Iterator[T]]:
+    """`sync_twin` for a function returning an async iterator: the twin returns a sync iterator (`iterate`)."""
+
+    @functools.wraps(original)
+    def twin(*args: P.args, **kwargs: P.kwargs) -> Iterator[T]:
+        return iterate(original(*args, **kwargs))
+
+    _name_twin(twin, original)
+    return twin
 
 
 class _Entry(Generic[T]):

@@ -95,7 +95,7 @@ def _tracer() -> trace.Tracer | None:
     cached = _cached
     if cached is not None and cached[0] is provider:
         return cached[1]
-    from mini import __version__
+    from mini._version import __version__
 
     tracer = provider.get_tracer(TRACER_NAME, __version__)
     _cached = (provider, tracer)

@@ -52,6 +52,18 @@ class RetrievalResult:
     def source(self) -> str:
         return str(self.metadata.get("source", ""))
 
+    def as_source(self, number: int) -> dict[str, Any]:
+        """The JSON form every surface shows a numbered source in (stream `sources` events, the OpenAI-compatible
+        route's `sources` field)."""
+        return {
+            "number": number,
+            "id": self.id,
+            "source": self.source,
+            "score": self.score,
+            "text": self.text,
+            "metadata": self.metadata,
+        }
+
 
 @dataclass(frozen=True, slots=True)
 class Citation:

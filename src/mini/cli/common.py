@@ -15,6 +15,8 @@ from rich.console import Console
 from rich.markup import escape
 
 if TYPE_CHECKING:
+    from rich.progress import Progress
+
     from mini.query.pipeline import AgenticRAG
 
 # Piped or in CI, rich assumes 80 columns, which cuts the wider tables (`mini eval`) mid-header: use 120.
@@ -43,6 +45,22 @@ def build_rag(
         VectorStore(uri, collection_name=collection),
         EmbeddingModel(embedding_model),
         llm_config=llm_config,
+    )
+
+
+def progress_bar(label: str) -> Progress:
+    """The CLI's one progress display: on stderr (stdout stays parseable), gone when the work ends. `label`
+    is the first column's template; every task carries a `note` field."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    return Progress(
+        TextColumn(label),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[note]}"),
+        TimeElapsedColumn(),
+        console=err,
+        transient=True,
     )
 
 

@@ -135,6 +135,3 @@ def _print_beir(report: BeirReport) -> None:
 def _collection_part(name: str) -> str:
     cleaned = "".join(c if c.isalnum() or c in "_-" else "_" for c in name)
     return cleaned or "dataset"
-
-
-from mini.cli import eval_run as _eval_run  # noqa: E402,F401  (registers `mini eval run`)

@@ -12,12 +12,20 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from mini.cli.common import CollectionOpt, EmbeddingOpt, JsonOpt, UriOpt, build_rag, err, out, run
+from mini.cli.common import (
+    CollectionOpt,
+    EmbeddingOpt,
+    JsonOpt,
+    UriOpt,
+    build_rag,
+    err,
+    out,
+    progress_bar,
+    run,
+)
 from mini.cli.eval import eval_app
 
 if TYPE_CHECKING:
-    from rich.progress import Progress
-
     from mini.eval.results import EvalResult, EvalRow
     from mini.query.pipeline import AgenticRAG
 
@@ -108,17 +116,7 @@ class _Bar:
     """One rich progress bar over the questions, with the failed count."""
 
     def __init__(self, total: int) -> None:
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-        self.progress: Progress = Progress(
-            TextColumn("questions"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TextColumn("{task.fields[note]}"),
-            TimeElapsedColumn(),
-            console=err,
-            transient=True,
-        )
+        self.progress = progress_bar("questions")
         self.task = self.progress.add_task("questions", total=total, note="")
         self.failed = 0
 

@@ -33,10 +33,12 @@ from mini.cli.common import (
     display_source,
     err,
     out,
+    progress_bar,
     run,
     start_tracing,
 )
 from mini.cli.eval import eval_app
+from mini.cli.eval_run import eval_run as _eval_run  # noqa: F401  (registers `mini eval run` on eval_app)
 
 if TYPE_CHECKING:
     from mini.ingest.pipeline import IngestProgress, IngestReport
@@ -79,17 +81,7 @@ class _IngestBars:
     """
 
     def __init__(self) -> None:
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-        self.progress = Progress(
-            TextColumn("{task.description:<9}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TextColumn("{task.fields[note]}"),
-            TimeElapsedColumn(),
-            console=err,
-            transient=True,
-        )
+        self.progress = progress_bar("{task.description:<9}")
         self.files = self.progress.add_task("files", total=None, note="")
         self.embedded = self.progress.add_task("embedded", total=None, note="")
         self.written = self.progress.add_task("written", total=None, note="")
@@ -249,8 +241,6 @@ def _query_file(
     as_json: bool,
     profile: bool,
 ) -> None:
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
     from mini.errors import MiniError
 
     try:
@@ -259,15 +249,8 @@ def _query_file(
         err.print(f"[bold red]error:[/] {escape(str(exc))}")
         raise typer.Exit(2) from None
     show = show_json_line if as_json else show_result(len(questions), _print_response)
-    progress = Progress(
-        TextColumn("questions"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=err,
-        transient=True,
-    )
-    task = progress.add_task("questions", total=len(questions))
+    progress = progress_bar("questions")
+    task = progress.add_task("questions", total=len(questions), note="")
     sink = jsonl.open("w", encoding="utf-8") if jsonl is not None else None
     output = OrderedOutput(len(questions), show, sink)
     watch = Stopwatch()
@@ -343,7 +326,7 @@ def _root(
     version: Annotated[bool, typer.Option("--version", help="Show the version and exit.")] = False,
 ) -> None:
     if version:
-        from mini import __version__
+        from mini._version import __version__
 
         out.print(f"mini-rag {__version__}")
         raise typer.Exit()

@@ -123,7 +123,7 @@ class EmbeddingModel:
         embedder: Embedder | None = None,
     ) -> None:
         if batch_window_ms < 0:
-            raise ValueError("batch_window_ms must be >= 0")
+            raise InvalidInputError("batch_window_ms must be >= 0")
         if embedder is None:
             if model is None:
                 from mini.config import load_settings
@@ -198,15 +198,8 @@ class EmbeddingModel:
     async def aclose(self) -> None:
         await self.embedder.aclose()
 
-    # Sync twins: same signatures, run on the portal loop.
-    def embed(self, texts: Sequence[str], *, input_type: InputType = "document") -> np.ndarray:
-        return _portal.run(self.embed_async(texts, input_type=input_type))
-
-    def embed_query(self, query: str) -> list[float]:
-        return _portal.run(self.embed_query_async(query))
-
-    def embed_chunks(self, chunks: Sequence[str]) -> list[list[float]]:
-        return _portal.run(self.embed_chunks_async(chunks))
-
-    def close(self) -> None:
-        _portal.run(self.aclose())
+    # Sync twins: derived from the async originals (same signatures), run on the portal loop.
+    embed = _portal.sync_twin(embed_async)
+    embed_query = _portal.sync_twin(embed_query_async)
+    embed_chunks = _portal.sync_twin(embed_chunks_async)
+    close = _portal.sync_twin(aclose)

@@ -6,8 +6,9 @@ Names are imported on first use, so `import mini.eval` stays cheap.
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from mini._lazy import lazy_attributes
 
 if TYPE_CHECKING:
     from mini.eval.dataset import EvalItem, load_dataset
@@ -38,9 +39,4 @@ _WHERE = {
     "Score": "results",
 }
 
-
-def __getattr__(name: str) -> Any:
-    module = _WHERE.get(name)
-    if module is None:
-        raise AttributeError(f"module 'mini.eval' has no attribute {name!r}")
-    return getattr(importlib.import_module(f"mini.eval.{module}"), name)
+__getattr__ = lazy_attributes(__name__, _WHERE)

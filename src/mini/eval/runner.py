@@ -273,27 +273,4 @@ def timing_summary(rows: Sequence[EvalRow], wall_s: float) -> dict[str, float]:
     }
 
 
-def evaluate(
-    rag: AgenticRAG,
-    dataset: Dataset,
-    *,
-    metrics: Sequence[str] | None = None,
-    concurrency: int = 8,
-    k: int = 5,
-    judge_llm: LLM | None = None,
-    progress: Progress | None = None,
-    name: str | None = None,
-) -> EvalResult:
-    """The sync twin of `evaluate_async` (runs on the portal loop; works inside notebooks and running loops)."""
-    return _portal.run(
-        evaluate_async(
-            rag,
-            dataset,
-            metrics=metrics,
-            concurrency=concurrency,
-            k=k,
-            judge_llm=judge_llm,
-            progress=progress,
-            name=name,
-        )
-    )
+evaluate = _portal.sync_twin(evaluate_async)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -13,7 +13,7 @@ from mini import _portal, tracing
 from mini._limits import is_retryable
 from mini.config import LLMConfig, ObservabilityConfig, RerankerConfig, RetrievalConfig
 from mini.embeddings.base import EmbeddingModel
-from mini.errors import EmptyQuestionError, InvalidInputError, ProviderError
+from mini.errors import EmptyQuestionError, InvalidInputError, ProviderError, log_failure
 from mini.ingest.cache import EmbeddingCache
 from mini.llms.base import LLM, Usage, create_llm, resolve_llm_config
 from mini.llms.extractive import NO_CONTEXT_ANSWER, ExtractiveGenerator
@@ -372,7 +372,7 @@ class AgenticRAG:
                 if not prepared:
                     with tracing.use_span(root):
                         await self._prepare(run, top_k=top_k, filter=filter)
-                yield StreamEvent("sources", [_hit_dict(n, c) for n, c in enumerate(run.chunks, start=1)])
+                yield StreamEvent("sources", [c.as_source(n) for n, c in enumerate(run.chunks, start=1)])
                 tracker = CitationStream(run.chunks)
                 parts: list[str] = []
                 since = time.perf_counter()
@@ -404,7 +404,7 @@ class AgenticRAG:
                 )
             except Exception as exc:
                 tracing.record_error(root, exc)
-                log.debug("stream failed", exc_info=True)
+                log_failure(log, "stream failed", exc)
                 last = StreamEvent("error", {"type": type(exc).__name__, "message": str(exc)})
         yield last
 
@@ -582,153 +582,23 @@ class AgenticRAG:
     async def __aexit__(self, *exc: object) -> None:
         await self.aclose()
 
-    # -- sync twins: same signatures, run on the portal loop ------------------------------------------------------
+    # -- sync twins: derived from the async originals (same signatures), run on the portal loop -----------------
 
-    def rewrite_query(self, query: str) -> list[str]:
-        return _portal.run(self.rewrite_query_async(query))
-
-    def retrieve(
-        self,
-        queries: Sequence[str] | str,
-        *,
-        top_k: int | None = None,
-        filter: Mapping[str, Any] | None = None,
-    ) -> list[RetrievalResult]:
-        return _portal.run(self.retrieve_async(queries, top_k=top_k, filter=filter))
-
-    def rerank(
-        self, query: str, chunks: Sequence[RetrievalResult], *, top_k: int | None = None
-    ) -> list[RetrievalResult]:
-        return _portal.run(self.rerank_async(query, chunks, top_k=top_k))
-
-    def generate_answer(self, query: str, chunks: Sequence[RetrievalResult]) -> str:
-        return _portal.run(self.generate_answer_async(query, chunks))
-
-    def query(
-        self, question: str, *, top_k: int | None = None, filter: Mapping[str, Any] | None = None
-    ) -> RAGResponse:
-        return _portal.run(self.query_async(question, top_k=top_k, filter=filter))
-
-    def query_batch(
-        self,
-        questions: Sequence[str],
-        *,
-        concurrency: int = DEFAULT_BATCH_CONCURRENCY,
-        top_k: int | None = None,
-        filter: Mapping[str, Any] | None = None,
-    ) -> list[BatchResult]:
-        return _portal.run(
-            self.query_batch_async(questions, concurrency=concurrency, top_k=top_k, filter=filter)
-        )
-
-    def iter_query_batch(
-        self,
-        questions: Sequence[str],
-        *,
-        concurrency: int = DEFAULT_BATCH_CONCURRENCY,
-        top_k: int | None = None,
-        filter: Mapping[str, Any] | None = None,
-    ) -> Iterator[BatchResult]:
-        """Sync iterator over `iter_query_batch_async`'s results (completion order)."""
-        return _portal.iterate(
-            self.iter_query_batch_async(questions, concurrency=concurrency, top_k=top_k, filter=filter)
-        )
-
-    def stream(
-        self, question: str, *, top_k: int | None = None, filter: Mapping[str, Any] | None = None
-    ) -> Iterator[StreamEvent]:
-        """Sync iterator over the same events as `stream_async`."""
-        return _portal.iterate(self.stream_async(question, top_k=top_k, filter=filter))
-
-    def stream_answer(self, question: str, chunks: Sequence[RetrievalResult]) -> Iterator[StreamEvent]:
-        """Sync iterator over the same events as `stream_answer_async`."""
-        return _portal.iterate(self.stream_answer_async(question, chunks))
-
-    def index_documents(
-        self,
-        items: Sequence[str | Path | Document],
-        *,
-        concurrency: int | None = None,
-        batch_size: int | None = None,
-        glob: str | None = None,
-        prune: bool = False,
-        progress: ProgressCallback | None = None,
-    ) -> IngestReport:
-        return _portal.run(
-            self.index_documents_async(
-                items,
-                concurrency=concurrency,
-                batch_size=batch_size,
-                glob=glob,
-                prune=prune,
-                progress=progress,
-            )
-        )
-
-    def index_document(self, document: str | Path | Document) -> IngestReport:
-        return _portal.run(self.index_document_async(document))
-
-    def index_texts(
-        self,
-        texts: Sequence[str],
-        *,
-        sources: Sequence[str] | None = None,
-        metadata: Sequence[Mapping[str, Any]] | None = None,
-    ) -> IngestReport:
-        return _portal.run(self.index_texts_async(texts, sources=sources, metadata=metadata))
-
-    def agent_query(
-        self,
-        question: str,
-        *,
-        tools: Sequence[Callable[..., Any]] = (),
-        max_turns: int = 4,
-        max_tokens: int | None = None,
-        time_budget_s: float | None = 120.0,
-        max_tool_concurrency: int = 4,
-        output_model: type[Any] | None = None,
-        filter: Mapping[str, Any] | None = None,
-    ) -> RAGResponse:
-        return _portal.run(
-            self.agent_query_async(
-                question,
-                tools=tools,
-                max_turns=max_turns,
-                max_tokens=max_tokens,
-                time_budget_s=time_budget_s,
-                max_tool_concurrency=max_tool_concurrency,
-                output_model=output_model,
-                filter=filter,
-            )
-        )
-
-    def agent_stream(
-        self,
-        question: str,
-        *,
-        tools: Sequence[Callable[..., Any]] = (),
-        max_turns: int = 4,
-        max_tokens: int | None = None,
-        time_budget_s: float | None = 120.0,
-        max_tool_concurrency: int = 4,
-        output_model: type[Any] | None = None,
-        filter: Mapping[str, Any] | None = None,
-    ) -> Iterator[StreamEvent]:
-        return _portal.iterate(
-            self.agent_stream_async(
-                question,
-                tools=tools,
-                max_turns=max_turns,
-                max_tokens=max_tokens,
-                time_budget_s=time_budget_s,
-                max_tool_concurrency=max_tool_concurrency,
-                output_model=output_model,
-                filter=filter,
-            )
-        )
-
-    def close(self) -> None:
-        _portal.run(self.aclose())
+    rewrite_query = _portal.sync_twin(rewrite_query_async)
+    retrieve = _portal.sync_twin(retrieve_async)
+    rerank = _portal.sync_twin(rerank_async)
+    generate_answer = _portal.sync_twin(generate_answer_async)
+    query = _portal.sync_twin(query_async)
+    query_batch = _portal.sync_twin(query_batch_async)
+    iter_query_batch = _portal.iterator_twin(iter_query_batch_async)
+    stream = _portal.iterator_twin(stream_async)
+    stream_answer = _portal.iterator_twin(stream_answer_async)
+    index_documents = _portal.sync_twin(index_documents_async)
+    index_document = _portal.sync_twin(index_document_async)
+    index_texts = _portal.sync_twin(index_texts_async)
+    agent_query = _portal.sync_twin(agent_query_async)
+    agent_stream = _portal.iterator_twin(agent_stream_async)
+    close = _portal.sync_twin(aclose)
 
 
 async def _errors_as_events(events: AsyncIterator[StreamEvent]) -> AsyncIterator[StreamEvent]:
@@ -736,7 +606,7 @@ async def _errors_as_events(events: AsyncIterator[StreamEvent]) -> AsyncIterator
         async for event in events:
             yield event
     except Exception as exc:
-        log.debug("agent stream failed", exc_info=True)
+        log_failure(log, "agent stream failed", exc)
         data: dict[str, Any] = {"type": type(exc).__name__, "message": str(exc)}
         transcript = getattr(exc, "transcript", None)
         if transcript is not None:
@@ -744,14 +614,3 @@ async def _errors_as_events(events: AsyncIterator[StreamEvent]) -> AsyncIterator
         yield StreamEvent("error", data)
     finally:
         await events.aclose()  # type: ignore[attr-defined]
-
-
-def _hit_dict(number: int, hit: RetrievalResult) -> dict[str, Any]:
-    return {
-        "number": number,
-        "id": hit.id,
-        "source": hit.source,
-        "score": hit.score,
-        "text": hit.text,
-        "metadata": hit.metadata,
-    }

@@ -5,9 +5,9 @@ The implementations load lazily (`from mini.rerankers import CohereReranker` imp
 
 from __future__ import annotations
 
-from importlib import import_module
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
+from mini._lazy import lazy_attributes
 from mini.rerankers.base import PassThroughReranker, Reranker
 from mini.rerankers.factory import create_reranker
 
@@ -16,11 +16,11 @@ if TYPE_CHECKING:
     from mini.rerankers.cross_encoder import CrossEncoderReranker
     from mini.rerankers.llm import LLMReranker, parse_score
 
-_LAZY = {
-    "CohereReranker": "mini.rerankers.cohere",
-    "CrossEncoderReranker": "mini.rerankers.cross_encoder",
-    "LLMReranker": "mini.rerankers.llm",
-    "parse_score": "mini.rerankers.llm",
+_HOMES = {
+    "CohereReranker": "cohere",
+    "CrossEncoderReranker": "cross_encoder",
+    "LLMReranker": "llm",
+    "parse_score": "llm",
 }
 
 __all__ = [
@@ -33,8 +33,4 @@ __all__ = [
     "parse_score",
 ]
 
-
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        return getattr(import_module(_LAZY[name]), name)
-    raise AttributeError(f"module 'mini.rerankers' has no attribute {name!r}")
+__getattr__ = lazy_attributes(__name__, _HOMES)
