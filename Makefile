@@ -30,9 +30,11 @@ demo: $(VENV)/.core
 	$(BIN)/mini query --llm none "How much is the 2025 library budget?"
 	$(BIN)/mini query --llm none "When is glass collected for recycling?"
 
-## test: install what the tests need and run them all (what CI runs)
+## test: install what the tests need and run them all (what CI runs). Two worker processes (pytest-xdist): the
+## suite waits on subprocesses, servers and simulated latency as much as it computes, so two workers on two
+## cores halve its wall time; every test waits on state, not on time, so the extra load cannot fail one.
 test: $(VENV)/.test
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n 2 -rs
 
 lint: $(VENV)/.dev
 	$(BIN)/ruff check src tests bench scripts
