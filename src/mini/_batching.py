@@ -27,6 +27,7 @@ from collections.abc import Awaitable, Callable, Hashable, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
+from mini._checks import at_least
 from mini._portal import PerLoop
 
 K = TypeVar("K", bound=Hashable)
@@ -104,10 +105,8 @@ class LingerBatcher(Generic[I, O]):
         concurrency: int = 1,
         size: Callable[[I], int] | None = None,
     ) -> None:
-        if max_size < 1 or concurrency < 1:
-            raise ValueError("max_size and concurrency must be >= 1")
-        if linger < 0:
-            raise ValueError("linger must be >= 0")
+        at_least(1, max_size=max_size, concurrency=concurrency)
+        at_least(0, linger=linger)
         self._flush = flush
         self.max_size = max_size
         self.linger = linger
@@ -255,10 +254,8 @@ class Coalescer(Generic[K, I, O]):
         max_concurrent: int = 2,
         window: float = 0.0,
     ) -> None:
-        if max_batch < 1 or max_concurrent < 1:
-            raise ValueError("max_batch and max_concurrent must be >= 1")
-        if window < 0:
-            raise ValueError("window must be >= 0")
+        at_least(1, max_batch=max_batch, max_concurrent=max_concurrent)
+        at_least(0, window=window)
         self._run_batch = run_batch
         self.max_batch = max_batch
         self.max_concurrent = max_concurrent

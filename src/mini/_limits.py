@@ -37,9 +37,9 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TypeVar
 
+from mini._checks import at_least, positive
 from mini._portal import PerLoop
 from mini.errors import (
-    InvalidInputError,
     ProviderConnectionError,
     ProviderServerError,
     ProviderStatusError,
@@ -112,8 +112,7 @@ class RateBudget:
     """
 
     def __init__(self, per_minute: float, burst: float | None = None) -> None:
-        if per_minute <= 0:
-            raise InvalidInputError("per_minute must be > 0")
+        positive(per_minute=per_minute)
         self.interval = 60.0 / per_minute  # seconds per unit
         # Default burst: ten seconds' worth. A full minute at once would trip providers' per-second limits.
         self.burst = max(1.0, burst if burst is not None else per_minute / 6)
@@ -193,8 +192,7 @@ class Limiter:
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         """`clock` (monotonic seconds) times the adaptive hold and the retry deadline; tests inject a manual one."""
-        if max_in_flight < 1:
-            raise InvalidInputError("max_in_flight must be >= 1")
+        at_least(1, max_in_flight=max_in_flight)
         self.clock = clock
         self.name = name
         self.max_in_flight = max_in_flight

@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from mini._checks import at_least, positive
 from mini.errors import InvalidInputError
 
 if TYPE_CHECKING:
@@ -59,16 +60,14 @@ class LLMConfig:
     extra_params: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        if self.max_concurrency < 1:
-            raise InvalidInputError("max_concurrency must be >= 1")
-        if self.timeout <= 0:
-            raise InvalidInputError("timeout must be > 0")
-        if self.max_retries < 0:
-            raise InvalidInputError("max_retries must be >= 0")
-        for name in ("requests_per_minute", "tokens_per_minute"):
-            value = getattr(self, name)
-            if value is not None and value <= 0:
-                raise InvalidInputError(f"{name} must be > 0 (or None for no limit)")
+        at_least(1, max_concurrency=self.max_concurrency)
+        at_least(0, max_retries=self.max_retries)
+        # None: no rate limit.
+        positive(
+            timeout=self.timeout,
+            requests_per_minute=self.requests_per_minute,
+            tokens_per_minute=self.tokens_per_minute,
+        )
 
     def retry_policy(self) -> RetryPolicy:
         from mini._limits import RetryPolicy
@@ -105,18 +104,20 @@ class RetrievalConfig:
     prefilter_weight: float = 1.0
 
     def __post_init__(self) -> None:
-        if self.top_k < 1 or self.rerank_top_k < 1:
-            raise InvalidInputError("top_k and rerank_top_k must be >= 1")
-        if self.num_query_variants < 0:
-            raise InvalidInputError("num_query_variants must be >= 0")
+        at_least(1, top_k=self.top_k, rerank_top_k=self.rerank_top_k)
+        at_least(0, num_query_variants=self.num_query_variants)
         if self.retrieval_mode not in (None, "dense", "keyword", "hybrid"):
             raise InvalidInputError(
                 f"retrieval_mode must be dense, keyword or hybrid, not {self.retrieval_mode!r}"
             )
-        if self.rrf_k < 0 or self.candidates_per_leg < 0:
-            raise InvalidInputError("rrf_k and candidates_per_leg must be >= 0")
-        if min(self.dense_weight, self.keyword_weight, self.prefilter_weight) < 0:
-            raise InvalidInputError("leg weights must be >= 0")
+        at_least(
+            0,
+            rrf_k=self.rrf_k,
+            candidates_per_leg=self.candidates_per_leg,
+            dense_weight=self.dense_weight,
+            keyword_weight=self.keyword_weight,
+            prefilter_weight=self.prefilter_weight,
+        )
 
 
 @dataclass(frozen=True, slots=True)

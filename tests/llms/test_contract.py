@@ -7,7 +7,6 @@ tool-result round trip), usage accounting, and error mapping (auth not retried, 
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from typing import Any
 
@@ -153,10 +152,8 @@ async def test_wrong_key_raises_authentication_error_once_without_retries(
     make_llm: Callable[..., LLM], sim: SimServer, endpoint: str
 ) -> None:
     llm = make_llm(key="wrong-key", max_retries=5)
-    started = time.monotonic()
     with pytest.raises(AuthenticationError) as info:
         await llm.complete(_user("hello"))
-    assert time.monotonic() - started < 1.0
     assert info.value.status_code in (401, 403)
     assert info.value.model and info.value.model in llm.name
     assert info.value.hint
@@ -212,12 +209,10 @@ async def test_unknown_model_is_a_bad_request_not_retried(
 
 
 async def test_slow_answers_time_out(make_llm: Callable[..., LLM], sim: SimServer) -> None:
-    sim.configure(chat_ms=2000)
+    sim.configure(chat_ms=600_000)  # ten minutes: only the client's timeout can end this call
     llm = make_llm(timeout=0.2, max_retries=0)
-    started = time.monotonic()
     with pytest.raises(ProviderTimeoutError):
         await llm.complete(_user("hello"))
-    assert time.monotonic() - started < 1.5
     await llm.aclose()
 
 

@@ -9,6 +9,7 @@ import socket
 import time
 from collections.abc import AsyncIterator, Iterator
 
+import httpx
 import numpy as np
 import openai
 import pytest
@@ -290,6 +291,32 @@ async def test_client_disconnect_mid_stream_releases_in_flight(
     assert stats["completion_tokens"] < 102  # generation stopped early
     assert stats["clients_gone"] == 1 and stats["disconnects"] == 0
     # A traceback would be logged by the request's own task before the wait above was answered.
+    assert "Traceback" not in server.logs()
+
+
+@pytest.mark.parametrize("endpoint", ["chat", "embeddings"])
+async def test_a_client_leaving_before_the_response_ends_the_request(
+    server: SimServer, endpoint: str
+) -> None:
+    # Ten minutes of simulated latency: only the client leaving can end these requests in time.
+    server.configure(chat_ms=600_000, embed_ms=600_000)
+    request = (
+        {
+            "path": "/v1/chat/completions",
+            "json": {"model": "m", "messages": [{"role": "user", "content": "hi"}]},
+        }
+        if endpoint == "chat"
+        else {"path": "/v1/embeddings", "json": {"model": "m", "input": ["hi"]}}
+    )
+    async with httpx.AsyncClient(base_url=server.url) as http:
+        task = asyncio.create_task(http.post(request["path"], json=request["json"]))
+        await asyncio.to_thread(server.wait_for, endpoint, in_flight=1)
+        task.cancel()  # closes the connection
+        with pytest.raises(asyncio.CancelledError):
+            await task
+    stats = await asyncio.to_thread(server.wait_for, endpoint, in_flight=0, clients_gone=1, timeout=30)
+    assert stats["responses_ok"] == 0 and stats["errors"] == 0
+    assert [e for _, e in server.clients_gone()] == [endpoint]
     assert "Traceback" not in server.logs()
 
 

@@ -79,7 +79,9 @@ def _jsonable(message: Message) -> dict[str, Any]:
     return out
 
 
-class _AgentRun:
+class AgentRun:
+    """One agent run: `events()` streams its turns; once they are consumed, `response()` is its answer."""
+
     def __init__(
         self,
         rag: AgenticRAG,
@@ -329,20 +331,6 @@ def _parse(model: type[BaseModel], text: str) -> dict[str, Any]:
     return parsed
 
 
-def agent_events(
-    rag: AgenticRAG,
-    llm: LLM,
-    question: str,
-    *,
-    tools: Sequence[Callable[..., Any] | FunctionTool] = (),
-    config: AgentConfig | None = None,
-    output_model: type[BaseModel] | None = None,
-    filter: Mapping[str, Any] | None = None,
-) -> tuple[_AgentRun, AsyncIterator[StreamEvent]]:
-    run = _AgentRun(rag, llm, question, tools, config or AgentConfig(), output_model, filter)
-    return run, run.events()
-
-
 async def run_agent(
     rag: AgenticRAG,
     llm: LLM,
@@ -354,9 +342,8 @@ async def run_agent(
     filter: Mapping[str, Any] | None = None,
 ) -> RAGResponse:
     """Run the loop to its answer; `BudgetExceededError`/`StructuredOutputError`/provider errors are raised."""
-    run, events = agent_events(
-        rag, llm, question, tools=tools, config=config, output_model=output_model, filter=filter
-    )
+    run = AgentRun(rag, llm, question, tools, config or AgentConfig(), output_model, filter)
+    events = run.events()
     try:
         async for _ in events:
             pass
@@ -365,4 +352,4 @@ async def run_agent(
     return run.response()
 
 
-__all__ = ["AGENT_SYSTEM", "AgentConfig", "agent_events", "run_agent"]
+__all__ = ["AGENT_SYSTEM", "AgentConfig", "AgentRun", "run_agent"]

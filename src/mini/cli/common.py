@@ -15,7 +15,10 @@ from rich.console import Console
 from rich.markup import escape
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
     from rich.progress import Progress
+    from rich.table import Table
 
     from mini.query.pipeline import AgenticRAG
 
@@ -62,6 +65,17 @@ def progress_bar(label: str) -> Progress:
         console=err,
         transient=True,
     )
+
+
+def numbers_table(columns: Sequence[str]) -> Table:
+    """A table whose first column names the row (left-aligned) and whose other columns are numbers (right);
+    cells never wrap, so piped output keeps one row per line."""
+    from rich.table import Table
+
+    table = Table()
+    for i, column in enumerate(columns):
+        table.add_column(column, justify="right" if i else "left", no_wrap=True)
+    return table
 
 
 def display_source(source: str) -> str:

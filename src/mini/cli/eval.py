@@ -9,9 +9,8 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.markup import escape
-from rich.table import Table
 
-from mini.cli.common import EmbeddingOpt, JsonOpt, build_rag, err, out, run
+from mini.cli.common import EmbeddingOpt, JsonOpt, build_rag, err, numbers_table, out, run
 
 if TYPE_CHECKING:
     from mini.eval.beir import BeirReport
@@ -109,10 +108,8 @@ def _print_beir(report: BeirReport) -> None:
         f"[bold]{escape(report.dataset)}[/] ({report.split}): {report.documents} documents "
         f"({ingest['added']} indexed now, {ingest['skipped']} already indexed, {ingest['seconds']} s)"
     )
-    table = Table()
     names = list(report.results[0].metrics) if report.results else []
-    for column in ["mode", *names, "n", "failed", "wall s", "p50 ms", "p95 ms"]:
-        table.add_column(column, justify="left" if column == "mode" else "right", no_wrap=True)
+    table = numbers_table(["mode", *names, "n", "failed", "wall s", "p50 ms", "p95 ms"])
     for result in report.results:
         t = result.timings
         table.add_row(

@@ -10,7 +10,6 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.markup import escape
-from rich.table import Table
 
 from mini.cli.common import (
     CollectionOpt,
@@ -19,6 +18,7 @@ from mini.cli.common import (
     UriOpt,
     build_rag,
     err,
+    numbers_table,
     out,
     progress_bar,
     run,
@@ -144,9 +144,7 @@ def _print_result(result: EvalResult) -> None:
         f"[bold]{escape(str(settings.get('dataset')))}[/]: {len(result.rows)} questions, "
         f"answers by {escape(str(settings.get('llm')))}, judge {escape(str(settings.get('judge') or 'none'))}"
     )
-    table = Table()
-    for column in ("metric", "mean", "n", "failed", "skipped"):
-        table.add_column(column, justify="left" if column == "metric" else "right", no_wrap=True)
+    table = numbers_table(["metric", "mean", "n", "failed", "skipped"])
     for name, s in result.summary.items():
         mean = "–" if s.mean is None else f"{s.mean:.3f}"
         failed = f"[red]{s.failed}[/]" if s.failed else "0"

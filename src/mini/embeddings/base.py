@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
 
 from mini import _portal, _registry
 from mini._batching import Coalescer
+from mini._checks import at_least
 from mini.errors import BadRequestError, ConfigurationError, InvalidInputError
 
 if TYPE_CHECKING:
@@ -122,8 +123,7 @@ class EmbeddingModel:
         tokens_per_minute: float | None = None,
         embedder: Embedder | None = None,
     ) -> None:
-        if batch_window_ms < 0:
-            raise InvalidInputError("batch_window_ms must be >= 0")
+        at_least(0, batch_window_ms=batch_window_ms)
         if embedder is None:
             if model is None:
                 from mini.config import load_settings

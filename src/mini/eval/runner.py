@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mini import _portal
+from mini._checks import at_least
 from mini._tasks import gather_all
 from mini.errors import ConfigurationError, InvalidInputError
 from mini.eval.dataset import EvalItem, as_items, judged_ranking
@@ -205,10 +206,7 @@ async def evaluate_async(
     `progress(row)` is called as each row finishes. `name` labels the dataset in reports (default: the file
     name). Invalid input raises before any request is made.
     """
-    if concurrency < 1:
-        raise InvalidInputError("concurrency must be >= 1")
-    if k < 1:
-        raise InvalidInputError("k must be >= 1")
+    at_least(1, concurrency=concurrency, k=k)
     judge_model = judge_llm if judge_llm is not None else rag.llm
     chosen = select_metrics(metrics, has_judge=judge_model is not None)
     if isinstance(dataset, str | Path):

@@ -6,7 +6,7 @@ import threading
 from collections import OrderedDict
 from typing import TYPE_CHECKING
 
-from mini.errors import InvalidInputError
+from mini._checks import at_least
 
 if TYPE_CHECKING:
     import numpy as np
@@ -22,8 +22,7 @@ class EmbeddingCache:
     """
 
     def __init__(self, max_bytes: int = 64 * 1024 * 1024) -> None:
-        if max_bytes < 0:
-            raise InvalidInputError("max_bytes must be >= 0")
+        at_least(0, max_bytes=max_bytes)
         self.max_bytes = max_bytes
         self._vectors: OrderedDict[CacheKey, np.ndarray] = OrderedDict()
         self._bytes = 0

@@ -16,6 +16,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit, urlunsplit
 
+from mini._checks import at_least, positive
 from mini._http import parse_retry_after
 from mini._limits import RetryPolicy, backoff_delay
 from mini._portal import PerLoop
@@ -181,16 +182,9 @@ class UrlFetcher:
         user_agent: str = DEFAULT_USER_AGENT,
         initial_backoff: float = 0.5,
     ) -> None:
-        if concurrency < 1:
-            raise InvalidInputError("concurrency must be >= 1")
-        if timeout <= 0:
-            raise InvalidInputError("timeout must be > 0")
-        if max_bytes < 1:
-            raise InvalidInputError("max_bytes must be >= 1")
-        if max_retries < 0:
-            raise InvalidInputError("max_retries must be >= 0")
-        if initial_backoff < 0:
-            raise InvalidInputError("initial_backoff must be >= 0")
+        at_least(1, concurrency=concurrency, max_bytes=max_bytes)
+        at_least(0, max_retries=max_retries, initial_backoff=initial_backoff)
+        positive(timeout=timeout)
         self.concurrency = concurrency
         self.timeout = timeout
         self.max_bytes = max_bytes

@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from mini._checks import at_least
 from mini.errors import InvalidInputError
 from mini.types import RAGResponse
 
@@ -46,8 +47,7 @@ class BatchResult:
 def check_batch(questions: Sequence[str], concurrency: int) -> list[str]:
     if isinstance(questions, str):
         raise InvalidInputError("questions must be a list of strings, not a single string")
-    if concurrency < 1:
-        raise InvalidInputError("concurrency must be >= 1")
+    at_least(1, concurrency=concurrency)
     return list(questions)
 
 

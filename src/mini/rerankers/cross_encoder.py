@@ -15,7 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from mini import _portal
-from mini.errors import ConfigurationError, InvalidInputError, MissingDependencyError
+from mini._checks import at_least
+from mini.errors import ConfigurationError, MissingDependencyError
 from mini.rerankers._ranking import rank_by_scores
 from mini.types import RetrievalResult
 
@@ -41,8 +42,7 @@ class CrossEncoderReranker:
     """
 
     def __init__(self, model_path: str | Path, *, batch_size: int = 32, device: str | None = None) -> None:
-        if batch_size < 1:
-            raise InvalidInputError("batch_size must be >= 1")
+        at_least(1, batch_size=batch_size)
         if not _sentence_transformers_installed():
             raise MissingDependencyError(WHAT, EXTRA, "sentence-transformers")
         self.model_path = Path(model_path).expanduser()

@@ -17,8 +17,8 @@ import logging
 import re
 from collections.abc import Callable, Sequence
 
+from mini._checks import at_least
 from mini._tasks import gather_all
-from mini.errors import InvalidInputError
 from mini.llms.base import LLM, Message
 from mini.rerankers._ranking import rank_by_scores
 from mini.types import RetrievalResult
@@ -121,8 +121,7 @@ class LLMReranker:
         prompt: PromptBuilder = score_messages,
         max_tokens: int | None = DEFAULT_MAX_TOKENS,
     ) -> None:
-        if max_concurrency < 1:
-            raise InvalidInputError("max_concurrency must be >= 1")
+        at_least(1, max_concurrency=max_concurrency)
         self.llm = llm
         self.name = f"llm:{llm.name}"
         self.max_concurrency = max_concurrency

@@ -16,7 +16,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from mini.errors import InvalidInputError
+from mini._checks import at_least
 from mini.ingest.report import IngestProgress, IngestReport
 from mini.server.errors import ApiError, status_for
 
@@ -87,8 +87,7 @@ Cleanup = Callable[[], Awaitable[None]]
 
 class JobManager:
     def __init__(self, *, max_concurrent: int, ttl_s: float, max_queued: int | None = None) -> None:
-        if max_concurrent < 1:
-            raise InvalidInputError("max_concurrent_jobs must be >= 1")
+        at_least(1, max_concurrent_jobs=max_concurrent)
         self.max_concurrent = max_concurrent
         self.ttl_s = ttl_s
         self.max_queued = max_queued if max_queued is not None else QUEUED_PER_SLOT * max_concurrent

@@ -20,7 +20,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from mini.errors import ConfigurationError, InvalidInputError
+from mini._checks import at_least
+from mini.errors import ConfigurationError
 from mini.server.errors import ApiError
 
 if TYPE_CHECKING:
@@ -117,8 +118,7 @@ class SessionStore:
         max_turns: int,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        if max_sessions < 1:
-            raise InvalidInputError("max_sessions must be >= 1")
+        at_least(1, max_sessions=max_sessions)
         self.clock = clock
         self.max_sessions = max_sessions
         self.ttl_s = ttl_s

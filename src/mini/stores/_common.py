@@ -11,6 +11,7 @@ from typing import Any, ClassVar, Generic, TypeVar
 
 import numpy as np
 
+from mini._checks import at_least
 from mini._portal import PerLoop
 from mini.errors import DimensionMismatchError, DuplicateIdError, InvalidInputError, UnsupportedOperationError
 from mini.stores.base import Record
@@ -37,8 +38,7 @@ def check_dimension(dimension: Any) -> int | None:
 
 
 def check_top_k(top_k: int, maximum: int | None = None, engine: str = "") -> None:
-    if top_k < 1:
-        raise InvalidInputError("top_k must be >= 1")
+    at_least(1, top_k=top_k)
     if maximum is not None and top_k > maximum:
         raise InvalidInputError(f"top_k must be <= {maximum} on {engine}")
 

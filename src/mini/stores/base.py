@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar, Protocol, runtime_checkable
 
 from mini import _portal, _registry
+from mini._checks import at_least
 from mini.errors import (
     ConfigurationError,
     DimensionMismatchError,
@@ -223,8 +224,7 @@ class VectorStore:
         self, query_embedding: Sequence[float], top_k: int = 5, filter: Mapping[str, Any] | None = None
     ) -> list[RetrievalResult]:
         """The `top_k` nearest rows, best first, optionally restricted by a metadata filter."""
-        if top_k < 1:
-            raise InvalidInputError("top_k must be >= 1")
+        at_least(1, top_k=top_k)
         return await self.backend.search(query_embedding, top_k=top_k, filter=parse_filter(filter))
 
     async def search_many_async(
@@ -234,8 +234,7 @@ class VectorStore:
         filter: Mapping[str, Any] | None = None,
     ) -> list[list[RetrievalResult]]:
         """One ranking per query vector, in one backend call (the embedded store shares one scan among them)."""
-        if top_k < 1:
-            raise InvalidInputError("top_k must be >= 1")
+        at_least(1, top_k=top_k)
         return await self.backend.search_many(query_embeddings, top_k=top_k, filter=parse_filter(filter))
 
     async def keyword_search_async(
@@ -244,8 +243,7 @@ class VectorStore:
         """The `top_k` rows whose text best matches `text` by full-text relevance (BM25), best first.
 
         Raises `UnsupportedOperationError` on a backend without keyword search (see `supports_hybrid`)."""
-        if top_k < 1:
-            raise InvalidInputError("top_k must be >= 1")
+        at_least(1, top_k=top_k)
         if not isinstance(text, str):
             raise InvalidInputError(f"the query text must be a string, not {type(text).__name__}")
         if not text.strip():

@@ -62,6 +62,7 @@ class _Accounting:
         wire, endpoint = routed
         state = self.state
         status, finished, gone = 0, False, False
+        body_read = asyncio.Event()
 
         async def send_and_record(message: Message) -> None:
             nonlocal status, finished
@@ -76,6 +77,8 @@ class _Accounting:
             # comes: the moment the client left is the moment this returns it.
             nonlocal gone
             message = await receive()
+            if message["type"] == "http.request" and not message.get("more_body", False):
+                body_read.set()
             if message["type"] == "http.disconnect" and not finished and not gone:
                 gone = True
                 state.client_gone(endpoint)
@@ -98,6 +101,21 @@ class _Accounting:
             state.peak_in_flight = max(state.peak_in_flight, state.in_flight)
         state.changed()
         arrival = round(time.monotonic() - state.started, 4)
+        request_task = asyncio.current_task()
+        left_early = False
+
+        async def watch_for_leaving() -> None:
+            # A response that has not started never reads again after its body, so nothing would notice its
+            # client leave while it "thinks" (the simulated latency): wait for that here and end the request,
+            # as a real provider's closed connection would, so it stops counting as in flight at once.
+            nonlocal left_early
+            await body_read.wait()
+            message = await receive_and_watch()
+            if message["type"] == "http.disconnect" and status == 0 and request_task is not None:
+                left_early = True
+                request_task.cancel()
+
+        watcher = asyncio.create_task(watch_for_leaving()) if admitted else None
         try:
             if fault is not None:
                 await wire.render(fault)(scope, receive, send_and_record)
@@ -105,7 +123,13 @@ class _Accounting:
             if state.draw(state.config.slow_fraction):
                 await asyncio.sleep(state.config.slow_ms / 1000)
             await self.app(scope, receive_and_watch, send_and_record)
+        except asyncio.CancelledError:
+            if not left_early or request_task is None:
+                raise
+            request_task.uncancel()  # we ended it: the client is gone, there is no one to answer
         finally:  # also on cancellation, when the client disconnects mid-stream
+            if watcher is not None:
+                watcher.cancel()
             if admitted:
                 counters["in_flight"] -= 1
             if status in OUTCOMES:
