@@ -9,6 +9,8 @@ import textwrap
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from tests.conftest import REPO, SAMPLE_CORPUS
 
 SCRIPT = textwrap.dedent(
@@ -58,6 +60,7 @@ def run_script(tmp_path: Path, base_url: str) -> subprocess.CompletedProcess[str
     )
 
 
+@pytest.mark.slow
 def test_sync_and_async_api_work_everywhere_offline(tmp_path: Path) -> None:
     result = run_script(tmp_path, "offline")
     assert result.returncode == 0, result.stderr

@@ -11,6 +11,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from tests.conftest import SAMPLE_CORPUS
 
 MINI = Path(sys.executable).with_name("mini")
@@ -21,6 +23,7 @@ def mini(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run([str(MINI), *args], capture_output=True, text=True, timeout=120, cwd=cwd, env=env)
 
 
+@pytest.mark.slow
 def test_ingest_then_query_offline_prints_an_answer_with_numbered_sources(tmp_path: Path) -> None:
     ingest = mini("ingest", str(SAMPLE_CORPUS), cwd=tmp_path)
     assert ingest.returncode == 0, ingest.stderr
@@ -40,6 +43,7 @@ def test_ingest_then_query_offline_prints_an_answer_with_numbered_sources(tmp_pa
     assert (report["files_skipped"], report["chunks_added"]) == (8, 0)
 
 
+@pytest.mark.slow
 def test_query_json_output_carries_citations_and_timings(tmp_path: Path) -> None:
     store = str(tmp_path / "store")
     assert mini("ingest", str(SAMPLE_CORPUS), "--uri", store, cwd=tmp_path).returncode == 0
@@ -77,6 +81,7 @@ def test_version_and_help(tmp_path: Path) -> None:
     assert "ingest" in help_text and "query" in help_text
 
 
+@pytest.mark.slow
 def test_ingest_flags_json_report_and_prune(tmp_path: Path) -> None:
     from mini.testing.corpus import write_corpus
 
@@ -91,6 +96,7 @@ def test_ingest_flags_json_report_and_prune(tmp_path: Path) -> None:
     assert (pruned["files_skipped"], pruned["files_pruned"], pruned["chunks_embedded"]) == (11, 1, 0)
 
 
+@pytest.mark.slow
 def test_ctrl_c_stops_cleanly_reports_progress_and_a_rerun_resumes(tmp_path: Path, sim: Any) -> None:
     from mini.testing.corpus import write_corpus
 
@@ -102,7 +108,15 @@ def test_ctrl_c_stops_cleanly_reports_progress_and_a_rerun_resumes(tmp_path: Pat
     command = [str(MINI), "ingest", str(docs), "--uri", str(tmp_path / "store")]
     command += ["--embedding-model", "openai:sim-embed", "--batch-size", "4", "--concurrency", "1"]
     process = subprocess.Popen(
-        command, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        command,
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        # A shell that starts a job in the background (`make test &`, CI runners) hands it SIGINT ignored, and
+        # an ignored signal stays ignored across exec: give the CLI the terminal's default, as a user's has.
+        preexec_fn=_default_sigint,
     )
     deadline = time.monotonic() + 60
     while sim.stats()["embeddings"]["inputs_embedded"] < 30:
@@ -123,6 +137,7 @@ def test_ctrl_c_stops_cleanly_reports_progress_and_a_rerun_resumes(tmp_path: Pat
     assert (report["files_skipped"], report["files_added"]) == (done, 80 - done)
 
 
+@pytest.mark.slow
 def test_query_file_answers_in_input_order_and_reports_the_one_failing_question(
     sim: Any, tmp_path: Path
 ) -> None:
@@ -163,6 +178,7 @@ def test_query_file_answers_in_input_order_and_reports_the_one_failing_question(
     assert sim.stats()["chat"]["peak_in_flight"] <= 3
 
 
+@pytest.mark.slow
 def test_query_needs_a_question_or_a_file_and_profile_prints_the_stage_table(tmp_path: Path) -> None:
     neither = mini("query", cwd=tmp_path)
     assert neither.returncode == 2 and "give a question or --file" in neither.stderr
@@ -178,3 +194,7 @@ def test_query_needs_a_question_or_a_file_and_profile_prints_the_stage_table(tmp
 def mini_env(env: dict[str, str], *args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
     full = {k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "MINI_URI"))} | env
     return subprocess.run([str(MINI), *args], capture_output=True, text=True, timeout=120, cwd=cwd, env=full)
+
+
+def _default_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)

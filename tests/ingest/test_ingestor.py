@@ -358,6 +358,7 @@ def test_kill_9_midway_then_rerun_embeds_only_the_missing_chunks(sim: Any, tmp_p
     assert store.count() == expected  # and nothing duplicated
 
 
+@pytest.mark.slow
 async def test_local_model_ingestion_keeps_the_loop_responsive(tmp_path: Path, lag_probe: Any) -> None:
     write_corpus(tmp_path / "docs", 40)
     model = EmbeddingModel()  # the bundled local model: batches run in worker threads, one per core

@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
+import os
+import subprocess
+import sys
 import time
+from collections.abc import Iterator
+
+import pytest
 
 from mini.testing.looplag import LoopLagProbe, own_stalls
 
@@ -21,3 +28,38 @@ async def test_probe_reports_a_loop_blocked_by_sync_sleep() -> None:
     async with LoopLagProbe() as probe:
         time.sleep(0.12)  # noqa: ASYNC251 - the point: block the loop and see the probe notice
     assert probe.own_max_ms > 90, probe.summary()
+
+
+def test_own_stalls_discount_the_run_queue_wait_or_the_shared_stall_whichever_is_larger() -> None:
+    ticks = [(10.0, 0.050), (20.0, 0.050), (30.0, 0.050)]
+    controls = [[(20.0, 0.030)]]  # a machine-wide stall overlapping tick 2 by 31 ms
+    waits = [0.045, 0.010, 0.0]  # tick 1 waited 45 ms for a CPU (others' threads ran), tick 2 10 ms
+    own = own_stalls(ticks, controls, waits=waits)
+    assert abs(own[0] - 0.005) < 1e-9
+    assert abs(own[1] - 0.019) < 1e-9
+    assert abs(own[2] - 0.050) < 1e-9
+
+
+@pytest.fixture
+def cpu_hogs() -> Iterator[None]:
+    """More busy processes than cores, for the duration of a test."""
+    hogs = [
+        subprocess.Popen([sys.executable, "-c", "while True: pass"])
+        for _ in range(2 * len(os.sched_getaffinity(0)))
+    ]
+    yield
+    for hog in hogs:
+        hog.kill()
+        hog.wait()
+
+
+async def test_a_busy_machine_is_not_our_lag_but_a_blocked_loop_still_is(cpu_hogs: None) -> None:
+    # More CPU hogs than cores: the loop's thread waits in the run queue, which the probe discounts...
+    async with LoopLagProbe() as busy:
+        for _ in range(200):
+            await asyncio.sleep(0.001)
+    async with LoopLagProbe() as blocked:
+        time.sleep(0.15)  # noqa: ASYNC251 - ...but a blocking call is ours, busy machine or not
+    assert sum(busy.waits) > 0, "the hogs never made the loop wait: schedstat missing?"
+    assert busy.own_max_ms < 50, busy.summary()
+    assert blocked.own_max_ms > 100, blocked.summary()
