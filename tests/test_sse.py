@@ -25,7 +25,7 @@ def feed_in_pieces(stream: bytes, cuts: list[int]) -> list[SSEEvent]:
     events: list[SSEEvent] = []
     for start, end in zip([0, *cuts], [*cuts, len(stream)], strict=True):
         events.extend(decoder.feed(stream[start:end]))
-    events.extend(decoder.close())
+    decoder.close()  # end of stream: an event not ended by a blank line is dropped
     return events
 
 

@@ -138,8 +138,6 @@ class SSEStream:
             async for chunk in self._response.content.iter_any():
                 for event in decoder.feed(chunk):
                     yield event
-            for event in decoder.close():
-                yield event
 
     async def aclose(self) -> None:
         if not self._response.closed:

@@ -123,12 +123,12 @@ class SSEDecoder:
             self._id = value
         return None
 
-    def close(self) -> list[SSEEvent]:
-        """End of stream. Nothing is left to dispatch: an event not ended by a blank line is discarded (the
-        spec's rule: the stream was cut mid-event), and every complete line was handled as it arrived."""
+    def close(self) -> None:
+        """End of stream; the decoder is empty again. Nothing is left to dispatch: an event not ended by a blank
+        line is discarded (the spec's rule: the stream was cut mid-event), and every complete line was handled
+        as it arrived."""
         self._pending, self._skip_lf = [], False
         self._data, self._event = [], None
-        return []
 
     def _dispatch(self) -> SSEEvent | None:
         if not self._data:
@@ -144,4 +144,3 @@ def decode(chunks: Iterable[bytes]) -> Iterator[SSEEvent]:
     decoder = SSEDecoder()
     for chunk in chunks:
         yield from decoder.feed(chunk)
-    yield from decoder.close()

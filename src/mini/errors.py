@@ -294,6 +294,12 @@ def status_error(
     return cls(message, status_code=status_code, provider=provider, model=model, request_id=request_id)
 
 
+def error_payload(exc: BaseException) -> dict[str, Any]:
+    """The data of a stream's `error` event for `exc`: `{"type", "message"}` (every stream answers failures in
+    this one shape; log it with `log_failure`)."""
+    return {"type": type(exc).__name__, "message": str(exc)}
+
+
 def log_failure(log: logging.Logger, what: str, exc: BaseException) -> None:
     """Log an exception that is answered (a stream's `error` event) instead of raised. The caller's own bad
     input is INFO, another `MiniError` (a provider down, a store failing) a WARNING, both one line: their

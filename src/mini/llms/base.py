@@ -101,9 +101,6 @@ async def stream_held(
         raise
 
 
-stream_sse = stream_held  # the name it had while only server-sent-event streams used it
-
-
 def malformed_event(data: str, provider: str, what: str = "event") -> ProviderError:
     """The error for a streamed event whose JSON cannot be read, quoting its start (built only on failure,
     so the per-event path stays a bare `json.loads`)."""

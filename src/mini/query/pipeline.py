@@ -19,7 +19,7 @@ from mini import _portal, tracing
 from mini._limits import is_retryable
 from mini.config import LLMConfig, ObservabilityConfig, RerankerConfig, RetrievalConfig
 from mini.embeddings.base import EmbeddingModel
-from mini.errors import EmptyQuestionError, InvalidInputError, ProviderError, log_failure
+from mini.errors import EmptyQuestionError, InvalidInputError, ProviderError, error_payload, log_failure
 from mini.ingest.cache import EmbeddingCache
 from mini.llms.base import LLM, Usage, create_llm, resolve_llm_config
 from mini.llms.extractive import NO_CONTEXT_ANSWER, ExtractiveGenerator
@@ -411,7 +411,7 @@ class AgenticRAG:
             except Exception as exc:
                 tracing.record_error(root, exc)
                 log_failure(log, "stream failed", exc)
-                last = StreamEvent("error", {"type": type(exc).__name__, "message": str(exc)})
+                last = StreamEvent("error", error_payload(exc))
         yield last
 
     async def _generate_stream(self, run: _Run) -> AsyncIterator[str]:
@@ -611,7 +611,7 @@ async def _errors_as_events(events: AsyncIterator[StreamEvent]) -> AsyncIterator
             yield event
     except Exception as exc:
         log_failure(log, "agent stream failed", exc)
-        data: dict[str, Any] = {"type": type(exc).__name__, "message": str(exc)}
+        data = error_payload(exc)
         transcript = getattr(exc, "transcript", None)
         if transcript is not None:
             data["transcript"] = transcript

@@ -24,7 +24,7 @@ from starlette.responses import StreamingResponse
 
 from mini._limits import is_retryable
 from mini._tasks import gather_all
-from mini.errors import ProviderError, log_failure
+from mini.errors import ProviderError, error_payload, log_failure
 from mini.llms.base import Usage
 from mini.query.fusion import rrf
 from mini.server import sessions as sessions_module
@@ -225,7 +225,7 @@ async def _chat_events(
         turn.metadata["reranker"] = rag.reranker.name if rag.retrieval_config.use_reranking else "disabled"
     except Exception as exc:
         log_failure(log, "chat turn failed", exc)
-        yield StreamEvent("error", {"type": type(exc).__name__, "message": str(exc)})
+        yield StreamEvent("error", error_payload(exc))
         return
     events = rag.stream_answer_async(question, chunks)
     try:

@@ -51,11 +51,11 @@ from fastapi import APIRouter, Depends, Request
 from pydantic import BaseModel, ConfigDict, Field
 
 from mini._sse import encode, encode_json
-from mini.errors import log_failure
+from mini.errors import error_payload, log_failure
 from mini.server.deps import check_question, get_rag, get_settings, require_api_key
 from mini.server.errors import ApiError
 from mini.server.schemas import ERRORS, CitationOut, Hit
-from mini.server.sse import SSEResponse, error_data
+from mini.server.sse import SSEResponse
 from mini.types import StreamEvent
 
 MODEL_ID = "mini-rag"
@@ -291,7 +291,7 @@ async def _chunks(
     except Exception as exc:
         # The RAG's stream answers its own failures with an `error` event; one escaping here is unexpected.
         log_failure(log, "chat completion stream failed", exc)
-        yield _error(error_data(exc))
+        yield _error(error_payload(exc))
         yield _DONE
     finally:
         # A client disconnect closes this generator (see `SSEResponse`); closing the event stream closes the

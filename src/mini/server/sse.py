@@ -12,7 +12,7 @@ from starlette.responses import StreamingResponse
 from starlette.types import Message, Receive, Scope, Send
 
 from mini._sse import KEEPALIVE, KEEPALIVE_SECONDS, encode_json
-from mini.errors import log_failure
+from mini.errors import error_payload, log_failure
 from mini.server.settings import ServerSettings
 from mini.types import StreamEvent
 
@@ -26,11 +26,6 @@ def event_data(event: StreamEvent) -> Any:
     return {"text": event.data} if event.type == "token" else event.data
 
 
-def error_data(exc: BaseException) -> dict[str, str]:
-    """An `error` event's payload, the shape the RAG's own streams use."""
-    return {"type": type(exc).__name__, "message": str(exc)}
-
-
 async def _frames(events: AsyncIterator[StreamEvent]) -> AsyncGenerator[bytes, None]:
     try:
         async for event in events:
@@ -38,7 +33,7 @@ async def _frames(events: AsyncIterator[StreamEvent]) -> AsyncGenerator[bytes, N
     except Exception as exc:
         # The RAG's streams answer their own failures with an `error` event; one escaping here is unexpected.
         log_failure(log, "stream failed", exc)
-        yield encode_json(error_data(exc), event="error")
+        yield encode_json(error_payload(exc), event="error")
     finally:
         # A client disconnect closes this generator (see `SSEResponse`); closing the event stream closes the
         # upstream LLM stream at once instead of letting it run to the end.
