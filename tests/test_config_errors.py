@@ -32,7 +32,7 @@ from mini.server.sessions import SessionStore
         (lambda: Limiter("x", 0), "max_in_flight must be >= 1"),
         (lambda: RateBudget(0), "per_minute must be > 0"),
         (lambda: EmbeddingCache(max_bytes=-1), "max_bytes must be >= 0"),
-        (lambda: CohereReranker(api_key="k", max_concurrency=0), "max_concurrency and max_documents"),
+        (lambda: CohereReranker(api_key="k", max_concurrency=0), "max_concurrency must be >= 1"),
         (
             lambda: EmbeddingModel("local:all-MiniLM-L6-v2", batch_window_ms=-1),
             "batch_window_ms must be >= 0",

@@ -26,6 +26,7 @@ from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
 from mini import tracing
+from mini._checks import at_least
 from mini.agent.tools import FunctionTool, function_tool
 from mini.errors import BudgetExceededError, InvalidInputError, StructuredOutputError
 from mini.llms.base import Message, ToolCall, Usage, assistant_message, tool_result
@@ -65,8 +66,7 @@ class AgentConfig:
     search_top_k: int = 5  # default passages per search_documents call
 
     def __post_init__(self) -> None:
-        if self.max_turns < 1 or self.max_tool_concurrency < 1:
-            raise InvalidInputError("max_turns and max_tool_concurrency must be >= 1")
+        at_least(1, max_turns=self.max_turns, max_tool_concurrency=self.max_tool_concurrency)
 
 
 def _jsonable(message: Message) -> dict[str, Any]:

@@ -28,12 +28,12 @@ import numpy as np
 
 from mini import tracing
 from mini._batching import LingerBatcher
+from mini._checks import at_least
 from mini.errors import (
     AuthenticationError,
     BadRequestError,
     ConfigurationError,
     DimensionMismatchError,
-    InvalidInputError,
 )
 from mini.ingest import chunking, state
 from mini.ingest import units as units_
@@ -117,13 +117,7 @@ class Ingestor:
         url_fetcher: UrlFetcher | None = None,
         max_chunks_in_flight: int | None = None,
     ) -> None:
-        for name, value in (
-            ("concurrency", concurrency),
-            ("batch_size", batch_size),
-            ("load_concurrency", load_concurrency),
-        ):
-            if value < 1:
-                raise InvalidInputError(f"{name} must be >= 1, got {value}")
+        at_least(1, concurrency=concurrency, batch_size=batch_size, load_concurrency=load_concurrency)
         chunking.check_sizes(chunk_tokens, overlap_tokens)
         self.store = store
         self.embedding_model = embedding_model

@@ -10,10 +10,11 @@ import os
 from collections.abc import Sequence
 from typing import Any
 
+from mini._checks import at_least
 from mini._http import HttpClient
 from mini._limits import RetryPolicy, endpoint_key, limiter_for
 from mini._tasks import gather_all
-from mini.errors import AuthenticationError, ConfigurationError, InvalidInputError, ProviderError
+from mini.errors import AuthenticationError, ConfigurationError, ProviderError
 from mini.rerankers._ranking import rank_by_scores
 from mini.types import RetrievalResult
 
@@ -75,8 +76,7 @@ class CohereReranker:
         max_documents_per_request: int = MAX_DOCUMENTS_PER_REQUEST,
         max_tokens_per_doc: int | None = None,
     ) -> None:
-        if max_concurrency < 1 or max_documents_per_request < 1:
-            raise InvalidInputError("max_concurrency and max_documents_per_request must be >= 1")
+        at_least(1, max_concurrency=max_concurrency, max_documents_per_request=max_documents_per_request)
         api_key = api_key or next((os.environ[name] for name in API_KEY_ENV if os.environ.get(name)), None)
         base_url = base_url.rstrip("/")
         if not api_key and base_url == DEFAULT_BASE_URL:

@@ -277,8 +277,7 @@ class VectorStore:
         """Rows by ids and/or a metadata filter (both: rows matching both), without search; no order."""
         if isinstance(ids, str):
             raise InvalidInputError("ids must be a list of strings, not a single string")
-        if limit is not None and limit < 1:
-            raise InvalidInputError("limit must be >= 1")
+        at_least(1, limit=limit)
         return await self.backend.get(
             ids=list(ids) if ids is not None else None,
             filter=parse_filter(filter),
