@@ -10,7 +10,6 @@ import signal
 import subprocess
 import sys
 import textwrap
-import time
 from pathlib import Path
 from typing import Any
 
@@ -348,11 +347,7 @@ def test_kill_9_midway_then_rerun_embeds_only_the_missing_chunks(sim: Any, tmp_p
     written = store.count()
     assert 0 < written < expected
     sim.configure(embed_ms=0)
-    deadline = time.monotonic() + 30
-    while sim.stats()["embeddings"]["in_flight"]:  # the dead child's requests finish (and count) first
-        # A state in another process, with no way to be notified of it: polled, with a deadline.
-        assert time.monotonic() < deadline, "the dead child's requests never finished"
-        time.sleep(0.01)
+    sim.wait_for("embeddings", in_flight=0, timeout=30)  # the dead child's requests finish (and count) first
     sim.reset()
     report = asyncio.run(ingestor(sim, store_dir).run([corpus]))
     assert report.ok

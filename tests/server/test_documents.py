@@ -19,6 +19,7 @@ from mini._sse import decode
 from mini.server import ServerSettings, create_app
 from mini.server.sessions import collection_for
 from mini.testing.server_thread import ServerThread
+from tests.clock import wait_until
 from tests.query.conftest import SIM_KEY
 
 NOTES = (
@@ -230,10 +231,7 @@ def test_jobs_queue_clean_up_expire_and_are_cancelled_on_shutdown(
         sim.configure(embed_ms=30_000)
         slow = upload(client, ("slow.md", b"The slow ferry leaves at dawn.")).json()["job_id"]
         waiting = upload(client, ("later.md", b"The late ferry leaves at dusk.")).json()["job_id"]
-        deadline = time.monotonic() + 30  # waiting on state: generous for a loaded machine
-        while client.get(f"/v1/jobs/{slow}").json()["status"] != "running":
-            assert time.monotonic() < deadline
-            time.sleep(0.02)
+        wait_until(lambda: client.get(f"/v1/jobs/{slow}").json()["status"] == "running", "slow job running")
         assert client.get(f"/v1/jobs/{waiting}").json()["status"] == "queued"  # one job at a time
         assert client.get("/v1/stats").json()["jobs"]["running"] == 1
         stopping = time.monotonic()
