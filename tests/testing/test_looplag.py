@@ -40,13 +40,19 @@ def test_own_stalls_discount_the_run_queue_wait_or_the_shared_stall_whichever_is
     assert abs(own[2] - 0.050) < 1e-9
 
 
+_HOG = """
+import os, time
+parent, end = os.getppid(), time.monotonic() + 60
+while os.getppid() == parent and time.monotonic() < end:
+    pass
+"""
+
+
 @pytest.fixture
 def cpu_hogs() -> Iterator[None]:
-    """More busy processes than cores, for the duration of a test."""
-    hogs = [
-        subprocess.Popen([sys.executable, "-c", "while True: pass"])
-        for _ in range(2 * len(os.sched_getaffinity(0)))
-    ]
+    """More busy processes than cores, for the duration of a test. Each also stops by itself after a minute
+    or when orphaned, so a test process that dies before this teardown cannot leave the machine starved."""
+    hogs = [subprocess.Popen([sys.executable, "-c", _HOG]) for _ in range(2 * len(os.sched_getaffinity(0)))]
     yield
     for hog in hogs:
         hog.kill()

@@ -35,7 +35,8 @@ import os, sys, time
 if int(sys.argv[1]) >= 0:
     os.sched_setaffinity(0, {int(sys.argv[1])})
 print("ready", flush=True)
-while True:
+parent = os.getppid()
+while os.getppid() == parent:  # orphaned (its test process died without stopping it): stop ticking
     started = time.monotonic()
     time.sleep(0.001)
     lag = time.monotonic() - started - 0.001
@@ -142,7 +143,11 @@ class LoopLagProbe:
             gc.unfreeze()
         for proc in self._procs:
             proc.terminate()
-            output, _ = await proc.communicate()
+            try:
+                output, _ = await asyncio.wait_for(proc.communicate(), timeout=10)
+            except TimeoutError:  # it cannot block the test: what it printed is lost, not awaited forever
+                proc.kill()
+                output, _ = await proc.communicate()
             fields = [line.split() for line in output.decode().splitlines()]
             self.control_stalls.append([(float(f[0]), float(f[1])) for f in fields if len(f) == 2])
 
