@@ -263,9 +263,11 @@ async def test_agent_tool_calls_are_spans_under_their_turn(sim: Any, tmp_path: P
     assert failed.attributes["mini.tool.ok"] is False
     assert failed.status.status_code.name == "ERROR" and "no hours known" in failed.status.description
     assert [e.name for e in failed.events] == ["exception"]
-    # The built-in search is a retrieval under its tool span, legs and all.
-    (retrieve,) = tree.children(tools["search_documents"])
-    assert retrieve.name == "mini.retrieve"
+    # The built-in search is the pipeline's stages under its tool span (no rewrite: the agent wrote the
+    # query), its retrieval with legs and all.
+    rewrite, retrieve, rerank = tree.children(tools["search_documents"])
+    assert (rewrite.name, retrieve.name, rerank.name) == ("mini.rewrite", "mini.retrieve", "mini.rerank")
+    assert rewrite.attributes["mini.rewrite"] == "disabled"
     assert tree.names(retrieve) == ["mini.embed", "mini.search", "mini.search.keyword"]
     assert tree.children(second) == []
 

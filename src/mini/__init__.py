@@ -5,7 +5,7 @@ from mini.config import LLMConfig, ObservabilityConfig, RerankerConfig, Retrieva
 from mini.embeddings.base import EmbeddingModel
 from mini.errors import MiniError
 from mini.query.batch import BatchResult
-from mini.query.pipeline import AgenticRAG
+from mini.rag import AgenticRAG
 from mini.stores.base import VectorStore
 from mini.types import Chunk, Citation, Document, RAGResponse, RetrievalResult, StreamEvent
 

@@ -1,11 +1,14 @@
-"""User-facing configuration objects (the seed's names) and access to environment settings.
+"""User-facing configuration objects (the seed's names) and access to the settings.
 
-The config objects are plain dataclasses so constructing them costs nothing; environment variables are read
-(through pydantic-settings, imported lazily) only when a value was not given.
+The config objects are plain dataclasses so constructing them costs nothing, and their field defaults are
+THE defaults: `mini._settings.Settings` (environment, `.env`, `mini.toml`, CLI flags) leaves a knob None until
+it is set, and `LLMConfig.from_settings(settings)` & co. are views that pass only the set values, so the
+dataclass default fills in the rest. `SETTINGS_VIEWS` says which settings field feeds which config field.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -17,13 +20,15 @@ if TYPE_CHECKING:
     from mini._settings import Settings
 
 OFFLINE_LLM_NAMES = frozenset({"none", "extractive", "offline", ""})
+RETRIEVAL_MODES = ("dense", "keyword", "hybrid")
 
 
-def load_settings() -> Settings:
-    """Read settings from the environment, `.env` and `mini.toml` (fresh each call; cheap)."""
-    from mini._settings import Settings
+def load_settings(flags: Mapping[str, Any] | None = None) -> Settings:
+    """Read settings from the environment, `.env` and `mini.toml` (fresh each call; cheap), with `flags`
+    (settings field -> value, None = not given) on top. Bad input raises `InvalidInputError`."""
+    from mini._settings import load
 
-    return Settings()
+    return load(flags)
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,6 +74,17 @@ class LLMConfig:
             tokens_per_minute=self.tokens_per_minute,
         )
 
+    @classmethod
+    def from_settings(cls, settings: Settings) -> LLMConfig:
+        """The LLM the settings select. With no `llm` set, the default model when OPENAI_API_KEY is set and
+        "none" (offline, extractive answers) otherwise: what `AgenticRAG()` decides from the environment."""
+        values = _set_values(cls, settings)
+        if settings.llm is None:
+            key = settings.openai_api_key
+            if key is None or not key.get_secret_value():
+                values["model"] = "none"
+        return cls(**values)
+
     def retry_policy(self) -> RetryPolicy:
         from mini._limits import RetryPolicy
 
@@ -106,7 +122,7 @@ class RetrievalConfig:
     def __post_init__(self) -> None:
         at_least(1, top_k=self.top_k, rerank_top_k=self.rerank_top_k)
         at_least(0, num_query_variants=self.num_query_variants)
-        if self.retrieval_mode not in (None, "dense", "keyword", "hybrid"):
+        if self.retrieval_mode is not None and self.retrieval_mode not in RETRIEVAL_MODES:
             raise InvalidInputError(
                 f"retrieval_mode must be dense, keyword or hybrid, not {self.retrieval_mode!r}"
             )
@@ -118,6 +134,11 @@ class RetrievalConfig:
             keyword_weight=self.keyword_weight,
             prefilter_weight=self.prefilter_weight,
         )
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> RetrievalConfig:
+        """The retrieval knobs set in `settings`; the others keep this class's defaults."""
+        return cls(**_set_values(cls, settings))
 
 
 @dataclass(frozen=True, slots=True)
@@ -141,9 +162,58 @@ class RerankerConfig:
     base_url: str | None = None
     timeout: float | None = None
 
+    @classmethod
+    def from_settings(cls, settings: Settings) -> RerankerConfig:
+        """`reranker` is the kind; `reranker_model` names the model: the Cohere model, or for a
+        cross-encoder its local directory (`model_path`)."""
+        values = _set_values(cls, settings)
+        if values.get("kind") == "cross-encoder" and "model" in values:
+            values["model_path"] = values.pop("model")
+        return cls(**values)
+
 
 @dataclass(frozen=True, slots=True)
 class ObservabilityConfig:
     """Tracing switches (OpenTelemetry spans are no-ops unless an SDK is configured)."""
 
     enabled: bool = True
+
+
+# Settings field -> (config class, its field): the one map behind `from_settings`, the settings' range checks
+# (each value runs through its dataclass's own validation), `mini config` (defaults shown are the dataclass
+# defaults) and tests/test_knobs.py.
+SETTINGS_VIEWS: dict[str, tuple[type[Any], str]] = {
+    "llm": (LLMConfig, "model"),
+    "llm_base_url": (LLMConfig, "base_url"),
+    "llm_timeout": (LLMConfig, "timeout"),
+    "llm_max_retries": (LLMConfig, "max_retries"),
+    "llm_retry_deadline": (LLMConfig, "retry_deadline"),
+    "llm_max_concurrency": (LLMConfig, "max_concurrency"),
+    "llm_requests_per_minute": (LLMConfig, "requests_per_minute"),
+    "llm_tokens_per_minute": (LLMConfig, "tokens_per_minute"),
+    "llm_temperature": (LLMConfig, "temperature"),
+    "llm_max_tokens": (LLMConfig, "max_tokens"),
+    "retrieval_mode": (RetrievalConfig, "retrieval_mode"),
+    "top_k": (RetrievalConfig, "top_k"),
+    "rerank_top_k": (RetrievalConfig, "rerank_top_k"),
+    "use_query_rewriting": (RetrievalConfig, "use_query_rewriting"),
+    "num_query_variants": (RetrievalConfig, "num_query_variants"),
+    "rrf_k": (RetrievalConfig, "rrf_k"),
+    "candidates_per_leg": (RetrievalConfig, "candidates_per_leg"),
+    "dense_weight": (RetrievalConfig, "dense_weight"),
+    "keyword_weight": (RetrievalConfig, "keyword_weight"),
+    "prefilter_field": (RetrievalConfig, "prefilter_field"),
+    "prefilter_weight": (RetrievalConfig, "prefilter_weight"),
+    "reranker": (RerankerConfig, "kind"),
+    "reranker_model": (RerankerConfig, "model"),
+}
+
+
+def _set_values(cls: type[Any], settings: Settings) -> dict[str, Any]:
+    """The config fields of `cls` that `settings` sets (None = not set: the dataclass default applies)."""
+    values: dict[str, Any] = {}
+    for name, (view, target) in SETTINGS_VIEWS.items():
+        value = getattr(settings, name)
+        if view is cls and value is not None:
+            values[target] = value
+    return values

@@ -4,6 +4,7 @@
     ├── UsageError                      the API was called the wrong way (e.g. a sync twin from the portal thread)
     ├── InvalidInputError (ValueError)  bad user input, raised before any I/O
     │   ├── EmptyQuestionError          empty or whitespace-only question
+    │   ├── DocumentNotFoundError       no indexed document has that source; `.sources` names them
     │   └── UnsupportedFilterError      a valid filter this store backend cannot express
     ├── ConfigurationError              settings that cannot work
     │   ├── MissingDependencyError      an optional extra is not installed (the message names it)
@@ -53,6 +54,16 @@ class InvalidInputError(MiniError, ValueError):
 
 class EmptyQuestionError(InvalidInputError):
     """The question is empty or only whitespace."""
+
+
+class DocumentNotFoundError(InvalidInputError):
+    """No indexed document has the given source(s), so nothing was deleted; `.sources` lists them."""
+
+    def __init__(self, sources: str | list[str], detail: str = "") -> None:
+        self.sources = [sources] if isinstance(sources, str) else list(sources)
+        names = ", ".join(repr(s) for s in self.sources)
+        message = f"no indexed document with source {names}"
+        super().__init__(f"{message}; {detail}" if detail else message)
 
 
 class ConfigurationError(MiniError):

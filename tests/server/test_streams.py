@@ -41,19 +41,20 @@ def server(rag: AgenticRAG) -> Iterator[ServerThread]:
 
 
 class Held:
-    """`rag.stream_async`, held after its `sources` event until `release()`; `closed` is set once it is closed."""
+    """The query pipeline's stream (every streaming route's), held after its `sources` event until `release()`;
+    `closed` is set once it is closed."""
 
     def __init__(self, rag: AgenticRAG, server: ServerThread) -> None:
-        self.real = rag.stream_async
+        self.real = rag.pipeline.stream
         self.loop = server.loop
         self.gate = asyncio.Event()
         self.closed = threading.Event()
 
-    def __call__(self, question: str, **options: Any) -> AsyncIterator[StreamEvent]:
-        return self._events(question, **options)
+    def __call__(self, *args: Any, **options: Any) -> AsyncIterator[StreamEvent]:
+        return self._events(*args, **options)
 
-    async def _events(self, question: str, **options: Any) -> AsyncIterator[StreamEvent]:
-        stream = self.real(question, **options)
+    async def _events(self, *args: Any, **options: Any) -> AsyncIterator[StreamEvent]:
+        stream = self.real(*args, **options)
         try:
             async for event in stream:
                 yield event
@@ -83,7 +84,7 @@ def test_a_held_stream_gets_keepalives_and_then_completes(
     rag: AgenticRAG, server: ServerThread, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     held = Held(rag, server)
-    monkeypatch.setattr(rag, "stream_async", held)
+    monkeypatch.setattr(rag.pipeline, "stream", held)
     with httpx.stream(
         "POST", f"{server.url}/v1/query/stream", json={"question": QUESTION}, timeout=30
     ) as response:
@@ -135,7 +136,7 @@ def test_the_openai_sdk_ignores_keepalives(
     rag: AgenticRAG, server: ServerThread, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     held = Held(rag, server)
-    monkeypatch.setattr(rag, "stream_async", held)
+    monkeypatch.setattr(rag.pipeline, "stream", held)
     # The stream is released only once the SDK's own connection has received a keep-alive.
     http = httpx.Client(transport=KeepaliveWatch(held.release), timeout=30)
     with openai.OpenAI(
@@ -160,7 +161,7 @@ def test_a_client_leaving_a_held_stream_closes_it_and_leaves_no_task(
     rag: AgenticRAG, server: ServerThread, monkeypatch: pytest.MonkeyPatch, path: str, body: dict[str, Any]
 ) -> None:
     held = Held(rag, server)
-    monkeypatch.setattr(rag, "stream_async", held)
+    monkeypatch.setattr(rag.pipeline, "stream", held)
     with httpx.stream("POST", server.url + path, json=body, timeout=30) as response:
         chunks = response.iter_bytes()
         read_until_held(chunks, path)
@@ -179,14 +180,14 @@ def test_a_client_leaving_a_held_stream_closes_it_and_leaves_no_task(
 
 
 def failing_stream(error: Exception) -> Any:
-    def stream_async(question: str, **options: Any) -> AsyncIterator[StreamEvent]:
+    def stream(*args: Any, **options: Any) -> AsyncIterator[StreamEvent]:
         async def events() -> AsyncIterator[StreamEvent]:
             yield StreamEvent("sources", [])
             raise error
 
         return events()
 
-    return stream_async
+    return stream
 
 
 def stream_errors(server: ServerThread, path: str, body: dict[str, Any]) -> list[Any]:
@@ -220,7 +221,7 @@ def test_an_error_in_a_stream_is_logged_as_its_kind_deserves(
     level: int,
     traced: bool,
 ) -> None:
-    monkeypatch.setattr(rag, "stream_async", failing_stream(kind(message)))
+    monkeypatch.setattr(rag.pipeline, "stream", failing_stream(kind(message)))
     with caplog.at_level(logging.INFO, logger="mini"):
         errors = stream_errors(server, path, body)
     assert errors == [{"type": kind.__name__, "message": message}]

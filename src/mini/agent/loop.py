@@ -6,7 +6,8 @@ back to the model as a tool message, and the next turn starts. A reply without t
 `max_turns`, a token budget and a wall-clock budget stop runaway loops with `BudgetExceededError`, which
 carries the transcript so far.
 
-The built-in `search_documents` tool searches the RAG's store. Every passage it returns gets a number the first
+The built-in `search_documents` tool calls the search function it is given (`AgenticRAG` passes its query
+pipeline's retrieval and rerank stages, with the run's filter): the agent never sees the RAG object. Every passage it returns gets a number the first
 time it is seen ([1], [2], ... across the whole run), so the final answer's `[n]` markers resolve to chunks.
 
 Events (the server's SSE vocabulary): `tool_call`, `tool_result`, `token`, `citation`, `done`. `token` events
@@ -21,7 +22,7 @@ import contextlib
 import json
 import re
 import time
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -38,7 +39,6 @@ if TYPE_CHECKING:
     from pydantic import BaseModel
 
     from mini.llms.base import LLM
-    from mini.query.pipeline import AgenticRAG
 
 AGENT_SYSTEM = (
     "You answer questions about the user's documents. Use the search_documents tool to find passages; when a "
@@ -51,6 +51,9 @@ REPAIR_PROMPT = (
     "keeping the [n] citations inside its text fields:\n{schema}"
 )
 _PREVIEW_CHARS = 500
+
+# The agent's document search: (query, top_k) -> the best chunks, best first.
+SearchFunction = Callable[[str, int], Awaitable[list[RetrievalResult]]]
 _JSON_OBJECT = re.compile(r"\{.*\}", re.DOTALL)
 
 
@@ -84,20 +87,21 @@ class AgentRun:
 
     def __init__(
         self,
-        rag: AgenticRAG,
+        search: SearchFunction,
         llm: LLM,
         question: str,
         tools: Sequence[Callable[..., Any] | FunctionTool],
         config: AgentConfig,
         output_model: type[BaseModel] | None,
-        filter: Mapping[str, Any] | None,
+        *,
+        tracing_enabled: bool = True,
     ) -> None:
-        self.rag = rag
+        self.search_function = search
         self.llm = llm
         self.question = question
         self.config = config
         self.output_model = output_model
-        self.filter = filter
+        self.tracing_enabled = tracing_enabled
         self.started = time.perf_counter()
         self.messages: list[Message] = [
             {"role": "system", "content": AGENT_SYSTEM},
@@ -112,12 +116,12 @@ class AgentRun:
         self.last_text = ""
         self.answer = ""
         self.output: dict[str, Any] | None = None
-        search = function_tool(
+        search_tool = function_tool(
             self.search_documents,
             name="search_documents",
             description="Search the user's documents; returns numbered passages to cite as [n].",
         )
-        self.tools: dict[str, FunctionTool] = {search.name: search}
+        self.tools: dict[str, FunctionTool] = {search_tool.name: search_tool}
         for item in tools:
             tool = function_tool(item)
             if tool.name in self.tools:
@@ -131,7 +135,7 @@ class AgentRun:
         """Search the documents for `query`; at most `top_k` passages (default 5, at most 20)."""
         k = max(1, min(int(top_k or self.config.search_top_k), 20))
         self.searches.append(query)
-        hits = await self.rag.retrieve_async(query, top_k=k, filter=self.filter)
+        hits = await self.search_function(query, k)
         lines = []
         for hit in hits:
             number = self.numbers.get(hit.id)
@@ -154,7 +158,7 @@ class AgentRun:
         budget = self.config.time_budget_s
         # Spans stay detached across yields (each step may run in another task); see mini.tracing.
         attributes = {"mini.question_chars": len(self.question), "mini.max_turns": self.config.max_turns}
-        enabled = self.rag.observability_config.enabled
+        enabled = self.tracing_enabled
         with tracing.detached_span("mini.agent", attributes, enabled=enabled) as span:
             try:
                 async with asyncio.timeout(budget) if budget else contextlib.nullcontext():
@@ -308,6 +312,16 @@ class AgentRun:
             "usage": self.usage.as_dict(),
         }
 
+    async def result(self) -> RAGResponse:
+        """Run the loop to its answer; `BudgetExceededError`/`StructuredOutputError`/provider errors raise."""
+        events = self.events()
+        try:
+            async for _ in events:
+                pass
+        finally:
+            await events.aclose()  # type: ignore[attr-defined]
+        return self.response()
+
     def response(self) -> RAGResponse:
         metadata = self.metadata()
         if self.output is not None:
@@ -331,25 +345,4 @@ def _parse(model: type[BaseModel], text: str) -> dict[str, Any]:
     return parsed
 
 
-async def run_agent(
-    rag: AgenticRAG,
-    llm: LLM,
-    question: str,
-    *,
-    tools: Sequence[Callable[..., Any] | FunctionTool] = (),
-    config: AgentConfig | None = None,
-    output_model: type[BaseModel] | None = None,
-    filter: Mapping[str, Any] | None = None,
-) -> RAGResponse:
-    """Run the loop to its answer; `BudgetExceededError`/`StructuredOutputError`/provider errors are raised."""
-    run = AgentRun(rag, llm, question, tools, config or AgentConfig(), output_model, filter)
-    events = run.events()
-    try:
-        async for _ in events:
-            pass
-    finally:
-        await events.aclose()  # type: ignore[attr-defined]
-    return run.response()
-
-
-__all__ = ["AGENT_SYSTEM", "AgentConfig", "AgentRun", "run_agent"]
+__all__ = ["AGENT_SYSTEM", "AgentConfig", "AgentRun", "SearchFunction"]

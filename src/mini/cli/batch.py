@@ -18,7 +18,7 @@ from mini.errors import InvalidInputError
 
 if TYPE_CHECKING:
     from mini.query.batch import BatchResult
-    from mini.query.pipeline import AgenticRAG
+    from mini.rag import AgenticRAG
     from mini.types import RAGResponse
 
 PROFILE_STAGES = ("rewrite", "embed", "search", "rerank", "generate")

@@ -14,8 +14,8 @@ from mini.cli.common import EmbeddingOpt, JsonOpt, build_rag, err, numbers_table
 
 if TYPE_CHECKING:
     from mini.eval.beir import BeirReport
-    from mini.query.pipeline import AgenticRAG
     from mini.query.retrieval import Mode
+    from mini.rag import AgenticRAG
 
 eval_app = typer.Typer(help="Measure retrieval and answer quality.", no_args_is_help=True)
 

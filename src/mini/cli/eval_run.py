@@ -27,7 +27,7 @@ from mini.cli.eval import eval_app
 
 if TYPE_CHECKING:
     from mini.eval.results import EvalResult, EvalRow
-    from mini.query.pipeline import AgenticRAG
+    from mini.rag import AgenticRAG
 
 REPORT_FILES = ("report.json", "report.html", "report.md")
 

@@ -27,22 +27,34 @@ from mini.cli.batch import (
 from mini.cli.common import (
     CollectionOpt,
     EmbeddingOpt,
+    FilterOpt,
     JsonOpt,
+    LLMOpt,
+    ModeOpt,
+    RerankOpt,
+    RewriteOpt,
+    TopKOpt,
     UriOpt,
     build_rag,
     display_source,
     err,
+    fail,
+    filters_or_exit,
     out,
     progress_bar,
     run,
     start_tracing,
 )
+from mini.cli.config_cmd import config as _config_command
+from mini.cli.docs import docs_app
 from mini.cli.eval import eval_app
 from mini.cli.eval_run import eval_run as _eval_run  # noqa: F401  (registers `mini eval run` on eval_app)
+from mini.cli.stream import chat as _chat_command
+from mini.cli.stream import print_response, stream_answer
 
 if TYPE_CHECKING:
     from mini.ingest.pipeline import IngestProgress, IngestReport
-    from mini.query.pipeline import AgenticRAG
+    from mini.rag import AgenticRAG
     from mini.types import RAGResponse
 
 app = typer.Typer(
@@ -122,7 +134,9 @@ def ingest(
     resumes an interrupted run."""
     show = progress if progress is not None else (err.is_terminal and not as_json)
     bars = _IngestBars() if show else None
-    rag = build_rag(uri, collection, embedding_model, "none")  # no I/O until used
+    # No I/O until used. Offline and without a reranker: ingestion needs neither, and a configured llm
+    # reranker must not stop it.
+    rag = build_rag(uri, collection, embedding_model, "none", reranker="none")
     ingestor = rag.ingestor(concurrency=concurrency, batch_size=batch_size)
 
     async def main() -> IngestReport:
@@ -152,25 +166,6 @@ def _emit_report(report: IngestReport, as_json: bool) -> None:
         _print_report(report)
 
 
-def _print_response(response: RAGResponse) -> None:
-    out.print(escape(response.answer))
-    if response.retrieved_chunks:
-        out.print("\n[bold]Sources[/]")
-        cited = {c.number for c in response.citations}
-        for number, hit in enumerate(response.retrieved_chunks, start=1):
-            marker = "*" if number in cited else " "
-            where = display_source(hit.source)
-            page = hit.metadata.get("page")
-            if page is not None:
-                where += f", page {page}"
-            out.print(f"{marker}[{number}] {escape(where)} (score {hit.score:.3f})")
-    timings = response.metadata.get("timings_ms", {})
-    stages = ", ".join(f"{k} {v:.0f}" for k, v in timings.items() if k != "total" and v >= 0.5)
-    kind = response.metadata.get("answer_type", "")
-    how = "offline, extractive" if kind == "extractive" else f"{kind}, {response.metadata.get('llm')}"
-    out.print(f"[dim]answer: {how}; {timings.get('total', 0):.0f} ms ({stages})[/]")
-
-
 @app.command()
 def query(
     question: Annotated[str | None, typer.Argument(help="The question to answer (or use --file).")] = None,
@@ -188,37 +183,61 @@ def query(
     uri: UriOpt = None,
     collection: CollectionOpt = None,
     embedding_model: EmbeddingOpt = None,
-    llm: Annotated[
-        str | None,
-        typer.Option(
-            help="openai:MODEL (with OPENAI_API_KEY / OPENAI_BASE_URL), or 'none' for offline answers."
-        ),
-    ] = None,
-    top_k: Annotated[int | None, typer.Option(min=1, help="Chunks retrieved per query.")] = None,
+    llm: LLMOpt = None,
+    mode: ModeOpt = None,
+    rerank: RerankOpt = None,
+    top_k: TopKOpt = None,
+    rewrite: RewriteOpt = None,
+    filters: FilterOpt = None,
+    show_context: Annotated[
+        bool, typer.Option("--show-context", help="Print the retrieved passages before the answer.")
+    ] = False,
     as_json: JsonOpt = False,
 ) -> None:
-    """Answer a question (or a file of them, concurrently) from the indexed documents, with numbered sources."""
+    """Answer a question (or a file of them, concurrently) from the indexed documents, with numbered sources.
+
+    On a terminal the answer streams as it is written; piped or with --json it is printed whole."""
     if (question is None) == (file is None):
-        err.print("[bold red]error:[/] give a question or --file, not both")
-        raise typer.Exit(2)
-    rag = build_rag(uri, collection, embedding_model, llm)
+        fail("give a question or --file, not both")
+    if file is not None and filters:
+        fail("--filter applies to a single question, not yet to --file")
+    spec = filters_or_exit(filters)  # before any I/O: a malformed filter is bad input
+    rag = build_rag(
+        uri,
+        collection,
+        embedding_model,
+        llm,
+        retrieval_mode=mode,
+        reranker=rerank,
+        top_k=top_k,
+        use_query_rewriting=rewrite,
+    )
     if file is not None:
         _query_file(
             rag, file, concurrency=concurrency, jsonl=jsonl, top_k=top_k, as_json=as_json, profile=profile
         )
         return
     assert question is not None
+    # --top-k also goes per question, as before: it then bounds the chunks answered from (rerank_top_k) too.
+    if sys.stdout.isatty() and not as_json and not profile:
+
+        async def stream() -> None:
+            async with rag:
+                await stream_answer(rag, question, top_k=top_k, filter=spec, show_context=show_context)
+
+        run(stream())
+        return
 
     async def main() -> RAGResponse:
         async with rag:
-            return await rag.query_async(question, top_k=top_k)
+            return await rag.query_async(question, top_k=top_k, filter=spec)
 
     watch = Stopwatch()
     response = run(main())
     if as_json:
         print(json.dumps(response.to_dict(), indent=2, default=str))
     else:
-        _print_response(response)
+        print_response(response, show_context=show_context)
     if profile:
         wall, cpu = watch.read()
         total_ms = response.metadata.get("timings_ms", {}).get("total", wall * 1000)
@@ -248,7 +267,7 @@ def _query_file(
     except MiniError as exc:
         err.print(f"[bold red]error:[/] {escape(str(exc))}")
         raise typer.Exit(2) from None
-    show = show_json_line if as_json else show_result(len(questions), _print_response)
+    show = show_json_line if as_json else show_result(len(questions), print_response)
     progress = progress_bar("questions")
     task = progress.add_task("questions", total=len(questions), note="")
     sink = jsonl.open("w", encoding="utf-8") if jsonl is not None else None
@@ -297,11 +316,16 @@ def serve(
     uri: UriOpt = None,
     collection: CollectionOpt = None,
     embedding_model: EmbeddingOpt = None,
-    llm: Annotated[
-        str | None, typer.Option(help="openai:MODEL, anthropic:MODEL, bedrock:MODEL_ID, or 'none' (offline).")
-    ] = None,
+    llm: LLMOpt = None,
+    mode: ModeOpt = None,
+    rerank: RerankOpt = None,
+    top_k: TopKOpt = None,
+    rewrite: RewriteOpt = None,
 ) -> None:
-    """Serve the HTTP API (and a chat page at /) with uvicorn: streaming answers with citations."""
+    """Serve the HTTP API (and a chat page at /) with uvicorn: streaming answers with citations.
+
+    The flags set the server-wide defaults; each request may still pass its own top_k, filter and mode.
+    A filter is per request only (there is no server-wide default filter)."""
     try:
         import uvicorn
 
@@ -311,14 +335,26 @@ def serve(
             f"[bold red]error:[/] the server needs the server extra: pip install 'mini-rag[server]' ({exc})"
         )
         raise typer.Exit(1) from None
-    rag = build_rag(uri, collection, embedding_model, llm)
+    rag = build_rag(
+        uri,
+        collection,
+        embedding_model,
+        llm,
+        retrieval_mode=mode,
+        reranker=rerank,
+        top_k=top_k,
+        use_query_rewriting=rewrite,
+    )
     start_tracing()
     out.print(f"Mini RAG on http://{host}:{port}  (API docs: /docs, chat page: /)")
     # uvicorn runs the event loop and handles Ctrl-C (graceful shutdown runs the app's lifespan exit).
     uvicorn.run(create_app(rag), host=host, port=port, log_level="info", timeout_graceful_shutdown=10)
 
 
+app.command("config")(_config_command)
+app.command("chat")(_chat_command)
 app.add_typer(eval_app, name="eval")
+app.add_typer(docs_app, name="docs")
 
 
 @app.callback(invoke_without_command=True)

@@ -24,7 +24,7 @@ from mini.types import Document
 
 if TYPE_CHECKING:
     from mini.ingest.report import IngestReport
-    from mini.query.pipeline import AgenticRAG
+    from mini.rag import AgenticRAG
 
 # Documents ranked per query: recall@100 needs 100; chunks fetched per document, to reach them after mapping.
 RANK_DEPTH = 100

@@ -27,7 +27,7 @@ from mini.llms.base import Usage
 
 if TYPE_CHECKING:
     from mini.llms.base import LLM
-    from mini.query.pipeline import AgenticRAG
+    from mini.rag import AgenticRAG
     from mini.types import RetrievalResult
 
 log = logging.getLogger("mini.eval")

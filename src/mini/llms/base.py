@@ -315,16 +315,10 @@ def resolve_llm_config(config: LLMConfig | None) -> LLMConfig | None:
     Given a config, use it (`LLMConfig(model="none")` forces offline). Otherwise MINI_LLM names one ("none" forces offline), and an OPENAI_API_KEY in the
     environment alone selects the default OpenAI model.
     """
-    if config is not None:
-        return None if config.model.strip().lower() in OFFLINE_LLM_NAMES else config
-    settings = load_settings()
-    if settings.llm is not None:
-        if settings.llm.strip().lower() in OFFLINE_LLM_NAMES:
-            return None
-        return LLMConfig(model=settings.llm)
-    if settings.openai_api_key is not None and settings.openai_api_key.get_secret_value():
-        return LLMConfig()
-    return None
+    if config is None:
+        # The settings' view: MINI_LLM and every MINI_LLM_* knob (timeout, limits, retries, ...).
+        config = LLMConfig.from_settings(load_settings())
+    return None if config.model.strip().lower() in OFFLINE_LLM_NAMES else config
 
 
 def create_llm(config: LLMConfig) -> LLM:

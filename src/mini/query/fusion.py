@@ -31,3 +31,17 @@ def rrf(
             first.setdefault(hit.id, hit)
     order = sorted(fused, key=lambda id_: -fused[id_])  # stable: ties keep first-seen order
     return [replace(first[id_], score=fused[id_]) for id_ in order]
+
+
+def merge_by_score(rankings: Sequence[Sequence[RetrievalResult]], k: int) -> list[RetrievalResult]:
+    """One query's hits from several stores, best score first, each id once, at most `k`. Stable: on equal
+    scores the earlier store's hit comes first."""
+    if len(rankings) == 1:
+        return list(rankings[0][:k])
+    seen: set[str] = set()
+    merged = []
+    for hit in sorted((h for ranking in rankings for h in ranking), key=lambda h: -h.score):
+        if hit.id not in seen:
+            seen.add(hit.id)
+            merged.append(hit)
+    return merged[:k]

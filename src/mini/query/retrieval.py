@@ -16,10 +16,11 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from mini import tracing
+from mini._tasks import gather_all
 from mini.config import RetrievalConfig
 from mini.embeddings.base import EmbeddingModel
 from mini.errors import InvalidInputError, UnsupportedOperationError
-from mini.query.fusion import rrf
+from mini.query.fusion import merge_by_score, rrf
 from mini.stores.base import VectorStore
 from mini.types import RetrievalResult
 
@@ -72,10 +73,24 @@ def question_phrases(question: str) -> list[str]:
 
 
 class HybridRetriever:
-    """Runs the legs of one retrieval concurrently and fuses their rankings with weighted RRF."""
+    """Runs the legs of one retrieval concurrently and fuses their rankings with weighted RRF.
 
-    def __init__(self, store: VectorStore, embedding_model: EmbeddingModel, config: RetrievalConfig) -> None:
-        self.store = store
+    Over several stores (a chat session's uploads beside the main collection), every leg searches each store
+    and, per query, the stores' hits are merged by score before fusion: one query vector against collections
+    of the same embedding model gives comparable cosine scores, whereas fusing the stores' rankings with RRF
+    would rank each store's best hit equal whatever its relevance (one unrelated upload would always be a
+    top source). The first store wins exact score ties.
+    """
+
+    def __init__(
+        self,
+        store: VectorStore | Sequence[VectorStore],
+        embedding_model: EmbeddingModel,
+        config: RetrievalConfig,
+    ) -> None:
+        self.stores: list[VectorStore] = [store] if isinstance(store, VectorStore) else list(store)
+        if not self.stores:
+            raise InvalidInputError("retrieval needs at least one store")
         self.embedding_model = embedding_model
         self.config = config
 
@@ -94,10 +109,11 @@ class HybridRetriever:
         started = time.perf_counter()
         fetch = max(top_k, self.config.candidates_per_leg or 0)
         want_keyword = mode in ("keyword", "hybrid")
-        if want_keyword and not self.store.supports_hybrid:
+        keyword_stores = [s for s in self.stores if s.supports_hybrid]
+        if want_keyword and not keyword_stores:
             if mode == "keyword":
                 raise UnsupportedOperationError(
-                    f"keyword retrieval needs a store with keyword search; {self.store!r} has none"
+                    f"keyword retrieval needs a store with keyword search; {self.stores[0]!r} has none"
                 )
             out.warnings.append("hybrid search: this store has no keyword search, dense retrieval only")
             want_keyword = False
@@ -105,7 +121,7 @@ class HybridRetriever:
         if mode != "keyword":
             legs["dense"] = self._dense(out, queries, fetch, filter)
         if want_keyword:
-            legs["keyword"] = self._keyword(queries, fetch, filter)
+            legs["keyword"] = self._keyword(keyword_stores, queries, fetch, filter)
         if self.config.prefilter_field:
             legs["prefilter"] = self._prefilter(question, self.config.prefilter_field, fetch, filter)
         rankings = await self._run_legs(out, legs, required="keyword" if mode == "keyword" else "dense")
@@ -168,12 +184,19 @@ class HybridRetriever:
             vectors = await self.embedding_model.embed_async(list(queries), input_type="query")
         out.embed_ms = (time.perf_counter() - since) * 1000.0
         with tracing.span("mini.search", {"mini.leg": "dense", "mini.top_k": top_k}) as span:
-            rankings = await self.store.search_many_async(list(vectors), top_k, filter)
+            per_store = await gather_all(
+                store.search_many_async(list(vectors), top_k, filter) for store in self.stores
+            )
+            rankings = [merge_by_score(hits, top_k) for hits in zip(*per_store, strict=True)]
             span.set_attribute("mini.hits", sum(len(r) for r in rankings))
         return rankings
 
     async def _keyword(
-        self, queries: Sequence[str], top_k: int, filter: Mapping[str, Any] | None
+        self,
+        stores: Sequence[VectorStore],
+        queries: Sequence[str],
+        top_k: int,
+        filter: Mapping[str, Any] | None,
     ) -> list[list[RetrievalResult]]:
         # One BM25 query over the words of every variant, not one per variant: rewrites add terms (synonyms,
         # spelled-out acronyms) that BM25 rewards in one ranking, and each full-text query costs ~2 ms of CPU,
@@ -181,7 +204,8 @@ class HybridRetriever:
         text = queries[0] if len(queries) == 1 else "\n".join(queries)
         attributes: tracing.Attributes = {"mini.leg": "keyword", "mini.queries": len(queries)}
         with tracing.span("mini.search.keyword", attributes) as span:
-            hits = await self.store.keyword_search_async(text, top_k, filter)
+            per_store = await gather_all(store.keyword_search_async(text, top_k, filter) for store in stores)
+            hits = merge_by_score(per_store, top_k)
             span.set_attribute("mini.hits", len(hits))
         return [hits]
 
@@ -194,10 +218,10 @@ class HybridRetriever:
         match: dict[str, Any] = {field_name: {"$in": phrases}}
         attributes: tracing.Attributes = {"mini.leg": "prefilter", "mini.phrases": len(phrases)}
         with tracing.span("mini.search.prefilter", attributes) as span:
-            records = await self.store.get_async(
-                filter={"$and": [match, dict(filter)]} if filter else match, limit=top_k
-            )
+            where = {"$and": [match, dict(filter)]} if filter else match
+            per_store = await gather_all(store.get_async(filter=where, limit=top_k) for store in self.stores)
+            records = [record for found in per_store for record in found]
             span.set_attribute("mini.hits", len(records))
         # Exact matches carry no relevance order of their own: by id, so the ranking is deterministic.
         hits = [RetrievalResult(r.id, r.text, 1.0, r.metadata) for r in sorted(records, key=lambda r: r.id)]
-        return [hits]
+        return [merge_by_score([hits], top_k)]

@@ -25,7 +25,7 @@ from fastapi.middleware.cors import CORSMiddleware
 from starlette.responses import StreamingResponse
 
 from mini._version import __version__
-from mini.server import agent, chat, documents, errors, openai_compat
+from mini.server import agent, chat, documents, errors, library, openai_compat
 from mini.server.deps import check_question, get_rag, get_settings, require_api_key
 from mini.server.limits import BodyLimit
 from mini.server.monitor import LoopLagMonitor
@@ -34,7 +34,7 @@ from mini.server.settings import ServerSettings
 from mini.server.sse import sse_response
 
 if TYPE_CHECKING:
-    from mini.query.pipeline import AgenticRAG
+    from mini.rag import AgenticRAG
 
 log = logging.getLogger("mini.server")
 STATIC = Path(__file__).parent / "static"
@@ -45,7 +45,7 @@ api = APIRouter(prefix="/v1", dependencies=[Depends(require_api_key)], responses
 @api.post("/query", response_model=QueryResponse, summary="Answer a question, with sources and citations")
 async def query(body: QueryRequest, request: Request) -> dict[str, Any]:
     question = check_question(body.question, get_settings(request))
-    response = await get_rag(request).query_async(question, top_k=body.top_k, filter=body.filter)
+    response = await get_rag(request).query_async(question, **body.answer_options())
     data = response.to_dict()
     metadata = dict(response.metadata)
     return {
@@ -68,7 +68,7 @@ async def query(body: QueryRequest, request: Request) -> dict[str, Any]:
 )
 async def query_stream(body: QueryRequest, request: Request) -> StreamingResponse:
     question = check_question(body.question, get_settings(request))  # 422 before the stream starts
-    return sse_response(get_rag(request).stream_async(question, top_k=body.top_k, filter=body.filter))
+    return sse_response(get_rag(request).stream_async(question, **body.answer_options()))
 
 
 @api.get("/stats", summary="What is indexed, which models serve it, and the server's loop lag")
@@ -118,7 +118,7 @@ def create_app(rag: AgenticRAG | None = None, *, settings: ServerSettings | None
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        from mini.query.pipeline import AgenticRAG
+        from mini.rag import AgenticRAG
 
         owned = rag is None
         app.state.rag = rag if rag is not None else AgenticRAG()
@@ -173,7 +173,13 @@ def create_app(rag: AgenticRAG | None = None, *, settings: ServerSettings | None
 
 
 # The feature modules, imported explicitly: a missing one is an import error, never a silently smaller API.
-_ROUTERS: list[APIRouter] = [chat.router, documents.router, openai_compat.router, agent.router]
+_ROUTERS: list[APIRouter] = [
+    chat.router,
+    documents.router,
+    library.router,
+    openai_compat.router,
+    agent.router,
+]
 # Run in the lifespan in this order (teardowns reversed): documents' jobs stop before chat's sessions go.
 _SETUP: list[Callable[[FastAPI], Awaitable[None]]] = [chat.setup, documents.setup]
 _TEARDOWN: list[Callable[[FastAPI], Awaitable[None]]] = [chat.teardown, documents.teardown]

@@ -10,7 +10,7 @@ from fastapi import Request
 from mini.server.errors import ApiError
 
 if TYPE_CHECKING:
-    from mini.query.pipeline import AgenticRAG
+    from mini.rag import AgenticRAG
     from mini.server.settings import ServerSettings
 
 

@@ -51,7 +51,7 @@ from mini.server.sessions import SESSION_ID_PATTERN, Session, SessionStore, chec
 from mini.types import Document
 
 if TYPE_CHECKING:
-    from mini.query.pipeline import AgenticRAG
+    from mini.rag import AgenticRAG
     from mini.stores.base import VectorStore
 
 router = APIRouter(

@@ -38,6 +38,7 @@ STATUS_BY_ERROR: dict[type[err.MiniError], tuple[int, str]] = {
     err.UsageError: (500, "internal_error"),  # the server called the library the wrong way: our bug
     err.InvalidInputError: (422, "invalid_input"),
     err.EmptyQuestionError: (422, "invalid_input"),
+    err.DocumentNotFoundError: (404, "not_found"),  # a source that is not indexed (nothing was deleted)
     err.UnsupportedFilterError: (422, "invalid_input"),  # the client's filter; another one may work
     err.ConfigurationError: (500, "configuration_error"),
     err.MissingDependencyError: (500, "configuration_error"),

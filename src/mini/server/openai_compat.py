@@ -11,9 +11,13 @@ key, or anything when none is set>)`). Routes (they need the API key when MINI_A
                                   accepted and ignored
 
 Any `model` name is accepted and echoed back. The question is the text of the LAST `user` message (a string,
-or the `text` of its `{"type": "text"}` content parts); 422 if there is none or it is empty. Earlier messages
-are not used: this endpoint does not condense the conversation into a standalone question (`/v1/chat/stream`
-does, with server-side sessions).
+or the `text` of its `{"type": "text"}` content parts); 422 if there is none or it is empty. The user and
+assistant messages before it are the conversation's history: the question is condensed with them into a
+standalone question (`metadata.condensed_question`, as in `/v1/chat/stream`), then answered by the one query
+pipeline. `system` (and `developer`) messages are added to the answer's instructions.
+
+Extra body fields (the OpenAI SDKs send them with `extra_body={...}`): `top_k`, `filter`, `mode`, as on
+`/v1/query`.
 
 Non-stream answers are a `chat.completion` object (`choices[0].message.content` is the answer with `[n]`
 citation markers, `usage` counts the tokens the RAG spent, zeros when it answers offline) plus two extra
@@ -51,10 +55,12 @@ from fastapi import APIRouter, Depends, Request
 from pydantic import BaseModel, ConfigDict, Field
 
 from mini._sse import encode, encode_json
+from mini.conversation import as_turns, chat_answer, chat_events
 from mini.errors import error_payload, log_failure
+from mini.query.pipeline import Options
 from mini.server.deps import check_question, get_rag, get_settings, require_api_key
 from mini.server.errors import ApiError
-from mini.server.schemas import ERRORS, CitationOut, Hit
+from mini.server.schemas import ERRORS, AnswerOptions, CitationOut, Hit
 from mini.server.sse import SSEResponse
 from mini.types import StreamEvent
 
@@ -99,8 +105,9 @@ class StreamOptions(BaseModel):
     include_usage: bool = False
 
 
-class ChatCompletionRequest(BaseModel):
-    """OpenAI's chat completion request; sampling options are accepted and ignored, unknown fields too."""
+class ChatCompletionRequest(AnswerOptions):
+    """OpenAI's chat completion request; sampling options are accepted and ignored, unknown fields too.
+    `top_k`, `filter`, `mode`: this server's extra body fields."""
 
     model_config = ConfigDict(extra="ignore")
 
@@ -187,14 +194,21 @@ async def retrieve_model(model: str) -> dict[str, Any]:
     },
 )
 async def chat_completions(body: ChatCompletionRequest, request: Request) -> Any:
-    question = check_question(_last_user_text(body.messages), get_settings(request))  # 422 before streaming
-    # Earlier messages are history, deliberately unused: condensing a conversation into a standalone question
-    # (and keeping sessions) is what /v1/chat/stream does. Here every request answers its last user message.
-    rag = get_rag(request)
+    last = _last_user_index(body.messages)
+    question = check_question(body.messages[last].text(), get_settings(request))  # 422 before streaming
+    history = as_turns(
+        {"role": m.role, "content": m.text()} for m in body.messages[:last] if m.role in ("user", "assistant")
+    )
+    instructions = "\n\n".join(
+        m.text() for m in body.messages if m.role in ("system", "developer") and m.text().strip()
+    )
+    options = Options(**body.answer_options(), instructions=instructions or None)
+    pipeline = get_rag(request).pipeline
     if body.stream:
         include_usage = body.stream_options is not None and body.stream_options.include_usage
-        return SSEResponse(_chunks(rag.stream_async(question), model=body.model, include_usage=include_usage))
-    response = await rag.query_async(question)
+        events = chat_events(pipeline, history, question, options, on_turn=_forget)
+        return SSEResponse(_chunks(events, model=body.model, include_usage=include_usage))
+    response = await chat_answer(pipeline, history, question, options)
     return {
         "id": _completion_id(),
         "object": "chat.completion",
@@ -217,11 +231,15 @@ async def chat_completions(body: ChatCompletionRequest, request: Request) -> Any
 # -- helpers -----------------------------------------------------------------------------------------------------
 
 
-def _last_user_text(messages: list[ChatMessage]) -> str:
-    for message in reversed(messages):
-        if message.role == "user":
-            return message.text()
+def _last_user_index(messages: list[ChatMessage]) -> int:
+    for index in range(len(messages) - 1, -1, -1):
+        if messages[index].role == "user":
+            return index
     raise ApiError(422, "invalid_input", "no user message: the question is the last message with role 'user'")
+
+
+def _forget(question: str, answer: str) -> None:
+    """The client keeps this API's history (it sends it with every request): nothing to remember here."""
 
 
 def _completion_id() -> str:

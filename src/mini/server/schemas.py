@@ -2,17 +2,28 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
 
-class QueryRequest(BaseModel):
-    question: str = Field(description="The question; 1 to MINI_MAX_QUESTION_CHARS characters.")
+class AnswerOptions(BaseModel):
+    """The per-request options of every endpoint that answers (the library's `top_k`, `filter`, `mode`)."""
+
     top_k: int | None = Field(default=None, ge=1, le=100, description="Chunks retrieved per query.")
     filter: dict[str, Any] | None = Field(
-        default=None, description='Metadata filter, e.g. {"source": "a.md"}.'
+        default=None, description='Metadata filter, e.g. {"source": "a.md"} or {"year": {"$gte": 2020}}.'
     )
+    mode: Literal["dense", "keyword", "hybrid"] | None = Field(
+        default=None, description="Retrieval legs; default: the server's configured mode (hybrid)."
+    )
+
+    def answer_options(self) -> dict[str, Any]:
+        return {"top_k": self.top_k, "filter": self.filter, "mode": self.mode}
+
+
+class QueryRequest(AnswerOptions):
+    question: str = Field(description="The question; 1 to MINI_MAX_QUESTION_CHARS characters.")
 
 
 class Hit(BaseModel):

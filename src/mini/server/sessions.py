@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from mini._checks import at_least
+from mini.conversation import Turn
 from mini.errors import ConfigurationError
 from mini.server.errors import ApiError
 
@@ -50,16 +51,6 @@ def collection_for(base: str, session_id: str) -> str:
     """The session's collection name: hashed, because stores differ in what names they accept (Milvus
     refuses '-') and how long they may be; the hash is stable, so the name is the same for the same id."""
     return f"{base}__s_{hashlib.sha256(session_id.encode()).hexdigest()[:24]}"
-
-
-@dataclass(frozen=True, slots=True)
-class Turn:
-    question: str
-    answer: str
-    at: float  # wall-clock time, for clients
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"question": self.question, "answer": self.answer, "at": self.at}
 
 
 @dataclass(eq=False)
