@@ -103,6 +103,22 @@ def test_filters_parse_values_as_json_and_combine_with_and(store: str, tmp_path:
     assert chunks("file_type=nothing-like-this") == []
 
 
+@pytest.mark.slow
+def test_a_filter_applies_to_every_question_of_a_file(store: str, tmp_path: Path) -> None:
+    questions = tmp_path / "questions.txt"
+    questions.write_text("library budget\nWhen is glass collected?\n", encoding="utf-8")
+    result = mini(
+        "query", "--file", str(questions), "--uri", store, "--json", "--filter", "file_type=md", cwd=tmp_path
+    )
+    assert result.returncode == 0, result.stderr
+    answers = [json.loads(line) for line in result.stdout.splitlines() if line.strip()]
+    assert len(answers) == 2
+    for answer in answers:
+        assert answer["ok"], answer
+        chunks = answer["retrieved_chunks"]
+        assert chunks and all(c["metadata"]["file_type"] == "md" for c in chunks)
+
+
 def _retrieval(result: subprocess.CompletedProcess[str]) -> dict[str, Any]:
     assert result.returncode == 0, result.stderr
     return dict(json.loads(result.stdout)["metadata"]["retrieval"])

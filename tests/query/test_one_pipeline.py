@@ -20,7 +20,7 @@ import pytest
 from mini import AgenticRAG, EmbeddingModel, RetrievalConfig, VectorStore
 from mini._sse import decode
 from mini.agent.loop import AgentConfig, AgentRun
-from mini.errors import AuthenticationError
+from mini.errors import AuthenticationError, InvalidInputError
 from mini.server import ServerSettings, create_app
 from mini.testing.fakes import ScriptedLLM
 from mini.testing.server_thread import ServerThread
@@ -119,6 +119,14 @@ def test_per_request_mode_and_filter_reach_the_pipeline(server: tuple[ServerThre
         assert {s["source"] for s in only["sources"]} == {source}
         bad = client.post("/v1/query", json={"question": QUESTION, "mode": "semantic"})
         assert bad.status_code == 422
+        for path, body in (
+            ("/v1/query/stream", {"question": QUESTION}),
+            ("/v1/chat/stream", {"message": QUESTION}),
+            ("/v1/chat/completions", {"messages": [{"role": "user", "content": QUESTION}], "stream": True}),
+        ):  # a bad filter is refused before any stream starts, on every route
+            refused = client.post(path, json={**body, "filter": {"year": {"$near": 3}}})
+            assert refused.status_code == 422, (path, refused.text)
+            assert "operator" in refused.json()["message"]
         with client.stream(
             "POST",
             "/v1/chat/stream",
@@ -242,3 +250,16 @@ def test_the_library_reads_the_same_settings_as_the_cli(
     assert config is not None and (config.model, config.timeout) == ("openai:sim-chat", 7.5)
     monkeypatch.setenv("MINI_LLM", "none")
     assert resolve_llm_config(None) is None
+
+
+def test_a_bad_filter_or_mode_is_refused_before_any_model_call(store_dir: Path) -> None:
+    llm = scripted("unused")
+    rag = AgenticRAG(VectorStore(str(store_dir), collection_name="docs"), EmbeddingModel(), llm=llm)
+    with pytest.raises(InvalidInputError, match="operator"):
+        rag.query(QUESTION, filter={"year": {"$near": 3}})
+    with pytest.raises(InvalidInputError, match="mode"):
+        rag.stream_async(QUESTION, mode="semantic")  # raises when called, before the stream starts
+    with pytest.raises(InvalidInputError):
+        rag.chat("And there?", [("Which town?", "Harbor Town.")], filter={"$or": "x"})
+    assert llm.calls == []  # no rewrite or condense was paid for
+    rag.close()

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, TYPE_CHECKING
+from typing import IO, TYPE_CHECKING, Any
 
 from rich.markup import escape
 from rich.table import Table
@@ -85,10 +85,11 @@ async def run_batch(
     *,
     concurrency: int,
     top_k: int | None,
+    filter: Mapping[str, Any] | None = None,
     on_result: Callable[[BatchResult], None] | None = None,
 ) -> None:
     async with rag:
-        results = rag.iter_query_batch_async(questions, concurrency=concurrency, top_k=top_k)
+        results = rag.iter_query_batch_async(questions, concurrency=concurrency, top_k=top_k, filter=filter)
         try:
             async for result in results:
                 output.add(result)

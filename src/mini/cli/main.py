@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Mapping
 from contextlib import nullcontext
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.markup import escape
@@ -199,8 +200,6 @@ def query(
     On a terminal the answer streams as it is written; piped or with --json it is printed whole."""
     if (question is None) == (file is None):
         fail("give a question or --file, not both")
-    if file is not None and filters:
-        fail("--filter applies to a single question, not yet to --file")
     spec = filters_or_exit(filters)  # before any I/O: a malformed filter is bad input
     rag = build_rag(
         uri,
@@ -214,7 +213,14 @@ def query(
     )
     if file is not None:
         _query_file(
-            rag, file, concurrency=concurrency, jsonl=jsonl, top_k=top_k, as_json=as_json, profile=profile
+            rag,
+            file,
+            concurrency=concurrency,
+            jsonl=jsonl,
+            top_k=top_k,
+            filter=spec,
+            as_json=as_json,
+            profile=profile,
         )
         return
     assert question is not None
@@ -257,6 +263,7 @@ def _query_file(
     concurrency: int,
     jsonl: Path | None,
     top_k: int | None,
+    filter: Mapping[str, Any] | None,
     as_json: bool,
     profile: bool,
 ) -> None:
@@ -283,6 +290,7 @@ def _query_file(
                     output,
                     concurrency=concurrency,
                     top_k=top_k,
+                    filter=filter,
                     on_result=lambda _: progress.advance(task),
                 )
             )

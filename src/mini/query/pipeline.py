@@ -31,9 +31,10 @@ from mini.llms.base import LLM, Usage
 from mini.llms.extractive import NO_CONTEXT_ANSWER, ExtractiveGenerator
 from mini.query import prompts
 from mini.query.citations import CitationStream, build_citations
-from mini.query.retrieval import HybridRetriever, Mode, resolve_mode
+from mini.query.retrieval import MODES, HybridRetriever, Mode, resolve_mode
 from mini.rerankers.base import Reranker
 from mini.stores.base import VectorStore
+from mini.stores.filters import parse_filter
 from mini.types import RAGResponse, RetrievalResult, StreamEvent
 
 log = logging.getLogger("mini.query")
@@ -79,6 +80,13 @@ class Options:
     rewrite: bool | None = None
     extra_stores: Sequence[VectorStore] = ()
     instructions: str | None = None  # added to the answer's system prompt (a chat client's system message)
+
+    def __post_init__(self) -> None:
+        # Checked when the question is asked, before any I/O (a stream raises before it starts, the server
+        # answers 422): a malformed filter or an unknown mode must not cost a rewrite call first.
+        parse_filter(self.filter)
+        if self.mode is not None and self.mode not in MODES:
+            raise InvalidInputError(f"mode must be one of {', '.join(MODES)}, not {self.mode!r}")
 
 
 @dataclass

@@ -49,14 +49,12 @@ class ChatRequest(AnswerOptions):
 
 
 async def _chat_events(
-    rag: AgenticRAG, session: Session, message: str, body: ChatRequest
+    rag: AgenticRAG, session: Session, message: str, options: Options
 ) -> AsyncIterator[StreamEvent]:
-    own = session.store  # read once: the session may end while we search
-    options = Options(**body.answer_options(), extra_stores=() if own is None else (own,))
     async for event in chat_events(rag.pipeline, list(session.turns), message, options, session.add_turn):
         if event.type == "done":
             event.data["session_id"] = session.id
-            event.data["metadata"]["session_documents"] = own is not None
+            event.data["metadata"]["session_documents"] = bool(options.extra_stores)
         yield event
 
 
@@ -79,7 +77,10 @@ def _sessions(request: Request) -> SessionStore:
 async def chat_stream(body: ChatRequest, request: Request) -> StreamingResponse:
     message = check_question(body.message, get_settings(request))  # 422 before the stream starts
     session = _sessions(request).get_or_create(body.session_id)
-    return sse_response(_chat_events(get_rag(request), session, message, body))
+    own = session.store  # read once: the session may end while we search
+    # Options are checked here, so a bad filter is a 422 before the stream starts.
+    options = Options(**body.answer_options(), extra_stores=() if own is None else (own,))
+    return sse_response(_chat_events(get_rag(request), session, message, options))
 
 
 @router.get("/sessions/{session_id}", summary="A session's history (404 once it has expired)")

@@ -142,6 +142,11 @@ def answer_for(messages: list[dict[str, Any]]) -> str:
             return " ".join(parts)
     if "how relevant a passage is" in system:  # mini.rerankers.llm's scoring prompt
         return str(relevance_score(user))
+    if "standalone question" in system and "Last message:" in user:  # mini.conversation's condense prompt
+        # The last message as written: already standalone in the default conversations; tests that need
+        # a resolved follow-up script the reply (`sim.script`).
+        last = user.rsplit("Last message:", 1)[1]
+        return last.split("\n\nStandalone question:", 1)[0].strip()
     count = _REWRITE_COUNT.search(system)
     if count and "alternative search queries" in system:
         question = user.strip()
