@@ -97,8 +97,9 @@ class RetrievalConfig:
 
     Retrieval runs legs concurrently and fuses their rankings by weighted reciprocal rank (RRF, `rrf_k`):
     a dense leg (cosine, once per query variant) and, with `use_hybrid_search`, a keyword leg (the store's
-    BM25 full-text search, one query over the words of all variants); with `prefilter_field`, also the rows whose metadata field equals a phrase
-    of the question (seed 001's alias prefilter). `retrieval_mode` ("dense", "keyword", "hybrid") overrides
+    BM25 full-text search, one query over the words of all variants); with `prefilter_field`, also the rows whose
+    metadata field (a name or a list of names) is mentioned by the question, case-insensitively and as whole
+    words (seed 001's alias prefilter; `mini.query.aliases`). `retrieval_mode` ("dense", "keyword", "hybrid") overrides
     `use_hybrid_search`. Each leg fetches `max(top_k, candidates_per_leg)` before fusion; the best `top_k`
     fused chunks are reranked and the best `rerank_top_k` go to the generator. Query rewriting runs only
     when an LLM is configured. The fusion defaults were chosen on BEIR SciFact's train queries and

@@ -91,16 +91,15 @@ def test_filters_parse_values_as_json_and_combine_with_and(store: str, tmp_path:
         assert result.returncode == 0, result.stderr
         return list(json.loads(result.stdout)["retrieved_chunks"])  # piped --json: whole and parseable
 
-    md = chunks("file_type=md")
-    assert md and all(c["metadata"]["file_type"] == "md" for c in md)
     # chunk_index=1 is the number 1 (a string "1" would match nothing): values are JSON when they parse.
     pdf_second = chunks("file_type=pdf", "chunk_index=1")
     assert pdf_second and all(
         (c["metadata"]["file_type"], c["metadata"]["chunk_index"]) == ("pdf", 1) for c in pdf_second
     )
-    later = chunks('{"chunk_index": {"$gte": 1}}')
-    assert later and all(c["metadata"]["chunk_index"] >= 1 for c in later)
-    assert chunks("file_type=nothing-like-this") == []
+    later = chunks('{"chunk_index": {"$gte": 1}}', "file_type=md")  # the JSON form and key=value, AND-ed
+    assert later and all(
+        c["metadata"]["chunk_index"] >= 1 and c["metadata"]["file_type"] == "md" for c in later
+    )
 
 
 @pytest.mark.slow
@@ -126,17 +125,17 @@ def _retrieval(result: subprocess.CompletedProcess[str]) -> dict[str, Any]:
 
 @pytest.mark.slow
 def test_mode_and_top_k_come_from_flags_over_env_over_mini_toml(store: str, tmp_path: Path) -> None:
+    # Three real queries (each loads the local model): the full precedence order is unit-tested in
+    # tests/test_settings.py; here each layer is shown to reach the pipeline of the real command.
     args = ("query", QUESTION, "--uri", store, "--json")
-    keyword = _retrieval(mini(*args, "--mode", "keyword", cwd=tmp_path))
-    assert keyword["mode"] == "keyword" and set(keyword["legs"]) == {"keyword"}
-    three = json.loads(mini(*args, "--top-k", "3", cwd=tmp_path).stdout)
-    assert len(three["retrieved_chunks"]) == 3
-    dense = {"MINI_RETRIEVAL_MODE": "dense"}
-    assert _retrieval(mini(*args, cwd=tmp_path, env=dense))["mode"] == "dense"
-    assert _retrieval(mini(*args, "--mode", "keyword", cwd=tmp_path, env=dense))["mode"] == "keyword"
     (tmp_path / "mini.toml").write_text('retrieval_mode = "keyword"\n')
-    assert _retrieval(mini(*args, cwd=tmp_path))["mode"] == "keyword"
-    assert _retrieval(mini(*args, cwd=tmp_path, env=dense))["mode"] == "dense"
+    from_toml = json.loads(mini(*args, "--top-k", "3", cwd=tmp_path).stdout)
+    assert from_toml["metadata"]["retrieval"]["mode"] == "keyword" and len(from_toml["retrieved_chunks"]) == 3
+    assert set(from_toml["metadata"]["retrieval"]["legs"]) == {"keyword"}
+    dense = {"MINI_RETRIEVAL_MODE": "dense"}
+    assert _retrieval(mini(*args, cwd=tmp_path, env=dense))["mode"] == "dense"  # env over mini.toml
+    flagged = _retrieval(mini(*args, "--mode", "hybrid", cwd=tmp_path, env=dense))  # the flag over both
+    assert flagged["mode"] == "hybrid" and set(flagged["legs"]) == {"dense", "keyword"}
 
 
 @pytest.mark.slow

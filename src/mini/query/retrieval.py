@@ -1,5 +1,6 @@
 """Retrieval legs run concurrently and fused by rank: dense (per query variant), keyword (BM25) and an
-optional metadata prefilter (exact matches of question phrases on one metadata field, seed 001's alias prefilter).
+optional metadata prefilter (the rows whose metadata field, a string or a list of aliases, names something the
+question mentions, case-insensitively and as whole words: seed 001's alias prefilter, see `mini.query.aliases`).
 
 The dense leg is required: its failure raises. The optional legs degrade: a failure (or a store without keyword
 search) leaves the others' results, with a warning the caller puts in the response metadata.
@@ -9,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import re
 import time
 from collections.abc import Awaitable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -20,8 +20,9 @@ from mini._tasks import gather_all
 from mini.config import RetrievalConfig
 from mini.embeddings.base import EmbeddingModel
 from mini.errors import InvalidInputError, UnsupportedOperationError
+from mini.query import aliases
 from mini.query.fusion import merge_by_score, rrf
-from mini.stores.base import VectorStore
+from mini.stores.base import Record, VectorStore
 from mini.types import RetrievalResult
 
 log = logging.getLogger("mini.query")
@@ -32,7 +33,7 @@ MODES: tuple[Mode, ...] = ("dense", "keyword", "hybrid")
 # Prefilter phrases: word n-grams of the question up to this many words, at most this many phrases.
 _MAX_PHRASE_WORDS = 4
 _MAX_PHRASES = 128
-_WORD = re.compile(r"[\w][\w.+#/-]*[\w+#]|[\w]", re.UNICODE)
+_WORD = aliases.WORD
 
 
 @dataclass
@@ -60,8 +61,9 @@ def resolve_mode(config: RetrievalConfig) -> Mode:
 
 
 def question_phrases(question: str) -> list[str]:
-    """Word n-grams of the question (1 to 4 words), as written and lower-cased: the values an exact-match
-    metadata prefilter looks for ("Which SKUs does Acme Pro X cover?" -> ..., "Acme Pro X", "acme pro x", ...)."""
+    """Word n-grams of the question (1 to 4 words), as written and lower-cased: the values the exact-match
+    metadata prefilter looks for ("Which SKUs does Acme Pro X cover?" -> ..., "Acme Pro X", "acme pro x", ...),
+    when a store has too many rows for an alias index (`mini.query.aliases`)."""
     words = _WORD.findall(question)
     phrases: dict[str, None] = {}
     for n in range(_MAX_PHRASE_WORDS, 0, -1):  # longest first: they are the most specific
@@ -215,13 +217,44 @@ class HybridRetriever:
         phrases = question_phrases(question)
         if not phrases:
             return [[]]
-        match: dict[str, Any] = {field_name: {"$in": phrases}}
         attributes: tracing.Attributes = {"mini.leg": "prefilter", "mini.phrases": len(phrases)}
         with tracing.span("mini.search.prefilter", attributes) as span:
-            where = {"$and": [match, dict(filter)]} if filter else match
-            per_store = await gather_all(store.get_async(filter=where, limit=top_k) for store in self.stores)
-            records = [record for found in per_store for record in found]
+            per_store = await gather_all(
+                _prefilter_store(store, question, phrases, field_name, top_k, filter) for store in self.stores
+            )
+            records: dict[str, Record] = {}
+            for found, _ in per_store:
+                for record in found:
+                    records.setdefault(record.id, record)  # a row in several stores: the first store's copy
             span.set_attribute("mini.hits", len(records))
-        # Exact matches carry no relevance order of their own: by id, so the ranking is deterministic.
-        hits = [RetrievalResult(r.id, r.text, 1.0, r.metadata) for r in sorted(records, key=lambda r: r.id)]
+            span.set_attribute("mini.prefilter.matching", ",".join(sorted({how for _, how in per_store})))
+        # Matches carry no relevance order of their own: by id, so the ranking is deterministic.
+        hits = [RetrievalResult(r.id, r.text, 1.0, r.metadata) for _, r in sorted(records.items())]
         return [merge_by_score([hits], top_k)]
+
+
+async def _prefilter_store(
+    store: VectorStore,
+    question: str,
+    phrases: Sequence[str],
+    field_name: str,
+    top_k: int,
+    filter: Mapping[str, Any] | None,
+) -> tuple[list[Record], str]:
+    """One store's prefilter rows (at most `top_k`, in id order) and how they were matched: "aliases" (the
+    store's alias index, see `mini.query.aliases`: a string or list field, case-insensitive, whole words) or
+    "exact" (a phrase of the question equals the field's value: while a store has more rows holding the field
+    than one index covers, or its first index is still being built; and for the row id, which is no metadata).
+
+    Why an index read through the portable store API rather than a new case-insensitive filter operator:
+    Milvus and Qdrant cannot compare JSON values case-insensitively, and LanceDB could only by parsing every
+    row's metadata per question (the module docstring of `mini.query.aliases` has the details)."""
+    index = await aliases.lookup(store, field_name) if field_name != "id" else None
+    if index is not None:
+        keys = index.match(question)
+        found = await aliases.fetch(store, index, keys, field_name, top_k, filter) if keys else []
+        return found, "aliases"
+    match: dict[str, Any] = {field_name: {"$in": list(phrases)}}
+    where = {"$and": [match, dict(filter)]} if filter else match
+    records = await store.get_async(filter=where, limit=top_k)
+    return sorted(records, key=lambda r: r.id), "exact"

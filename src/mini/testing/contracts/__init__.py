@@ -11,6 +11,7 @@ A factory makes a backend for a collection name; calling it again with the same 
 (that is how persistence is checked). Filters follow `mini.stores.filters.matches`, for keys that hold one JSON
 type and for keys mixing strings, numbers, booleans, nulls and objects. String ranges are the one optional
 feature: a backend that cannot express them raises `UnsupportedFilterError` instead of answering wrongly.
+The alias prefilter (`mini.query.aliases`) reads through the same API; its checks run it over the backend.
 
 Not in `CONTRACT_CHECKS`, run on their own: `check_keyword_search` (it returns at once for a backend whose
 `supports_hybrid` is False), `check_list_values_never_equal_scalars` (Qdrant matches lists element-wise, a
@@ -24,6 +25,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from mini.testing.contracts._common import DIM, BackendFactory, Check, ids_for, rows, unit
+from mini.testing.contracts.aliases import (
+    ALIAS_QUESTIONS,
+    ALIAS_ROWS,
+    check_rows_having_a_key_are_found_whatever_their_value,
+    check_the_alias_prefilter_matches_aliases_in_any_case_as_whole_words,
+)
 from mini.testing.contracts.filtering import (
     ADVERSARIAL,
     FILTER_ROWS,
@@ -77,6 +84,8 @@ CONTRACT_CHECKS: Sequence[Check] = (
     check_adversarial_values_match_only_their_own_rows,
     check_booleans_and_numbers_are_different_types,
     check_numeric_ranges_skip_booleans,
+    check_rows_having_a_key_are_found_whatever_their_value,
+    check_the_alias_prefilter_matches_aliases_in_any_case_as_whole_words,
     check_delete_by_ids_and_filter_returns_counts,
     check_count_get_and_large_id_lists,
     check_replace_swaps_a_scope,
@@ -93,6 +102,8 @@ SLOW_CHECKS: frozenset[Check] = frozenset(
 
 __all__ = [
     "ADVERSARIAL",
+    "ALIAS_QUESTIONS",
+    "ALIAS_ROWS",
     "CONTRACT_CHECKS",
     "DIM",
     "FILTERS",
