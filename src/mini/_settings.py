@@ -34,6 +34,7 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+from mini._names import RERANKER_ALIASES, RETRIEVAL_MODES
 from mini.errors import InvalidInputError
 
 TOML_FILE = "mini.toml"
@@ -128,8 +129,6 @@ class Settings(BaseSettings):
     @field_validator("retrieval_mode")
     @classmethod
     def _known_mode(cls, value: str | None) -> str | None:
-        from mini.config import RETRIEVAL_MODES
-
         if value is None:
             return None
         mode = value.strip().lower()
@@ -140,15 +139,13 @@ class Settings(BaseSettings):
     @field_validator("reranker")
     @classmethod
     def _known_reranker(cls, value: str | None) -> str | None:
-        # The factory's table of spellings is the one list of kinds; stored canonical ("cross_encoder" ->
+        # The one table of spellings (mini._names, also the factory's); stored canonical ("cross_encoder" ->
         # "cross-encoder") so views and `mini config` show one spelling.
-        from mini.rerankers.factory import _ALIASES
-
         if value is None:
             return None
-        kind = _ALIASES.get(value.strip().lower())
+        kind = RERANKER_ALIASES.get(value.strip().lower())
         if kind is None:
-            raise ValueError(f"must be one of {', '.join(dict.fromkeys(_ALIASES.values()))}")
+            raise ValueError(f"must be one of {', '.join(dict.fromkeys(RERANKER_ALIASES.values()))}")
         return kind
 
     @classmethod
@@ -217,17 +214,16 @@ def load(flags: Mapping[str, Any] | None = None) -> Settings:
         settings = Settings(**given)
     except ValidationError as exc:
         raise InvalidInputError(_describe(exc, given)) from None
-    _check_ranges(settings, given)
     return settings
 
 
-def _where(name: str, source: str) -> str:
+def where(name: str, source: str) -> str:
     if source in ("env", ".env") and name not in _ALIASED:
         return f"{source} {env_names(name)[0]}"
     return source
 
 
-def _shown(name: str, value: Any) -> str:
+def shown(name: str, value: Any) -> str:
     return "'***'" if name in SECRET_FIELDS else repr(value)
 
 
@@ -241,22 +237,4 @@ def _describe(exc: ValidationError, flags: Mapping[str, Any]) -> str:
     except InvalidInputError:
         source = "?"
     message = str(error["msg"]).removeprefix("Value error, ")
-    return f"invalid setting {name}={_shown(name, error.get('input'))} ({_where(name, source)}): {message}"
-
-
-def _check_ranges(settings: Settings, flags: Mapping[str, Any]) -> None:
-    """Range checks belong to the config dataclasses (mini.config): run each set value through its own one,
-    so the error names the settings key and its source rather than the dataclass field."""
-    from mini.config import SETTINGS_VIEWS
-
-    for name, (view, field) in SETTINGS_VIEWS.items():
-        value = getattr(settings, name)
-        if value is None:
-            continue
-        try:
-            view(**{field: value})
-        except InvalidInputError as exc:
-            source = sources_of(flags).get(name, "default")
-            raise InvalidInputError(
-                f"invalid setting {name}={_shown(name, value)} ({_where(name, source)}): {exc}"
-            ) from None
+    return f"invalid setting {name}={shown(name, error.get('input'))} ({where(name, source)}): {message}"

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from mini._checks import at_least, positive
+from mini._names import RETRIEVAL_MODES
 from mini.errors import InvalidInputError
 
 if TYPE_CHECKING:
@@ -20,7 +21,6 @@ if TYPE_CHECKING:
     from mini._settings import Settings
 
 OFFLINE_LLM_NAMES = frozenset({"none", "extractive", "offline", ""})
-RETRIEVAL_MODES = ("dense", "keyword", "hybrid")
 
 
 def load_settings(flags: Mapping[str, Any] | None = None) -> Settings:
@@ -28,7 +28,10 @@ def load_settings(flags: Mapping[str, Any] | None = None) -> Settings:
     (settings field -> value, None = not given) on top. Bad input raises `InvalidInputError`."""
     from mini._settings import load
 
-    return load(flags)
+    given = {k: v for k, v in (flags or {}).items() if v is not None}
+    settings = load(given)
+    _check_ranges(settings, given)
+    return settings
 
 
 @dataclass(frozen=True, slots=True)
@@ -218,3 +221,21 @@ def _set_values(cls: type[Any], settings: Settings) -> dict[str, Any]:
         if view is cls and value is not None:
             values[target] = value
     return values
+
+
+def _check_ranges(settings: Settings, flags: Mapping[str, Any]) -> None:
+    """Range checks belong to the config dataclasses: run each set value through its own one, so the error
+    names the settings key and its source rather than the dataclass field."""
+    from mini._settings import shown, sources_of, where
+
+    for name, (view, target) in SETTINGS_VIEWS.items():
+        value = getattr(settings, name)
+        if value is None:
+            continue
+        try:
+            view(**{target: value})
+        except InvalidInputError as exc:
+            source = sources_of(flags).get(name, "default")
+            raise InvalidInputError(
+                f"invalid setting {name}={shown(name, value)} ({where(name, source)}): {exc}"
+            ) from None

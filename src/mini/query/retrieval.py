@@ -13,9 +13,11 @@ import logging
 import time
 from collections.abc import Awaitable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
 from mini import tracing
+from mini._names import RETRIEVAL_MODES as MODES
+from mini._names import Mode
 from mini._tasks import gather_all
 from mini.config import RetrievalConfig
 from mini.embeddings.base import EmbeddingModel
@@ -26,9 +28,6 @@ from mini.stores.base import Record, VectorStore
 from mini.types import RetrievalResult
 
 log = logging.getLogger("mini.query")
-
-Mode = Literal["dense", "keyword", "hybrid"]
-MODES: tuple[Mode, ...] = ("dense", "keyword", "hybrid")
 
 # Prefilter phrases: word n-grams of the question up to this many words, at most this many phrases.
 _MAX_PHRASE_WORDS = 4

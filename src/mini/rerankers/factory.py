@@ -11,19 +11,8 @@ if TYPE_CHECKING:
     from mini.config import RerankerConfig
     from mini.llms.base import LLM
 
-# Spellings people use for each kind. "rrf": keep the fused retrieval order, i.e. no reranking stage.
-_ALIASES = {
-    "none": "none",
-    "passthrough": "none",
-    "pass-through": "none",
-    "rrf": "none",
-    "llm": "llm",
-    "cross-encoder": "cross-encoder",
-    "cross_encoder": "cross-encoder",
-    "crossencoder": "cross-encoder",
-    "cohere": "cohere",
-}
-KINDS = ("none", "passthrough", "rrf", "llm", "cross-encoder", "cohere")
+from mini._names import RERANKER_ALIASES as _ALIASES
+from mini._names import RERANKER_SPELLINGS as KINDS
 
 
 def _option(config: RerankerConfig, name: str, default: Any) -> Any:
