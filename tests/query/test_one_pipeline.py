@@ -147,14 +147,19 @@ def scripted(condensed: str) -> ScriptedLLM:
     return ScriptedLLM(reply)
 
 
-def test_a_library_conversation_condenses_the_follow_up_with_its_history(store_dir: Path) -> None:
-    llm = scripted("When is glass collected for recycling in Harbor Town?")
-    rag = AgenticRAG(
+def chatty_rag(store_dir: Path, llm: ScriptedLLM) -> AgenticRAG:
+    """The indexed store with a scripted model; no rewriting, so the model's calls are condense and answer."""
+    return AgenticRAG(
         VectorStore(str(store_dir), collection_name="docs"),
         EmbeddingModel(),
         llm=llm,
         retrieval_config=RetrievalConfig(use_query_rewriting=False),
     )
+
+
+def test_a_library_conversation_condenses_the_follow_up_with_its_history(store_dir: Path) -> None:
+    llm = scripted("When is glass collected for recycling in Harbor Town?")
+    rag = chatty_rag(store_dir, llm)
     chat = rag.conversation()
     first = chat.ask("Which town is this about?")
     assert first.metadata["condense"] == "skipped: no history"
@@ -194,12 +199,7 @@ def test_chat_completions_uses_earlier_messages_as_history_and_honours_the_syste
     store_dir: Path,
 ) -> None:
     llm = scripted("When is glass collected for recycling in Harbor Town?")
-    rag = AgenticRAG(
-        VectorStore(str(store_dir), collection_name="docs"),
-        EmbeddingModel(),
-        llm=llm,
-        retrieval_config=RetrievalConfig(use_query_rewriting=False),
-    )
+    rag = chatty_rag(store_dir, llm)
     messages = [
         {"role": "system", "content": "Answer in one short sentence."},
         {"role": "user", "content": "Which town is this about?"},
