@@ -8,10 +8,11 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
-from mini.testing.looplag import LoopLagProbe, own_stalls
+from mini.testing.looplag import LoopLagProbe, own_stalls, usable_cpus
 
 
 def test_own_stalls_subtract_only_the_overlap_with_a_control_stall() -> None:
@@ -48,11 +49,21 @@ while os.getppid() == parent and time.monotonic() < end:
 """
 
 
+def test_usable_cpus_follow_the_cgroup_quota_not_only_the_affinity(tmp_path: Path) -> None:
+    visible = sorted(os.sched_getaffinity(0))
+    limits = tmp_path / "cpu.max"
+    limits.write_text("max 100000\n")
+    assert usable_cpus(str(limits)) == visible
+    limits.write_text("50000 100000\n")  # half a CPU: one ticker, whatever the host shows
+    assert usable_cpus(str(limits)) == visible[:1]
+    assert usable_cpus(str(tmp_path / "absent")) == visible
+
+
 @pytest.fixture
 def cpu_hogs() -> Iterator[None]:
     """More busy processes than cores, for the duration of a test. Each also stops by itself after a minute
     or when orphaned, so a test process that dies before this teardown cannot leave the machine starved."""
-    hogs = [subprocess.Popen([sys.executable, "-c", _HOG]) for _ in range(2 * len(os.sched_getaffinity(0)))]
+    hogs = [subprocess.Popen([sys.executable, "-c", _HOG]) for _ in range(2 * len(usable_cpus()))]
     yield
     for hog in hogs:
         hog.kill()

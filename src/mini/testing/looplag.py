@@ -48,6 +48,24 @@ Tick = tuple[float, float]  # (start on time.monotonic, lag in seconds)
 _SCHEDSTAT = "/proc/thread-self/schedstat"
 
 
+def usable_cpus(cpu_max: str = "/sys/fs/cgroup/cpu.max") -> list[int]:
+    """The CPUs this process may run on, at most as many as its cgroup's CPU quota allows ([-1] off Linux).
+
+    A container can see every CPU of its host (affinity) while its quota grants two: one control ticker and
+    one test hog per visible CPU would then be dozens of processes starving the whole test run."""
+    if not hasattr(os, "sched_getaffinity"):
+        return [-1]
+    cpus = sorted(os.sched_getaffinity(0))
+    try:
+        with open(cpu_max) as limits:
+            quota, period = limits.read().split()[:2]
+        if quota != "max":
+            cpus = cpus[: max(1, -(-int(quota) // int(period)))]  # ceil(quota / period)
+    except (OSError, ValueError):
+        pass
+    return cpus
+
+
 def _runqueue_wait() -> float:
     """Seconds this thread has spent runnable but waiting for a CPU (0.0 where Linux schedstat is missing)."""
     try:
@@ -109,8 +127,7 @@ class LoopLagProbe:
 
     async def __aenter__(self) -> LoopLagProbe:
         if self.use_controls:
-            cpus = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else [-1]
-            for cpu in cpus:
+            for cpu in usable_cpus():
                 proc = await asyncio.create_subprocess_exec(
                     sys.executable, "-c", _CONTROL_TICKER, str(cpu), stdout=asyncio.subprocess.PIPE
                 )
