@@ -111,6 +111,29 @@ def load_settings_or_exit(**flags: Any) -> Settings:
         fail(str(exc))
 
 
+def settings_flags(
+    uri: str | None,
+    collection: str | None,
+    embedding_model: str | None,
+    llm: str | None,
+    mode: str | None,
+    rerank: str | None,
+    top_k: int | None,
+    rewrite: bool | None,
+) -> dict[str, Any]:
+    """The flags `mini query`, `chat`, `serve` and `config` share, as settings fields (None = not given)."""
+    return {
+        "uri": uri,
+        "collection": collection,
+        "embedding_model": embedding_model,
+        "llm": llm,
+        "retrieval_mode": mode,
+        "reranker": rerank,
+        "top_k": top_k,
+        "use_query_rewriting": rewrite,
+    }
+
+
 def build_rag(
     uri: str | None = None,
     collection: str | None = None,

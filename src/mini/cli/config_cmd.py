@@ -25,6 +25,7 @@ from mini.cli.common import (
     fail,
     load_settings_or_exit,
     out,
+    settings_flags,
 )
 
 MASK = "****"
@@ -79,16 +80,7 @@ def config(
 ) -> None:
     """Show the effective configuration (secrets masked) and where each value came from: default, mini.toml,
     .env, env or flag. Takes the same flags as `mini query`, to preview what they change."""
-    flags = {
-        "uri": uri,
-        "collection": collection,
-        "embedding_model": embedding_model,
-        "llm": llm,
-        "retrieval_mode": mode,
-        "reranker": rerank,
-        "top_k": top_k,
-        "use_query_rewriting": rewrite,
-    }
+    flags = settings_flags(uri, collection, embedding_model, llm, mode, rerank, top_k, rewrite)
     table = effective(flags)
     if as_json:
         print(json.dumps(table, indent=2, default=str))

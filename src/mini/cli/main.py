@@ -44,6 +44,7 @@ from mini.cli.common import (
     out,
     progress_bar,
     run,
+    settings_flags,
     start_tracing,
 )
 from mini.cli.config_cmd import config as _config_command
@@ -201,16 +202,7 @@ def query(
     if (question is None) == (file is None):
         fail("give a question or --file, not both")
     spec = filters_or_exit(filters)  # before any I/O: a malformed filter is bad input
-    rag = build_rag(
-        uri,
-        collection,
-        embedding_model,
-        llm,
-        retrieval_mode=mode,
-        reranker=rerank,
-        top_k=top_k,
-        use_query_rewriting=rewrite,
-    )
+    rag = build_rag(**settings_flags(uri, collection, embedding_model, llm, mode, rerank, top_k, rewrite))
     if file is not None:
         _query_file(
             rag,
@@ -343,16 +335,7 @@ def serve(
             f"[bold red]error:[/] the server needs the server extra: pip install 'mini-rag[server]' ({exc})"
         )
         raise typer.Exit(1) from None
-    rag = build_rag(
-        uri,
-        collection,
-        embedding_model,
-        llm,
-        retrieval_mode=mode,
-        reranker=rerank,
-        top_k=top_k,
-        use_query_rewriting=rewrite,
-    )
+    rag = build_rag(**settings_flags(uri, collection, embedding_model, llm, mode, rerank, top_k, rewrite))
     start_tracing()
     out.print(f"Mini RAG on http://{host}:{port}  (API docs: /docs, chat page: /)")
     # uvicorn runs the event loop and handles Ctrl-C (graceful shutdown runs the app's lifespan exit).

@@ -37,6 +37,7 @@ from mini.cli.common import (
     filters_or_exit,
     out,
     run,
+    settings_flags,
 )
 
 if TYPE_CHECKING:
@@ -206,16 +207,7 @@ def chat(
     """Chat with the indexed documents: answers stream with numbered sources, and follow-ups are understood
     with the conversation so far. /reset forgets it, /sources shows the last answer's passages, Ctrl-D exits."""
     spec = filters_or_exit(filters)
-    rag = build_rag(
-        uri,
-        collection,
-        embedding_model,
-        llm,
-        retrieval_mode=mode,
-        reranker=rerank,
-        top_k=top_k,
-        use_query_rewriting=rewrite,
-    )
+    rag = build_rag(**settings_flags(uri, collection, embedding_model, llm, mode, rerank, top_k, rewrite))
     run(_chat(rag, top_k=top_k, filter=spec, show_context=show_context))
 
 
