@@ -56,8 +56,10 @@ class _StrictToml(TomlConfigSettingsSource):
                 names = list(Settings.model_fields)
                 close = difflib.get_close_matches(key, names, n=1)
                 hint = f" (did you mean {close[0]!r}?)" if close else ""
+                # The server's own settings (MINI_API_KEYS, MINI_MAX_BODY_BYTES, ...) are the likely mix-up.
                 raise InvalidInputError(
-                    f"{TOML_FILE}: unknown key {key!r}{hint}; known keys: {', '.join(names)}"
+                    f"{TOML_FILE}: unknown key {key!r}{hint}; known keys: {', '.join(names)} (the server's "
+                    "own settings, such as MINI_API_KEYS, go in the environment or .env, not mini.toml)"
                 )
 
 
