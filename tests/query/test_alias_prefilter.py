@@ -65,6 +65,14 @@ async def prefiltered(rag: AgenticRAG, question: str, **kwargs: Any) -> list[str
     return [str(hit.metadata["source"]) for hit in ranking]
 
 
+@pytest.fixture(autouse=True)
+def no_time_limits(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The index's time-based limits (wait budget, rebuild throttle) would make results depend on how fast a
+    loaded machine builds an index; tests that exercise them set them explicitly."""
+    monkeypatch.setattr(aliases, "BUILD_WAIT_S", 600.0)
+    monkeypatch.setattr(aliases, "THROTTLE_AFTER_S", float("inf"))
+
+
 @pytest.fixture
 async def rag(sim: Any, tmp_path: Path) -> AgenticRAG:
     rag = make_rag(sim, VectorStore(str(tmp_path / "s")))

@@ -175,10 +175,12 @@ def forget(store: VectorStore, field_name: str | None = None) -> None:
                 state.built_at = float("-inf")
 
 
-async def lookup(store: VectorStore, field_name: str) -> AliasIndex | None:
+async def lookup(store: VectorStore, field_name: str, *, wait: float | None = None) -> AliasIndex | None:
     """The alias index of `store` for `field_name`, current as of the store's row count; None when the
     exact prefilter must answer (more rows hold the field than `MAX_INDEXED_ROWS`, or the first build is
-    still running after `BUILD_WAIT_S`). A failed build raises, unless an older index can answer."""
+    still running after `wait` seconds, default `BUILD_WAIT_S`; `wait=math.inf`: until it is built). A
+    failed build raises, unless an older index can answer."""
+    budget = BUILD_WAIT_S if wait is None else wait
     state = _state(store, field_name)
     count = await store.count_async()
     now = time.monotonic()
@@ -191,7 +193,8 @@ async def lookup(store: VectorStore, field_name: str) -> AliasIndex | None:
     if built and (fresh or throttled):
         return current
     task, since = _build_task(store, field_name, state, count)
-    done, _ = await asyncio.wait({task}, timeout=max(0.0, BUILD_WAIT_S - (time.monotonic() - since)))
+    left = None if budget == float("inf") else max(0.0, budget - (time.monotonic() - since))
+    done, _ = await asyncio.wait({task}, timeout=left)
     if not done:
         answer = "the previous index" if built else "exact matches"
         log.info("the alias index of %r on %r is still building: %s answer", field_name, store, answer)
