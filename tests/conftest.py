@@ -116,3 +116,64 @@ def sim(sim_server: object) -> Iterator[object]:
 def lag_probe() -> LoopLagProbe:
     """A 1 ms ticker on the running loop that discounts machine-wide stalls (see mini.testing.looplag)."""
     return LoopLagProbe()
+
+
+# -- a hung test tells what it waits for ---------------------------------------------------------------------------
+# pytest-timeout (pyproject: 300 s) ends a hung test with every thread's stack, but an async test hangs inside
+# its event loop, where threads only show `select()`. Shortly before the timeout, this prints each pending
+# asyncio task's coroutine chain, one line per task, so a hang reported by CI says what it was waiting on.
+_TASK_DUMP_BEFORE_TIMEOUT_S = 20.0
+# Set by the controlling process before pytest-xdist starts its workers, which inherit it.
+os.environ.setdefault(
+    "MINI_TEST_HANG_DIR", str(Path(tempfile.gettempdir()) / f"mini-test-hangs-{os.getpid()}")
+)
+_HANG_DIR = Path(os.environ["MINI_TEST_HANG_DIR"])
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    if hasattr(terminalreporter.config, "workerinput"):  # a worker: only the controller's summary is shown
+        return
+    for dump in sorted(_HANG_DIR.glob("*.txt")) if _HANG_DIR.is_dir() else []:
+        terminalreporter.write_line(dump.read_text().rstrip())
+    shutil.rmtree(_HANG_DIR, ignore_errors=True)
+
+
+def _dump_pending_tasks(test: str) -> None:
+    import asyncio
+    import gc
+    import sys
+
+    tasks = [o for o in gc.get_objects() if isinstance(o, asyncio.Task) and not o.done()]
+    lines = [f"HUNG {test}: {len(tasks)} pending asyncio task(s)"]
+    for task in tasks:
+        frames = [
+            f"{f.f_code.co_name}({Path(f.f_code.co_filename).name}:{f.f_lineno})"
+            for f in task.get_stack(limit=12)
+        ]
+        lines.append(f"  {task.get_name()}: {' > '.join(frames) or '(not started)'}")
+    text = "\n".join(lines)
+    # pytest-xdist does not show a worker's stderr, and the worker is ended by the timeout: the controller
+    # prints these files in its summary (pytest_terminal_summary below).
+    _HANG_DIR.mkdir(parents=True, exist_ok=True)
+    with (_HANG_DIR / f"{os.getpid()}.txt").open("a") as dump:
+        dump.write(text + "\n")
+    with contextlib.suppress(Exception):  # a worker's stderr may be closed
+        print(text, file=sys.stderr, flush=True)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_call(item: pytest.Item) -> Iterator[None]:
+    import threading
+
+    marker = item.get_closest_marker("timeout")
+    limit = float(marker.args[0]) if marker and marker.args else float(item.config.getini("timeout") or 0)
+    timer = None
+    if limit > _TASK_DUMP_BEFORE_TIMEOUT_S:
+        timer = threading.Timer(limit - _TASK_DUMP_BEFORE_TIMEOUT_S, _dump_pending_tasks, args=(item.nodeid,))
+        timer.daemon = True
+        timer.start()
+    try:
+        yield
+    finally:
+        if timer is not None:
+            timer.cancel()
