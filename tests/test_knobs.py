@@ -52,6 +52,14 @@ def knob_table() -> dict[str, dict[str, str]]:
 TABLE = knob_table()
 
 
+def _absent(cell: str) -> bool:
+    """A surface the knob is not on: "—" and, in parentheses, why (the issue: no empty cell without a reason)."""
+    if not cell.startswith(NONE):
+        return False
+    assert re.fullmatch(rf"{NONE} \(\S.*\)", cell), f"say why it is not settable there: {cell!r}"
+    return True
+
+
 def _code(cell: str) -> list[str]:
     return re.findall(r"`([^`]+)`", cell)
 
@@ -95,7 +103,7 @@ def test_the_python_surface_exists(name: str) -> None:
     from mini import config
 
     cell = TABLE[name]["python"]
-    if cell == NONE:
+    if _absent(cell):
         return
     (target,) = _code(cell)
     if match := re.fullmatch(r"(\w+)\.(\w+)", target):  # a config dataclass's field
@@ -135,7 +143,7 @@ def _options(command: str) -> set[str]:
     return {opt for param in found.params for opt in (*param.opts, *param.secondary_opts)}
 
 
-@pytest.mark.parametrize("name", sorted(n for n in TABLE if TABLE[n]["cli"] != NONE))
+@pytest.mark.parametrize("name", sorted(n for n in TABLE if not _absent(TABLE[n]["cli"])))
 def test_the_cli_flag_exists_and_sets_the_knob(name: str) -> None:
     from mini.cli.common import FLAG_OF
     from mini.cli.main import app
@@ -176,3 +184,10 @@ def test_the_server_column(name: str) -> None:
         return
     (field, *_) = _code(cell)
     assert field in server_fields()
+
+
+def test_no_cell_is_empty_without_a_reason() -> None:
+    for name, row in TABLE.items():
+        for column in COLUMNS[1:]:
+            assert row[column].strip(), f"{name}: empty {column} cell"
+            _absent(row[column])  # "—" must say why
