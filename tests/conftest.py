@@ -146,11 +146,17 @@ def _dump_pending_tasks(test: str) -> None:
     tasks = [o for o in gc.get_objects() if isinstance(o, asyncio.Task) and not o.done()]
     lines = [f"HUNG {test}: {len(tasks)} pending asyncio task(s)"]
     for task in tasks:
-        frames = [
-            f"{f.f_code.co_name}({Path(f.f_code.co_filename).name}:{f.f_lineno})"
-            for f in task.get_stack(limit=12)
-        ]
-        lines.append(f"  {task.get_name()}: {' > '.join(frames) or '(not started)'}")
+        # The whole await chain (task.get_stack shows only the outermost coroutine), down to what it waits on.
+        chain: list[str] = []
+        awaited: object = task.get_coro()
+        while awaited is not None and len(chain) < 24:
+            frame = getattr(awaited, "cr_frame", None) or getattr(awaited, "gi_frame", None)
+            if frame is None:
+                chain.append(f"<{type(awaited).__name__}>")
+                break
+            chain.append(f"{frame.f_code.co_name}({Path(frame.f_code.co_filename).name}:{frame.f_lineno})")
+            awaited = getattr(awaited, "cr_await", None) or getattr(awaited, "gi_yieldfrom", None)
+        lines.append(f"  {task.get_name()}: {' > '.join(chain) or '(not started)'}")
     text = "\n".join(lines)
     # pytest-xdist does not show a worker's stderr, and the worker is ended by the timeout: the controller
     # prints these files in its summary (pytest_terminal_summary below).
