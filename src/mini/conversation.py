@@ -147,7 +147,7 @@ async def chat_events(
     history: Sequence[Turn],
     message: str,
     options: Options,
-    on_turn: OnTurn,
+    on_turn: OnTurn | None = None,
 ) -> AsyncIterator[StreamEvent]:
     """One turn as the pipeline's events (`sources`, `token`*, `citation`*, `done` | `error`). `on_turn(message,
     answer)` runs before `done` is yielded, so a client that has seen `done` finds the turn in the history."""
@@ -161,7 +161,7 @@ async def chat_events(
     events = pipeline.stream(run)
     try:
         async for event in events:
-            if event.type == "done":
+            if event.type == "done" and on_turn is not None:
                 on_turn(message, str(event.data.get("answer", "")))
             yield event
     finally:

@@ -136,10 +136,7 @@ class QueryPipeline:
         return self.parts.reranker.name if self.parts.retrieval_config.use_reranking else "disabled"
 
     def mode(self, options: Options) -> Mode:
-        config = self.parts.retrieval_config
-        if options.mode is None:
-            return resolve_mode(config)
-        return resolve_mode(RetrievalConfig(retrieval_mode=options.mode, top_k=config.top_k))
+        return resolve_mode(self.parts.retrieval_config, options.mode)
 
     async def rewrite(self, question: str) -> tuple[list[str], Usage]:
         """The original question first, then up to `num_query_variants` LLM rewrites (raises on failure)."""

@@ -50,9 +50,10 @@ class Retrieval:
         return {"mode": self.mode, "wall_ms": round(self.wall_ms, 3), "legs": self.legs}
 
 
-def resolve_mode(config: RetrievalConfig) -> Mode:
-    """The configured mode (a hybrid retriever over a store without keyword search runs dense, with a warning)."""
-    mode = config.retrieval_mode or ("hybrid" if config.use_hybrid_search else "dense")
+def resolve_mode(config: RetrievalConfig, override: str | None = None) -> Mode:
+    """`override` (a per-question mode), else the configured mode (a hybrid retriever over a store without
+    keyword search runs dense, with a warning)."""
+    mode = override or config.retrieval_mode or ("hybrid" if config.use_hybrid_search else "dense")
     for known in MODES:
         if mode == known:
             return known

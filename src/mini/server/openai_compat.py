@@ -206,7 +206,8 @@ async def chat_completions(body: ChatCompletionRequest, request: Request) -> Any
     pipeline = get_rag(request).pipeline
     if body.stream:
         include_usage = body.stream_options is not None and body.stream_options.include_usage
-        events = chat_events(pipeline, history, question, options, on_turn=_forget)
+        # The client keeps this API's history (it sends it with every request): no turn to remember here.
+        events = chat_events(pipeline, history, question, options)
         return SSEResponse(_chunks(events, model=body.model, include_usage=include_usage))
     response = await chat_answer(pipeline, history, question, options)
     return {
@@ -236,10 +237,6 @@ def _last_user_index(messages: list[ChatMessage]) -> int:
         if messages[index].role == "user":
             return index
     raise ApiError(422, "invalid_input", "no user message: the question is the last message with role 'user'")
-
-
-def _forget(question: str, answer: str) -> None:
-    """The client keeps this API's history (it sends it with every request): nothing to remember here."""
 
 
 def _completion_id() -> str:
