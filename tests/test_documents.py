@@ -19,8 +19,10 @@ from mini.documents import (
     delete_documents,
     document_stats,
     list_documents,
+    repair_documents,
 )
 from mini.errors import DocumentNotFoundError, InvalidInputError
+from mini.stores.base import VectorStoreBackend, delete_duplicates
 from tests.query.conftest import make_rag
 
 ROWS = [
@@ -215,3 +217,93 @@ async def test_indexed_at_is_the_latest_time_rows_record(tmp_path: Path) -> None
     [document] = await list_documents(store)
     assert document.to_dict()["indexed_at"] == "2024-05-01T12:00:00+00:00"
     await store.aclose()
+
+
+# -- duplicate rows (issue 18: concurrent ingestions of older versions stored ids twice) ----------------------
+
+
+async def plant_copies(store: VectorStore, ids: list[str]) -> None:
+    """A second copy of each of these rows, appended as an older version did (no merge, no lock)."""
+    import lancedb
+
+    from mini.stores.lancedb.sql import id_in
+
+    db = await lancedb.connect_async(str(store.uri))
+    table = await db.open_table(str(store.collection_name))
+    await table.add(await table.query().where(id_in(ids)).to_arrow())
+
+
+async def copies(store: VectorStore) -> dict[str, int]:
+    counted: dict[str, int] = {}
+    for row in await store.get_async():
+        counted[row.id] = counted.get(row.id, 0) + 1
+    return counted
+
+
+async def test_repair_removes_duplicate_rows_and_a_dry_run_only_counts_them(
+    indexed: tuple[AgenticRAG, dict[str, Path]],
+) -> None:
+    rag, files = indexed
+    store = rag.vector_store
+    before = await list_documents(store)
+    jsonl_ids = [r.id for r in await store.get_async(filter={"origin": origin(files["jsonl"])})]
+    md_ids = [r.id for r in await store.get_async(filter={"origin": origin(files["md"])})]
+    await plant_copies(store, [*jsonl_ids[:2], *md_ids])
+    total = await store.count_async()
+
+    dry = await repair_documents(store, dry_run=True, page_rows=2)  # several slices: copies share a slice
+    assert (dry.duplicate_ids, dry.duplicate_rows, dry.removed, dry.dry_run) == (3, 3, 0, True)
+    assert dry.by_document == {origin(files["jsonl"]): 2, origin(files["md"]): 1}
+    assert dry.rows_checked == total and await store.count_async() == total
+
+    done = await repair_documents(store)
+    assert (done.duplicate_rows, done.removed) == (3, 3)
+    assert max((await copies(store)).values()) == 1 and await store.count_async() == total - 3
+    assert await list_documents(store) == before
+    assert (await repair_documents(store)).duplicate_rows == 0
+    data = done.to_dict()
+    assert data["removed"] == 3 and {"source": origin(files["md"]), "duplicate_rows": 1} in data["documents"]
+
+
+class _NoOwnDedupe:
+    """A backend without `delete_duplicates` of its own (as a plug-in would be): the neutral path runs."""
+
+    def __init__(self, inner: VectorStoreBackend) -> None:
+        self._inner = inner
+
+    def __getattr__(self, name: str) -> Any:
+        if name == "delete_duplicates":
+            raise AttributeError(name)
+        return getattr(self._inner, name)
+
+
+async def test_the_backend_neutral_repair_keeps_one_whole_copy_of_each_id(
+    indexed: tuple[AgenticRAG, dict[str, Path]],
+) -> None:
+    store = indexed[0].vector_store
+    rows = {r.id: r for r in await store.get_async(include_vectors=True)}
+    planted = sorted(rows)[:3]
+    await plant_copies(store, planted)
+
+    assert await delete_duplicates(_NoOwnDedupe(store.backend), [*planted, "absent"]) == 3  # type: ignore[arg-type]
+
+    assert max((await copies(store)).values()) == 1 and len(await copies(store)) == len(rows)
+    for row in await store.get_async(ids=planted, include_vectors=True):
+        kept = rows[row.id]
+        assert (row.text, row.metadata) == (kept.text, kept.metadata)
+        np.testing.assert_allclose(row.vector, kept.vector)
+
+
+async def test_ingestion_removes_the_duplicate_rows_of_the_files_it_finds_unchanged(
+    indexed: tuple[AgenticRAG, dict[str, Path]], tmp_path: Path
+) -> None:
+    rag, files = indexed
+    store = rag.vector_store
+    total = await store.count_async()
+    await plant_copies(store, [r.id for r in await store.get_async(filter={"origin": origin(files["txt"])})])
+    assert await store.count_async() > total
+
+    report = await rag.index_documents_async([tmp_path / "corpus"])
+
+    assert report.ok and report.files_skipped == 3 and report.chunks_embedded == 0
+    assert await store.count_async() == total and max((await copies(store)).values()) == 1

@@ -1,11 +1,12 @@
-"""Structured fan-out helpers: bounded concurrency, and a failure cancels the siblings."""
+"""Structured task helpers: bounded fan-out where a failure cancels the siblings; work that outlives its caller."""
 
 from __future__ import annotations
 
 import asyncio
 import inspect
+import logging
 from collections.abc import Awaitable, Iterable
-from typing import TypeVar
+from typing import Any, TypeVar
 
 T = TypeVar("T")
 
@@ -45,3 +46,27 @@ async def gather_all(aws: Iterable[Awaitable[T]], *, limit: int | None = None) -
             # Coroutines whose task was cancelled before it started were never awaited; close them quietly.
             if inspect.iscoroutine(aw) and inspect.getcoroutinestate(aw) == inspect.CORO_CREATED:
                 aw.close()
+
+
+_FINISHING: set[asyncio.Future[Any]] = set()  # strong references: the loop keeps only weak ones to tasks
+log = logging.getLogger("mini")
+
+
+async def to_the_end(aw: Awaitable[T]) -> T:
+    """Await `aw`, which runs to its end even if the caller is cancelled (the caller still gets its
+    CancelledError at once): for work that must not stop half-way, like a delete whose client went away.
+    A failure after the caller has gone is logged, since nobody else will see it."""
+    task: asyncio.Future[T] = asyncio.ensure_future(aw)
+    _FINISHING.add(task)
+    task.add_done_callback(_FINISHING.discard)
+    try:
+        return await asyncio.shield(task)
+    except asyncio.CancelledError:
+        task.add_done_callback(_log_abandoned)
+        raise
+
+
+def _log_abandoned(task: asyncio.Future[Any]) -> None:
+    error = None if task.cancelled() else task.exception()
+    if error is not None:
+        log.warning("work finished after its caller left failed: %s: %s", type(error).__name__, error)

@@ -1,4 +1,4 @@
-"""Indexed documents as first-class objects: list them, delete them, count them.
+"""Indexed documents as first-class objects: list them, delete them, count them, repair duplicate rows.
 
 A *document* is what a user ingested: a file, a URL, or `Document`s sharing a source. Ingestion stores one
 row per chunk and tags every row with (see `mini.ingest.units.to_records`):
@@ -17,7 +17,8 @@ Ingestion records no indexed-at time, so `DocumentInfo.indexed_at` is None unles
 
 The store API has no offset and no order, so a full listing cannot page with limit/offset. It reads the rows
 in slices of the row-id space instead (ids are hex hashes, so evenly spaced id ranges hold about equally many
-rows): memory holds one slice of rows plus one small entry per document, whatever the store's size.
+rows): memory holds one slice of rows plus one small entry per document, whatever the store's size. Every copy
+of an id falls in the same slice, so `repair_documents` finds ids stored twice one slice at a time.
 """
 
 from __future__ import annotations
@@ -40,9 +41,11 @@ __all__ = [
     "DeleteReport",
     "DocumentInfo",
     "DocumentStats",
+    "RepairReport",
     "delete_documents",
     "document_stats",
     "list_documents",
+    "repair_documents",
 ]
 
 # Rows read per store call while listing. Each row carries its chunk text (the store API cannot leave it
@@ -116,6 +119,30 @@ class DocumentStats:
             "unattributed_chunks": self.unattributed_chunks,
             "by_type": dict(self.by_type),
             "store": {"uri": self.uri, "collection": self.collection},
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class RepairReport:
+    """What `repair_documents` found and did. `duplicate_ids`: ids stored more than once; `duplicate_rows`:
+    their extra copies (rows beyond one per id), per document in `by_document`; `removed`: rows deleted (0 in
+    a dry run); `rows_checked`: every row read."""
+
+    rows_checked: int
+    duplicate_ids: int
+    duplicate_rows: int
+    removed: int
+    by_document: dict[str, int]
+    dry_run: bool
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "rows_checked": self.rows_checked,
+            "duplicate_ids": self.duplicate_ids,
+            "duplicate_rows": self.duplicate_rows,
+            "removed": self.removed,
+            "documents": [{"source": s, "duplicate_rows": n} for s, n in self.by_document.items()],
+            "dry_run": self.dry_run,
         }
 
 
@@ -347,3 +374,45 @@ async def delete_documents(
         spec = {"$or": [{"origin": {"$in": batch}}, {"source": {"$in": batch}}]}
         removed += await store.delete_async(filter=spec)
     return DeleteReport(deleted=counts, chunks=removed)
+
+
+# -- repairing -------------------------------------------------------------------------------------------------
+
+
+async def repair_documents(
+    store: VectorStore, *, dry_run: bool = False, page_rows: int = PAGE_ROWS
+) -> RepairReport:
+    """Find the ids stored more than once and delete all but one copy of each.
+
+    Older versions could store a chunk twice when two ingestions ran at once (both reported it "added"; re-runs
+    skipped the files as unchanged and never noticed). Reads every row once, a slice at a time (see the module
+    docstring); with `dry_run` nothing is deleted. Ingestion also removes the copies of the files it looks up.
+    """
+    if page_rows < 1:
+        raise InvalidInputError(f"page_rows must be at least 1, not {page_rows}")
+    from mini.stores.base import delete_duplicates
+
+    checked = removed = duplicate_ids = duplicate_rows = 0
+    by_document: dict[str, int] = {}
+    async for rows in _pages(store, page_rows):
+        checked += len(rows)
+        seen: set[str] = set()
+        extra: dict[str, int] = {}
+        for row in rows:
+            if row.id in seen:
+                extra[row.id] = extra.get(row.id, 0) + 1
+                key = document_key(row.metadata) or "(no source)"
+                by_document[key] = by_document.get(key, 0) + 1
+            seen.add(row.id)
+        duplicate_ids += len(extra)
+        duplicate_rows += sum(extra.values())
+        if extra and not dry_run:
+            removed += await delete_duplicates(store.backend, list(extra))
+    return RepairReport(
+        rows_checked=checked,
+        duplicate_ids=duplicate_ids,
+        duplicate_rows=duplicate_rows,
+        removed=removed,
+        by_document=dict(sorted(by_document.items())),
+        dry_run=dry_run,
+    )

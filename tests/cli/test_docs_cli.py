@@ -3,16 +3,19 @@ ingestion (`mini ingest` itself, or in-process with simulated embeddings where o
 
 from __future__ import annotations
 
+import asyncio
 import json
 from pathlib import Path
 from typing import Any
 
 import pytest
+from typer.testing import CliRunner
 
 from mini import VectorStore
+from mini.cli.main import app
 from tests.cli.test_cli import mini
 from tests.query.conftest import make_rag
-from tests.test_documents import ROWS, write_corpus
+from tests.test_documents import ROWS, plant_copies, write_corpus
 
 
 def count(store: Path, collection: str = "docs", **where: str) -> int:
@@ -111,3 +114,29 @@ def test_an_empty_or_mistyped_store_is_one_clear_error(tmp_path: Path) -> None:
     stats = json.loads(mini("docs", "stats", *options, "--json", cwd=tmp_path).stdout)
     assert (stats["documents"], stats["chunks"]) == (0, 0)
     assert "--uri" in mini("docs", "delete", "--help", cwd=tmp_path).stdout
+
+
+def test_repair_reports_and_removes_duplicate_rows(
+    indexed: tuple[Path, dict[str, Path]], tmp_path: Path
+) -> None:
+    store, files = indexed
+    options = ["--uri", str(store), "--collection", "sim"]
+    vectors = VectorStore(str(store), collection_name="sim")
+    try:
+        planted = [r.id for r in vectors.get(filter={"origin": files["md"].as_posix()})]
+        asyncio.run(plant_copies(vectors, planted))
+    finally:
+        vectors.close()
+    total = count(store, "sim")
+    runner = CliRunner()
+
+    dry = runner.invoke(app, ["docs", "repair", "--dry-run", "--json", *options], catch_exceptions=False)
+    assert dry.exit_code == 0, dry.output
+    assert json.loads(dry.stdout)["duplicate_rows"] == len(planted) and count(store, "sim") == total
+
+    done = runner.invoke(app, ["docs", "repair", *options], catch_exceptions=False)
+    assert done.exit_code == 0, done.output
+    assert f"Removed {len(planted)} row(s)" in done.stdout and "notes.md" in done.stdout
+    assert count(store, "sim") == total - len(planted)
+    again = runner.invoke(app, ["docs", "repair", *options], catch_exceptions=False)
+    assert "No duplicate rows" in again.stdout

@@ -1,4 +1,4 @@
-"""`mini docs list | delete | stats`: the indexed documents, over the store alone (no model is loaded).
+"""`mini docs list | delete | stats | repair`: the indexed documents, over the store alone (no model is loaded).
 
 A document is what was ingested (a file, a URL, or texts sharing a source); a JSONL file is one document
 however many rows it has, and deleting it removes every row (see `mini.documents`). User mistakes print one
@@ -19,7 +19,7 @@ from rich.table import Table
 from mini.cli.common import CollectionOpt, JsonOpt, UriOpt, display_source, fail, out, run
 
 if TYPE_CHECKING:
-    from mini.documents import DeleteReport, DocumentInfo, DocumentStats
+    from mini.documents import DeleteReport, DocumentInfo, DocumentStats, RepairReport
     from mini.errors import DocumentNotFoundError
     from mini.stores.base import VectorStore
 
@@ -27,7 +27,7 @@ T = TypeVar("T")
 
 docs_app = typer.Typer(
     name="docs",
-    help="List, delete and count the indexed documents.",
+    help="List, delete, count and repair the indexed documents.",
     no_args_is_help=True,
     add_completion=False,
 )
@@ -155,3 +155,36 @@ def stats_command(uri: UriOpt = None, collection: CollectionOpt = None, as_json:
         out.print("by type: " + ", ".join(f"{escape(k)} {v}" for k, v in stats.by_type.items()))
     if stats.unattributed_chunks:
         out.print(f"{stats.unattributed_chunks} chunk(s) have no source (written without one)")
+
+
+@docs_app.command("repair")
+def repair_command(
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Only report the duplicate rows; delete nothing.")
+    ] = False,
+    uri: UriOpt = None,
+    collection: CollectionOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Remove duplicate rows (one id stored twice, left by concurrent ingestions of older versions)."""
+    from mini.documents import repair_documents
+
+    async def work(store: VectorStore) -> tuple[RepairReport, str]:
+        return await repair_documents(store, dry_run=dry_run), _where(store)
+
+    report, where = _with_store(uri, collection, work)
+    if as_json:
+        print(json.dumps(report.to_dict(), indent=2))
+        return
+    if not report.duplicate_rows:
+        out.print(
+            f"No duplicate rows in {escape(where)} ({report.rows_checked} row(s) checked).", soft_wrap=True
+        )
+        return
+    for source, rows in report.by_document.items():
+        out.print(f"{escape(display_source(source))}: {rows} duplicate row(s)", soft_wrap=True)
+    found = f"{report.duplicate_rows} duplicate row(s) of {report.duplicate_ids} id(s)"
+    if report.dry_run:
+        out.print(f"Found {found} in {len(report.by_document)} document(s); dry run, nothing was removed.")
+    else:
+        out.print(f"Removed {report.removed} row(s): {found} in {len(report.by_document)} document(s).")

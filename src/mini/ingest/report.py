@@ -20,7 +20,9 @@ class IngestReport:
     """What an ingestion run did. Every item ends in exactly one of added/updated/skipped/failed/pruned.
 
     "Files" are the units of ingestion: a file, a URL, or in-memory documents sharing a source.
-    - skipped: unchanged since it was last indexed (no parsing, no embedding), or empty (with a warning).
+    - skipped: unchanged since it was last indexed (no parsing, no embedding), or empty (with a warning), or
+      found at commit time already stored in this exact version by a concurrent ingestion (then it was parsed
+      and embedded, but not written a second time).
     - chunks_added / chunks_removed: rows that appeared / disappeared; chunks_unchanged: rows kept as they were.
     - chunks_embedded / embedding_requests: texts sent to the embedding model and the batches they went in;
       cache_hits: chunks whose vector was reused (repeated text, or an unchanged chunk of an edited file).

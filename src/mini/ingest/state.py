@@ -7,14 +7,15 @@ import hashlib
 import logging
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING
 
 import numpy as np
 
 from mini import tracing
-from mini.errors import UnsupportedFilterError
+from mini.errors import StoreError, UnsupportedFilterError
+from mini.stores.base import delete_duplicates, exclusive
 from mini.stores.filters import Compare, In, parse_filter
 
 if TYPE_CHECKING:
@@ -33,10 +34,12 @@ COMPACT_EVERY = 32
 
 @dataclass(slots=True)
 class Stored:
-    """What the store holds for one origin: its fingerprint (None if its rows disagree) and row ids."""
+    """What the store holds for one origin: its fingerprint (None if its rows disagree), row ids, and the ids
+    stored more than once (left by concurrent ingestions of older versions)."""
 
     fingerprint: str | None
     ids: set[str]
+    duplicates: set[str] = field(default_factory=set)
 
 
 # -- fingerprints: "<embedding model>.<chunking settings>.<content>", each part a short hash ----------------
@@ -85,6 +88,8 @@ def summarize(rows: Iterable[Record]) -> dict[str, Stored]:
         if stored is None:
             found[origin] = Stored(fp if isinstance(fp, str) else None, {row.id})
         else:
+            if row.id in stored.ids:
+                stored.duplicates.add(row.id)
             stored.ids.add(row.id)
             if stored.fingerprint != fp:
                 stored.fingerprint = None  # mixed versions (written by hand?): re-ingest it
@@ -127,7 +132,17 @@ class StoredLookup:
             scan.cancel()
 
     async def _scan(self, origins: list[str]) -> dict[str, Stored]:
-        return summarize(await self._backend.get(filter=In("origin", tuple(origins))))
+        found = summarize(await self._backend.get(filter=In("origin", tuple(origins))))
+        # The scan saw every row of these files, so it also sees ids stored twice: removed here, whether the
+        # file is then skipped as unchanged or replaced (a merge would update both copies and keep them).
+        repeated = [i for stored in found.values() for i in stored.duplicates]
+        if repeated:
+            removed = await delete_duplicates(self._backend, repeated)
+            files = sum(bool(stored.duplicates) for stored in found.values())
+            log.warning("removed %d duplicate row(s) of %d file(s), left by an older version", removed, files)
+            for stored in found.values():
+                stored.duplicates.clear()
+        return found
 
 
 async def stored_vectors(backend: VectorStoreBackend, origin: str) -> dict[str, np.ndarray]:
@@ -187,8 +202,24 @@ async def prune(
 # -- writing -------------------------------------------------------------------------------------------------
 
 
+def already_stored(unit: Unit) -> bool:
+    """Whether the store holds exactly the rows this unit would write (another ingestor wrote them first)."""
+    stored = unit.stored
+    return (
+        stored is not None
+        and stored.fingerprint == unit.fingerprint
+        and stored.ids == {r.id for r in unit.records}
+    )
+
+
 class Committer:
     """Writes finished units, several per commit; compacts the table every `compact_every` commits.
+
+    Each commit is one section under the store's writer lock (`exclusive`): it first checks that the store
+    still holds what the read-ahead lookup saw for its units (another ingestor may have written the same files
+    since), corrects `unit.stored` where it does not, and leaves out the units whose very rows are already
+    there. So `unit.stored` describes the store as this commit found it, and the report built from it is true:
+    of two ingestors racing on a file, one adds it and the other finds it unchanged (`already_stored`).
 
     `fatal(exc)`: errors that would fail every unit alike (then no unit is retried alone).
     `timed(stage, since)`: records the time spent since `since` (perf_counter) in "store" or "compact".
@@ -236,22 +267,51 @@ class Committer:
             await self._compact()
 
     async def _commit(self, units: list[Unit]) -> None:
-        records = [r for unit in units for r in unit.records]
-        replaced = tuple(unit.origin for unit in units if unit.stored is not None)
-        attributes = {"mini.files": len(units), "mini.rows": len(records), "mini.replaced": len(replaced)}
-        with tracing.span("mini.ingest.write", attributes):
-            if replaced:
-                # Rows of these files that the new versions do not produce are deleted in the same commit.
-                await self._backend.replace(records, scope=In("origin", replaced))
-            else:
-                await self._backend.upsert(records)
+        async with exclusive(self._backend):
+            await self._recheck(units)
+            units = [unit for unit in units if not already_stored(unit)]
+            if not units:
+                return
+            records = [r for unit in units for r in unit.records]
+            replaced = tuple(unit.origin for unit in units if unit.stored is not None)
+            attributes = {"mini.files": len(units), "mini.rows": len(records), "mini.replaced": len(replaced)}
+            with tracing.span("mini.ingest.write", attributes):
+                if replaced:
+                    # Rows of these files that the new versions do not produce are deleted in the same commit.
+                    await self._backend.replace(records, scope=In("origin", replaced))
+                else:
+                    await self._backend.upsert(records)
         self.commits += 1
         if self.commits % self._compact_every == 0:
             await self._compact()
+
+    async def _recheck(self, units: list[Unit]) -> None:
+        """Refresh `unit.stored` for the units whose rows the store no longer holds as the lookup saw them.
+
+        One id lookup per commit (the units' new ids): a unit's ids that are stored should be exactly those
+        the lookup found for its file. Where they are not, someone wrote the file meanwhile, and its stored
+        state is read again (one scan, for those files only)."""
+        ids = [r.id for unit in units for r in unit.records]
+        present = await self._backend.existing_ids(ids) if ids else set()
+        changed = []
+        for unit in units:
+            new_ids = {r.id for r in unit.records}
+            expected = new_ids & unit.stored.ids if unit.stored is not None else set()
+            if new_ids & present != expected:
+                changed.append(unit)
+        if changed:
+            fresh = summarize(await self._backend.get(filter=In("origin", tuple(u.origin for u in changed))))
+            for unit in changed:
+                unit.stored = fresh.get(unit.origin)
+            log.info("%d file(s) were written by another ingestor meanwhile", len(changed))
 
     async def _compact(self) -> None:
         optimize = getattr(self._backend, "optimize", None)
         if callable(optimize):
             since = time.perf_counter()
-            await optimize()
+            try:
+                await optimize()
+            except StoreError as exc:
+                # Compaction only makes later reads faster: the rows are committed, so the run goes on.
+                log.warning("compaction skipped: %s", exc)
             self._timed("compact", since)

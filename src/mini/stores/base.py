@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 from collections.abc import Mapping, Sequence
+from contextlib import AbstractAsyncContextManager, nullcontext
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Protocol, runtime_checkable
 
@@ -41,6 +43,11 @@ class VectorStoreBackend(Protocol):
     A collection is created on first write with the dimension of its vectors; a mismatch raises
     `DimensionMismatchError`. `supports_hybrid`: `keyword_search` is implemented (the hybrid retriever's
     keyword leg); backends without it raise `UnsupportedOperationError` from it.
+
+    Optional, used when present: `optimize()` (compaction after ingestion), `exclusive()` (a writer-lock
+    section, see `mini.stores._common.WriterLock`; ingestion commits in one) and `delete_duplicates(ids)`
+    (see `delete_duplicates` below). Concurrent upserts of the same ids must store each id once (contract:
+    `check_concurrent_writes_of_the_same_ids_store_each_once`).
     """
 
     supports_hybrid: ClassVar[bool]
@@ -95,6 +102,46 @@ class VectorStoreBackend(Protocol):
     async def drop(self) -> None: ...
 
     async def aclose(self) -> None: ...
+
+
+def exclusive(backend: VectorStoreBackend) -> AbstractAsyncContextManager[object]:
+    """The backend's writer-lock section, if it has one (`BackendSkeleton.exclusive`): reads and writes
+    inside it see no other writer commit in between. A no-op for backends without one (plug-ins)."""
+    section = getattr(backend, "exclusive", None)
+    return section() if callable(section) else nullcontext()
+
+
+async def delete_duplicates(backend: VectorStoreBackend, ids: Sequence[str]) -> int:
+    """Delete all but one stored copy of each of `ids`; returns the rows deleted.
+
+    Older versions could store an id twice (two ingestions at once). A backend may do this itself
+    (`delete_duplicates`: LanceDB, in one commit); otherwise, in one writer-lock section, every copy is
+    deleted and one written back (two writes: a reader in between misses those rows for a moment)."""
+    own = getattr(backend, "delete_duplicates", None)
+    if callable(own):
+        return int(await own(ids))
+    # Run to its end even if our caller is cancelled: stopping between the delete and the write-back would
+    # lose those rows.
+    task = asyncio.ensure_future(_rewrite_one_copy(backend, ids))
+    task.add_done_callback(lambda done: None if done.cancelled() else done.exception())
+    return await asyncio.shield(task)
+
+
+async def _rewrite_one_copy(backend: VectorStoreBackend, ids: Sequence[str]) -> int:
+    async with exclusive(backend):
+        rows = await backend.get(ids=list(dict.fromkeys(ids)), include_vectors=True)
+        kept: dict[str, Record] = {}
+        copies: dict[str, int] = {}
+        for row in rows:
+            kept.setdefault(row.id, row)
+            copies[row.id] = copies.get(row.id, 0) + 1
+        # Only ids whose copy is in hand are deleted: nothing goes that is not written back.
+        repeated = [i for i, n in copies.items() if n > 1 and kept[i].vector is not None]
+        if not repeated:
+            return 0
+        deleted = await backend.delete(ids=repeated)
+        await backend.upsert([kept[i] for i in repeated])
+        return deleted - len(repeated)
 
 
 def content_id(text: str, source: str = "") -> str:

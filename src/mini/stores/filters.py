@@ -11,7 +11,8 @@ Semantics (`matches` is the reference every backend must agree with): a missing 
 ranges compare numbers with numbers and strings with strings, and never match a boolean (a boolean bound is
 refused). `id` is the row id, `source` the document source.
 `parse_filter` also checks every value once for all engines (valid Unicode, integers within 64 bits, finite
-floats), so the translators trust a parsed filter. User values never become raw expression text: translators
+floats) and bounds the filter's shape (nesting, conditions, values: `MAX_FILTER_*`), so the translators trust a
+parsed filter. User values never become raw expression text: translators
 quote/escape them or pass them as parameters.
 """
 
@@ -66,8 +67,22 @@ class Or:
 Filter = Compare | In | And | Or
 
 
+# Limits on a filter's shape, checked while parsing (before any I/O, so before any provider call): a filter
+# is application-sized, and each engine has its own ceiling beyond them (LanceDB's SQL parser refuses about
+# 50 nested parentheses, as a 500 that echoed the generated SQL). The bounds leave room for the library's own
+# filters (a delete names up to 2 x 500 sources) and for one level of wrapping (the prefilter leg's `$and`).
+MAX_FILTER_DEPTH = 8  # nested objects: {"$and": [{"$or": [{...}]}]} is 3
+MAX_FILTER_CONDITIONS = 100  # field comparisons and memberships
+MAX_FILTER_VALUES = 2_000  # values compared with, every element of a `$in`/`$nin` list counted
+_FIELD_OPERATORS = ", ".join([*_COMPARE_OPS, "$in", "$nin"])
+
+
 def _check_field(name: Any) -> str:
-    if not isinstance(name, str) or not name or name.startswith("$"):
+    if isinstance(name, str) and name.startswith("$"):
+        raise InvalidInputError(
+            f"unknown filter operator {name!r}: a filter's keys are field names, $and or $or"
+        )
+    if not isinstance(name, str) or not name:
         raise InvalidInputError(f"invalid filter field {name!r}")
     # Field names are identifiers chosen by the application, not user data; keep them to a safe alphabet so
     # every backend can address them without quoting games.
@@ -103,48 +118,80 @@ def _check_scalar(value: Any, field: str) -> Scalar:
     )
 
 
-def _parse_field(field: str, spec: Any) -> Filter:
-    if not isinstance(spec, Mapping):
-        return Compare(field, "eq", _check_scalar(spec, field))
-    if not spec:
-        raise InvalidInputError(f"empty operator object for filter field {field!r}")
-    parts: list[Filter] = []
-    for op, value in spec.items():
-        if op in _COMPARE_OPS:
-            if isinstance(value, bool) and op not in ("$eq", "$ne"):
+class _Parser:
+    """One filter dict's parse, counting what the limits bound (recursion is bounded by MAX_FILTER_DEPTH)."""
+
+    def __init__(self) -> None:
+        self.conditions = 0
+        self.values = 0
+
+    def count(self, values: int) -> None:
+        self.conditions += 1
+        self.values += values
+        if self.conditions > MAX_FILTER_CONDITIONS:
+            raise InvalidInputError(
+                f"the filter has more than {MAX_FILTER_CONDITIONS} conditions; combine values with $in"
+            )
+        if self.values > MAX_FILTER_VALUES:
+            raise InvalidInputError(f"the filter has more than {MAX_FILTER_VALUES} values")
+
+    def field(self, field: str, spec: Any) -> Filter:
+        if not isinstance(spec, Mapping):
+            self.count(1)
+            return Compare(field, "eq", _check_scalar(spec, field))
+        if not spec:
+            raise InvalidInputError(f"empty operator object for filter field {field!r}")
+        parts: list[Filter] = []
+        for op, value in spec.items():
+            if op in _COMPARE_OPS:
+                if isinstance(value, bool) and op not in ("$eq", "$ne"):
+                    raise InvalidInputError(
+                        f"{op} on {field!r} needs a number or a string, not {value!r}: "
+                        "ranges never order booleans"
+                    )
+                self.count(1)
+                parts.append(Compare(field, _COMPARE_OPS[op], _check_scalar(value, field)))
+            elif op in ("$in", "$nin"):
+                if not isinstance(value, (list, tuple)) or not value:
+                    raise InvalidInputError(f"{op} for {field!r} needs a non-empty list")
+                self.count(len(value))
+                parts.append(In(field, tuple(_check_scalar(v, field) for v in value), negate=op == "$nin"))
+            else:
                 raise InvalidInputError(
-                    f"{op} on {field!r} needs a number or a string, not {value!r}: ranges never order booleans"
+                    f"unknown filter operator {op!r} for field {field!r}; allowed: {_FIELD_OPERATORS}"
                 )
-            parts.append(Compare(field, _COMPARE_OPS[op], _check_scalar(value, field)))
-        elif op in ("$in", "$nin"):
-            if not isinstance(value, (list, tuple)) or not value:
-                raise InvalidInputError(f"{op} for {field!r} needs a non-empty list")
-            parts.append(In(field, tuple(_check_scalar(v, field) for v in value), negate=op == "$nin"))
-        else:
-            raise InvalidInputError(f"unknown filter operator {op!r} for field {field!r}")
-    return parts[0] if len(parts) == 1 else And(tuple(parts))
+        return parts[0] if len(parts) == 1 else And(tuple(parts))
+
+    def filter(self, spec: Any, depth: int) -> Filter | None:
+        if not isinstance(spec, Mapping):
+            raise InvalidInputError(f"a filter must be a dict, not {type(spec).__name__}")
+        if depth > MAX_FILTER_DEPTH:
+            raise InvalidInputError(
+                f"the filter is nested more than {MAX_FILTER_DEPTH} levels deep ($and/$or inside each other)"
+            )
+        if not spec:
+            return None
+        parts: list[Filter] = []
+        for key, value in spec.items():
+            if key in ("$and", "$or"):
+                if not isinstance(value, (list, tuple)) or not value:
+                    raise InvalidInputError(f"{key} needs a non-empty list of filters")
+                items = tuple(f for f in (self.filter(v, depth + 1) for v in value) if f is not None)
+                if not items:
+                    raise InvalidInputError(f"{key} needs at least one non-empty filter")
+                parts.append(And(items) if key == "$and" else Or(items))
+            else:
+                parts.append(self.field(_check_field(key), value))
+        return parts[0] if len(parts) == 1 else And(tuple(parts))
 
 
 def parse_filter(spec: Mapping[str, Any] | Filter | None) -> Filter | None:
-    """Validate a filter dict (or pass an AST through); raises `InvalidInputError` before any I/O."""
+    """Validate a filter dict (or pass an AST through); raises `InvalidInputError` before any I/O: for a
+    malformed filter, a value no engine can compare, an unknown operator, or a filter beyond the limits
+    (`MAX_FILTER_DEPTH` levels, `MAX_FILTER_CONDITIONS` conditions, `MAX_FILTER_VALUES` values)."""
     if spec is None or isinstance(spec, (Compare, In, And, Or)):
         return spec
-    if not isinstance(spec, Mapping):
-        raise InvalidInputError(f"a filter must be a dict, not {type(spec).__name__}")
-    if not spec:
-        return None
-    parts: list[Filter] = []
-    for key, value in spec.items():
-        if key in ("$and", "$or"):
-            if not isinstance(value, (list, tuple)) or not value:
-                raise InvalidInputError(f"{key} needs a non-empty list of filters")
-            items = tuple(f for f in (parse_filter(v) for v in value) if f is not None)
-            if not items:
-                raise InvalidInputError(f"{key} needs at least one non-empty filter")
-            parts.append(And(items) if key == "$and" else Or(items))
-        else:
-            parts.append(_parse_field(_check_field(key), value))
-    return parts[0] if len(parts) == 1 else And(tuple(parts))
+    return _Parser().filter(spec, depth=1)
 
 
 def to_expression(node: Filter, leaf: Callable[[Compare | In], str], and_: str, or_: str) -> str:

@@ -8,10 +8,8 @@ import logging
 import os
 import threading
 import time
-from collections.abc import AsyncIterator, Awaitable, Iterator, Sequence
-from contextlib import asynccontextmanager, contextmanager
+from collections.abc import Sequence
 from datetime import timedelta
-from typing import Any, TypeVar
 
 import lancedb
 import numpy as np
@@ -23,10 +21,19 @@ from lancedb.table import AsyncTable
 
 from mini._batching import Coalescer
 from mini._portal import PerLoop
-from mini.errors import MiniError, StoreError
-from mini.stores._common import BackendSkeleton, check_query_text, check_top_k, convert, query_vectors
+from mini._tasks import to_the_end
+from mini.errors import StoreError
+from mini.stores._common import (
+    BackendSkeleton,
+    WriterLock,
+    check_query_text,
+    check_top_k,
+    convert,
+    query_vectors,
+)
 from mini.stores.base import Record
 from mini.stores.filters import Filter
+from mini.stores.lancedb.commits import commit, is_commit_conflict, map_lancedb_errors
 from mini.stores.lancedb.rows import (
     TEXT_COLUMN,
     VECTOR_COLUMN,
@@ -51,55 +58,6 @@ _READ_CONSISTENCY = timedelta(seconds=0)
 # DeleteResult.num_deleted_rows exists at runtime in 0.40 (not in its type stub) but not in older releases,
 # which pyproject still allows: there, matching rows are counted before deleting.
 _DELETE_REPORTS_ROWS = hasattr(getattr(lancedb_native, "DeleteResult", None), "num_deleted_rows")
-_creation_locks: dict[tuple[str, str], threading.Lock] = {}
-
-
-@asynccontextmanager
-async def _one_creator(path: str, name: str) -> AsyncIterator[None]:
-    """Creators of one table take turns in this process, whatever their loop or backend object."""
-    lock = _creation_locks.setdefault((path, name), threading.Lock())  # atomic under the GIL
-    # Polling instead of a thread blocked in acquire(): a cancelled waiter cannot strand the lock.
-    while True:
-        if lock.acquire(blocking=False):
-            break
-        await asyncio.sleep(0.005)
-    try:
-        yield
-    finally:
-        lock.release()
-
-
-T = TypeVar("T")
-
-
-async def _to_the_end(call: Awaitable[T]) -> T:
-    """A native LanceDB read, run to its end even when our caller is cancelled (the caller still gets its
-    CancelledError at once). Suspected fix, not a proven one: the suite hung twice (2 of 10 runs) in one path,
-    where a question's keyword leg was cancelled mid-query (its dense leg had failed) and the concurrent
-    questions' retrieval legs then never returned, with no task of ours left to wake them."""
-    task = asyncio.ensure_future(call)
-    task.add_done_callback(_retrieve_quietly)
-    return await asyncio.shield(task)
-
-
-def _retrieve_quietly(task: asyncio.Future[Any]) -> None:
-    # An abandoned read's failure is not the cancelled caller's business; retrieved so asyncio does not log it.
-    if not task.cancelled():
-        task.exception()
-
-
-@contextmanager
-def map_lancedb_errors(action: str) -> Iterator[None]:
-    """Translate LanceDB/Arrow failures into `StoreError`; wraps engine calls only, never our own code.
-
-    Lance reports engine failures as RuntimeError/ValueError/OSError (it has no exception types of its own),
-    so those are mapped; our errors pass through untouched."""
-    try:
-        yield
-    except MiniError:
-        raise
-    except (RuntimeError, ValueError, OSError, pa.ArrowException) as exc:
-        raise StoreError(f"LanceDB {action} failed: {exc}") from exc
 
 
 def _path_from_uri(uri: str) -> str:
@@ -153,6 +111,10 @@ class LanceDBBackend(BackendSkeleton[tuple[AsyncTable, pa.Table], str | None]):
         super().__init__(collection_name, dimension)
         del token  # LanceDB Cloud is not supported yet; an embedded store needs no credentials.
         self.path = _path_from_uri(uri)
+        # Every commit holds this store's writer lock, also across processes: a merge then always sees the
+        # rows of every earlier commit, so concurrent ingestions cannot store an id twice.
+        lock_file = os.path.join(self.path, f"{collection_name}.lance.lock")
+        self.writes = WriterLock(self.path, collection_name, lock_file=lock_file)
         self.index_threshold = index_threshold
         self._db: AsyncConnection | None = None
         self._table: AsyncTable | None = None
@@ -190,17 +152,23 @@ class LanceDBBackend(BackendSkeleton[tuple[AsyncTable, pa.Table], str | None]):
                 return self._table
             db = await self._connection()
             table = await self._open(db)
-            if table is None:
-                if create_dimension is None:
-                    return None
-                table = await self._create(db, create_dimension)
-            with map_lancedb_errors("read schema"):
-                schema = await table.schema()
-            dimension = schema_dimension(schema)
-            with self._handles:
-                if self._table is None:  # another loop may have opened it meanwhile: keep the first
-                    self._table, self._dimension = table, dimension
-                return self._table
+            if table is not None:
+                return await self._keep(table)
+        if create_dimension is None:
+            return None
+        # Created outside the open lock: creating takes the store's writer lock, and a writer holding that lock
+        # (a section, see `exclusive`) may itself be waiting to open the table.
+        return await self._keep(await self._create(db, create_dimension))
+
+    async def _keep(self, table: AsyncTable) -> AsyncTable:
+        """The table handle every caller shares: `table`, unless another caller (or loop) kept one first."""
+        with map_lancedb_errors("read schema"):
+            schema = await table.schema()
+        dimension = schema_dimension(schema)
+        with self._handles:
+            if self._table is None:
+                self._table, self._dimension = table, dimension
+            return self._table
 
     async def _open(self, db: AsyncConnection) -> AsyncTable | None:
         with map_lancedb_errors("open table"):
@@ -213,8 +181,8 @@ class LanceDBBackend(BackendSkeleton[tuple[AsyncTable, pa.Table], str | None]):
 
     async def _create(self, db: AsyncConnection, dimension: int) -> AsyncTable:
         # Two concurrent creates can both succeed in LanceDB (the second commits an Overwrite), after which
-        # the first creator's writes fail or vanish: creators take turns (only within this process).
-        async with _one_creator(self.path, self.collection_name):
+        # the first creator's writes fail or vanish: creators take turns, in this process and across them.
+        async with self.writes.hold():
             table = await self._open(db)  # created by whoever held the lock before us
             if table is not None:
                 return table
@@ -250,16 +218,14 @@ class LanceDBBackend(BackendSkeleton[tuple[AsyncTable, pa.Table], str | None]):
 
     async def _write_new(self, prepared: tuple[AsyncTable, pa.Table]) -> None:
         table, rows = prepared
-        with map_lancedb_errors("insert"):
-            await table.add(rows)
+        await commit(self.writes, "insert", lambda: table.add(rows))
 
     async def upsert(self, records: Sequence[Record]) -> None:
         if not records:
             return
         table, rows = await self._prepare(records)
-        with map_lancedb_errors("upsert"):
-            merge = table.merge_insert(ID_COLUMN).when_matched_update_all().when_not_matched_insert_all()
-            result = await merge.execute(rows)
+        merge = table.merge_insert(ID_COLUMN).when_matched_update_all().when_not_matched_insert_all()
+        result = await commit(self.writes, "upsert", lambda: merge.execute(rows))
         logger.debug("upsert: %d updated, %d inserted", result.num_updated_rows, result.num_inserted_rows)
 
     async def delete(self, *, ids: Sequence[str] | None = None, filter: Filter | None = None) -> int:
@@ -270,13 +236,16 @@ class LanceDBBackend(BackendSkeleton[tuple[AsyncTable, pa.Table], str | None]):
         table = await self._get_table()
         if table is None:
             return 0
+
+        async def delete_one(predicate: str) -> int:
+            before = None if _DELETE_REPORTS_ROWS else await table.count_rows(predicate)
+            result = await table.delete(predicate)
+            return before if before is not None else int(getattr(result, "num_deleted_rows", 0))
+
         deleted = 0
-        with map_lancedb_errors("delete"):
-            # One predicate per id batch; a row deleted by an earlier one is not counted again.
-            for predicate in predicates:
-                before = None if _DELETE_REPORTS_ROWS else await table.count_rows(predicate)
-                result = await table.delete(predicate)
-                deleted += before if before is not None else int(getattr(result, "num_deleted_rows", 0))
+        # One predicate (one commit) per id batch; a row deleted by an earlier one is not counted again.
+        for predicate in predicates:
+            deleted += await commit(self.writes, "delete", lambda p=predicate: delete_one(p))  # type: ignore[misc]
         return deleted
 
     async def replace(self, records: Sequence[Record], *, scope: Filter) -> int:
@@ -284,16 +253,42 @@ class LanceDBBackend(BackendSkeleton[tuple[AsyncTable, pa.Table], str | None]):
             return await self.delete(filter=scope)
         where = to_where(scope)
         table, rows = await self._prepare(records)
-        with map_lancedb_errors("replace"):
-            # One merge commit: readers see the old rows of the scope or the new ones, never a mix.
-            merge = (
-                table.merge_insert(ID_COLUMN)
-                .when_matched_update_all()
-                .when_not_matched_insert_all()
-                .when_not_matched_by_source_delete(where)
-            )
-            result = await merge.execute(rows)
+        # One merge commit: readers see the old rows of the scope or the new ones, never a mix.
+        merge = (
+            table.merge_insert(ID_COLUMN)
+            .when_matched_update_all()
+            .when_not_matched_insert_all()
+            .when_not_matched_by_source_delete(where)
+        )
+        result = await commit(self.writes, "replace", lambda: merge.execute(rows))
         return int(result.num_deleted_rows)
+
+    async def delete_duplicates(self, ids: Sequence[str]) -> int:
+        """Delete all but one stored copy of each of `ids` (see `mini.stores.base.delete_duplicates`): the
+        copies are told apart by Lance's row address, read and deleted in one commit under the writer lock
+        (no compaction can move rows in between). Returns the rows deleted."""
+        table = await self._get_table() if ids else None
+        if table is None:
+            return 0
+
+        async def keep_one(predicate: str) -> int:
+            rows = await table.query().with_row_id().where(predicate).select([ID_COLUMN]).to_arrow()
+            seen: set[str] = set()
+            extra: list[int] = []
+            addresses = rows.column("_rowid").to_pylist()
+            for id_, address in zip(rows.column(ID_COLUMN).to_pylist(), addresses, strict=True):
+                if id_ in seen:
+                    extra.append(int(address))
+                seen.add(id_)
+            if extra:
+                # The id predicate too: whatever happens to addresses, only copies of these ids can go.
+                await table.delete(f"({predicate}) AND _rowid IN ({', '.join(map(str, extra))})")
+            return len(extra)
+
+        removed = 0
+        for predicate in _id_predicates(list(dict.fromkeys(ids))):
+            removed += await commit(self.writes, "remove duplicates", lambda p=predicate: keep_one(p))  # type: ignore[misc]
+        return removed
 
     def _where(self, filter: Filter | None) -> str | None:
         return to_where(filter) if filter is not None else None
@@ -316,7 +311,7 @@ class LanceDBBackend(BackendSkeleton[tuple[AsyncTable, pa.Table], str | None]):
                     query = query.where(predicate)
                 if limit is not None:
                     query = query.limit(limit - len(records))
-                rows = await _to_the_end(query.to_arrow())
+                rows = await to_the_end(query.to_arrow())
             records += await asyncio.to_thread(records_from_arrow, rows, include_vectors)
             if limit is not None and len(records) >= limit:
                 break
@@ -324,8 +319,9 @@ class LanceDBBackend(BackendSkeleton[tuple[AsyncTable, pa.Table], str | None]):
 
     async def drop(self) -> None:
         db = await self._connection()
-        with map_lancedb_errors("drop table"):
-            await db.drop_table(self.collection_name, ignore_missing=True)
+        await commit(
+            self.writes, "drop table", lambda: db.drop_table(self.collection_name, ignore_missing=True)
+        )
         with self._handles:
             # A dropped table's handle still answers from its cached version: forget it.
             self._fts_ready = False
@@ -367,7 +363,7 @@ class LanceDBBackend(BackendSkeleton[tuple[AsyncTable, pa.Table], str | None]):
         if where is not None:
             query = query.where(where)
         with map_lancedb_errors("search"):
-            hits = await _to_the_end(query.to_arrow())
+            hits = await to_the_end(query.to_arrow())
         names = (ID_COLUMN, TEXT_COLUMN, METADATA_COLUMN, "_distance")
         columns = [hits.column(name).to_pylist() for name in names]
         owners = hits.column("query_index").to_pylist() if len(vectors) > 1 else [0] * hits.num_rows
@@ -402,7 +398,7 @@ class LanceDBBackend(BackendSkeleton[tuple[AsyncTable, pa.Table], str | None]):
             query = query.where(to_where(filter))
         async with self._search_slots.get():
             with map_lancedb_errors("keyword search"):
-                hits = await _to_the_end(query.to_arrow())
+                hits = await to_the_end(query.to_arrow())
         names = (ID_COLUMN, TEXT_COLUMN, METADATA_COLUMN, "_score")
         columns = [hits.column(name).to_pylist() for name in names]
         ranking = [
@@ -419,12 +415,21 @@ class LanceDBBackend(BackendSkeleton[tuple[AsyncTable, pa.Table], str | None]):
             if self._fts_ready:
                 return
             with map_lancedb_errors("full-text index"):
-                if not await _has_fts_index(table):
-                    started = time.perf_counter()
-                    # Native Rust build, awaited: seconds for 100k rows, and the loop stays free meanwhile.
-                    await table.create_index(TEXT_COLUMN, config=_FTS_CONFIG)
-                    elapsed = time.perf_counter() - started
-                    logger.info("built full-text index on %r in %.1f s", self.collection_name, elapsed)
+                present = await _has_fts_index(table)
+            if not present:
+                async with self.writes.hold():  # another writer may have built it while we waited
+                    with map_lancedb_errors("full-text index"):
+                        present = await _has_fts_index(table)
+                    if not present:
+                        started = time.perf_counter()
+                        # Native Rust build, awaited: seconds for 100k rows; the loop stays free meanwhile.
+                        await commit(
+                            self.writes,
+                            "full-text index",
+                            lambda: table.create_index(TEXT_COLUMN, config=_FTS_CONFIG),
+                        )
+                        elapsed = time.perf_counter() - started
+                        logger.info("built full-text index on %r in %.1f s", self.collection_name, elapsed)
             self._fts_ready = True
 
     async def count(self, filter: Filter | None = None) -> int:
@@ -452,22 +457,40 @@ class LanceDBBackend(BackendSkeleton[tuple[AsyncTable, pa.Table], str | None]):
         table = await self._get_table()
         if table is None:
             return
+        try:
+            # Also brings indexes up to date.
+            stats = await commit(
+                self.writes, "optimize", lambda: table.optimize(cleanup_older_than=_KEEP_VERSIONS)
+            )
+        except StoreError as exc:
+            if not is_commit_conflict(exc.__cause__):
+                raise
+            # An optimisation: skipped when another writer (not taking our lock) keeps winning; the next
+            # optimize() catches up. Data written so far is safe either way.
+            logger.warning(
+                "optimize of %r skipped after repeated commit conflicts: %s", self.collection_name, exc
+            )
+            return
+        logger.debug("optimize %r: %s", self.collection_name, stats)
         with map_lancedb_errors("optimize"):
-            stats = await table.optimize(cleanup_older_than=_KEEP_VERSIONS)  # also brings indexes up to date
-            logger.debug("optimize %r: %s", self.collection_name, stats)
             rows = await table.count_rows()
         # The full-text index, so the first keyword search after an ingestion does not pay for building it.
         if rows:
             await self._ensure_fts(table)
-        with map_lancedb_errors("optimize"):
-            if rows < self.index_threshold or any(
-                VECTOR_COLUMN in ix.columns for ix in await table.list_indices()
-            ):
-                return
+        if rows < self.index_threshold:
+            return
+        async with self.writes.hold():
+            with map_lancedb_errors("optimize"):
+                if any(VECTOR_COLUMN in ix.columns for ix in await table.list_indices()):
+                    return
             started = time.perf_counter()
             # IVF_FLAT: exact distances inside the probed partitions (recall 1.0 in DESIGN.md's measurements)
             # and a build of seconds, where HNSW takes tens of seconds.
-            await table.create_index(VECTOR_COLUMN, config=IvfFlat(distance_type="cosine"))
+            await commit(
+                self.writes,
+                "vector index",
+                lambda: table.create_index(VECTOR_COLUMN, config=IvfFlat(distance_type="cosine")),
+            )
         elapsed = time.perf_counter() - started
         logger.info("built IVF_FLAT index on %r (%d rows) in %.1f s", self.collection_name, rows, elapsed)
 

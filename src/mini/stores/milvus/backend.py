@@ -17,6 +17,7 @@ from mini._portal import PerLoop
 from mini.errors import StoreError
 from mini.stores._common import (
     BackendSkeleton,
+    WriterLock,
     check_query_text,
     check_top_k,
     convert,
@@ -126,6 +127,7 @@ class MilvusBackend(BackendSkeleton[list[dict[str, Any]], str]):
         path, url = parse_uri(uri)
         self.path = path
         self.url = url
+        self.writes = WriterLock(f"milvus:{path or shown_url(url or '')}", collection_name)
         self._secret = token
         self._client: Client
         if path is not None:
@@ -291,10 +293,12 @@ class MilvusBackend(BackendSkeleton[list[dict[str, Any]], str]):
         where = to_expr(scope)
         if not records:
             return await self.delete(filter=scope)
-        await self.upsert(records)
-        keep = {r.id for r in records}
-        stale = [i for i in await self._ids_in(where) if i not in keep]
-        return await self.delete(ids=stale) if stale else 0
+        # One replace at a time (in this process): two overlapping ones would each delete the other's rows.
+        async with self.exclusive():
+            await self.upsert(records)
+            keep = {r.id for r in records}
+            stale = [i for i in await self._ids_in(where) if i not in keep]
+            return await self.delete(ids=stale) if stale else 0
 
     async def _ids_in(self, where: str) -> list[str]:
         return [r.id for r in await self._paged(where, [ID_FIELD], None, False)]

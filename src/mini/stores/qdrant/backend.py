@@ -39,6 +39,7 @@ from mini._portal import PerLoop
 from mini.errors import InvalidInputError, MiniError, StoreError
 from mini.stores._common import (
     BackendSkeleton,
+    WriterLock,
     check_query_text,
     check_top_k,
     chunks,
@@ -120,6 +121,8 @@ class QdrantBackend(BackendSkeleton[tuple[list["models.PointStruct"], int], "mod
             raise InvalidInputError(f"timeout must be positive, not {timeout!r}")
         kind, location, self.uri = parse_uri(uri)
         self.kind = kind
+        if kind != "memory":  # an in-memory client is this object's alone: so is its lock (the default)
+            self.writes = WriterLock(f"qdrant:{location}", collection_name)
         self._opened = False  # the collection is known to exist and self._dimension is its dimension
         self._keyword = False  # the open collection has the "bm25" sparse vector with the IDF modifier
         self._secret = token or None  # only ever used to redact messages and build the client
@@ -330,9 +333,11 @@ class QdrantBackend(BackendSkeleton[tuple[list["models.PointStruct"], int], "mod
         in_scope = to_qdrant(scope)  # an unsupported scope fails before anything is written
         if not records:
             return await self.delete(filter=scope)
-        await self.upsert(records)
-        stale = models.Filter(must=[in_scope], must_not=[has_ids(r.id for r in records)])
-        return await self._delete_matching(stale)
+        # One replace at a time (in this process): two overlapping ones would each delete the other's rows.
+        async with self.exclusive():
+            await self.upsert(records)
+            stale = models.Filter(must=[in_scope], must_not=[has_ids(r.id for r in records)])
+            return await self._delete_matching(stale)
 
     async def drop(self) -> None:
         with suppress(CollectionMissing):  # dropping a missing collection is fine

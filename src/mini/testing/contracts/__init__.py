@@ -57,6 +57,8 @@ from mini.testing.contracts.writes import (
     check_a_collection_dropped_elsewhere_reads_empty,
     check_bad_input_is_rejected_before_writing,
     check_concurrent_first_writes_do_not_fail,
+    check_concurrent_replaces_of_a_scope_leave_one_version,
+    check_concurrent_writes_of_the_same_ids_store_each_once,
     check_data_persists_across_backend_objects,
     check_delete_by_ids_and_filter_returns_counts,
     check_dimension_mismatches_raise,
@@ -93,6 +95,8 @@ CONTRACT_CHECKS: Sequence[Check] = (
     check_dimension_mismatches_raise,
     check_drop_then_recreate_with_another_dimension,
     check_concurrent_first_writes_do_not_fail,
+    check_concurrent_replaces_of_a_scope_leave_one_version,
+    check_concurrent_writes_of_the_same_ids_store_each_once,
     check_64_concurrent_searches_keep_the_loop_responsive,
 )
 

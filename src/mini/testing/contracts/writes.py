@@ -260,3 +260,43 @@ async def check_concurrent_first_writes_do_not_fail(make: BackendFactory) -> Non
             third.upsert(rows(3, prefix="d")),
         )
         assert await make(name).count() == 12
+
+
+async def check_concurrent_writes_of_the_same_ids_store_each_once(make: BackendFactory) -> None:
+    """Concurrent upserts and replaces of the same rows, from several tasks and backend objects, store each id
+    exactly once (two ingestions of the same files do this). LanceDB used to keep one copy per writer."""
+    writers = [make("same"), make("same"), make("same")]
+    seed = Record("seed", unit(3), "seed", {"source": "elsewhere"})
+    await writers[0].upsert([seed])  # the collection exists: the writers race on rows only
+    batch = rows(24)
+    s0 = [r for r in batch if r.source == "s0"]
+    scope = parsed({"source": "s0"})
+    for _ in range(2):
+        await asyncio.gather(
+            *(writer.upsert(batch) for writer in writers for _ in range(2)),
+            *(writer.replace(s0, scope=scope) for writer in writers),
+        )
+    for writer in writers:
+        stored = [row.id for row in await writer.get()]
+        assert sorted(stored) == sorted(["seed", *(r.id for r in batch)]), sorted(stored)
+        assert await writer.count() == len(batch) + 1
+
+
+async def check_concurrent_replaces_of_a_scope_leave_one_version(make: BackendFactory) -> None:
+    """Two replaces of one scope with different rows, at once: the scope ends up holding one of them, whole.
+    Milvus and Qdrant (upsert, then delete the rest of the scope) used to leave it empty: each deleted the
+    other's rows."""
+    first, second = make("versions"), make("versions")
+    await first.upsert([Record("other", unit(3), "other", {"source": "elsewhere"})])
+    scope = parsed({"source": "doc"})
+    for round_ in range(3):
+        versions = [
+            [Record(f"{name}{round_}-{i}", unit(i), name, {"source": "doc"}) for i in range(6)]
+            for name in ("a", "b")
+        ]
+        await asyncio.gather(
+            first.replace(versions[0], scope=scope), second.replace(versions[1], scope=scope)
+        )
+        stored = {row.id for row in await first.get(filter=scope)}
+        assert stored in [{r.id for r in version} for version in versions], sorted(stored)
+    assert await first.existing_ids(["other"]) == {"other"}
