@@ -12,6 +12,7 @@
     ├── DocumentError                   a file could not be turned into text; `.path` names it
     │   ├── UnsupportedFormatError      unknown file type
     │   └── DocumentParseError          known type, unreadable or corrupt content
+    │       └── DocumentLimitError      over a parsing limit (expanded size, text, pages, nesting); `.limit`
     ├── BudgetExceededError             an agent run hit its turn, token or time budget (`.transcript`)
     ├── StructuredOutputError           an agent's answer did not parse into the requested model
     ├── StoreError                      the vector store failed
@@ -100,6 +101,16 @@ class UnsupportedFormatError(DocumentError):
 
 class DocumentParseError(DocumentError):
     """The file type is supported but its content could not be read."""
+
+
+class DocumentLimitError(DocumentParseError):
+    """The file would expand past a parsing limit (a DOCX member's size, PDF text or pages, HTML size, JSON
+    nesting); `.limit` names the `ParseLimits` field (or "" for a fixed limit). Refused while reading, before
+    the memory or time is spent."""
+
+    def __init__(self, path: str, reason: str, *, limit: str = "") -> None:
+        super().__init__(path, reason)
+        self.limit = limit
 
 
 class BudgetExceededError(MiniError):

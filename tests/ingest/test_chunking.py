@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 import pytest
 
 from mini.errors import InvalidInputError
+from mini.ingest import chunking
 from mini.ingest.chunking import chunk_documents, chunk_id, chunk_text, content_hash, load_tokenizer
 from mini.types import Document
 
@@ -227,3 +228,43 @@ def test_chunk_metadata_is_a_copy_of_the_document_metadata() -> None:
         "chunk_index": 0,
         "content_hash": chunk.content_hash,
     }
+
+
+# --- long texts: split a segment at a time (the splitter's time grows faster than its input) ---------------
+
+
+def test_segments_cover_the_text_and_cut_after_paragraph_breaks() -> None:
+    text = long_text(400)
+    pieces = list(chunking._segments(text, 2000))
+    assert "".join(pieces) == text
+    assert all(len(piece) <= 2000 for piece in pieces)
+    assert all(piece.endswith("\n\n") for piece in pieces[:-1])
+    assert list(chunking._segments(text, len(text))) == [text]  # one that fits is not copied or cut
+    unbroken = "x" * 5000  # no break to cut at: cut at the size
+    assert [len(p) for p in chunking._segments(unbroken, 2000)] == [2000, 2000, 1000]
+
+
+def test_a_long_text_reaches_the_splitter_a_segment_at_a_time_with_the_same_chunks_between_cuts(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    text = long_text(400)
+    whole = chunk_text(text, chunk_tokens=100, overlap_tokens=10)
+    seen: list[int] = []
+    real = chunking._splitter
+
+    class Spy:
+        def __init__(self, splitter: object) -> None:
+            self.splitter = splitter
+
+        def chunks(self, segment: str) -> list[str]:
+            seen.append(len(segment))
+            return self.splitter.chunks(segment)  # type: ignore[attr-defined]
+
+    monkeypatch.setattr(chunking, "_splitter", lambda *args: Spy(real(*args)))
+    monkeypatch.setattr(chunking, "SEGMENT_CHARS", 5000)
+    segmented = chunk_text(text, chunk_tokens=100, overlap_tokens=10)
+    assert len(seen) > 1 and max(seen) <= 5000
+    # Only the chunks around each cut may differ: at most two per cut.
+    assert len(set(whole) ^ set(segmented)) <= 4 * (len(seen) - 1)
+    documents = chunk_documents([Document(text, "a.txt")], chunk_tokens=100, overlap_tokens=10)
+    assert [c.text for c in documents] == segmented

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
@@ -18,6 +18,7 @@ from mini.types import Chunk, Document
 if TYPE_CHECKING:
     import numpy as np
 
+    from mini.ingest.limits import ParseLimits
     from mini.ingest.web import UrlFetcher
 
 Parse = Callable[[], list[Document]]
@@ -89,8 +90,14 @@ def _discover(item: str | Path, glob: str | None) -> tuple[list[Path], Path | No
     return loaders.discover([item], glob=glob), root if root.is_dir() else None
 
 
-async def load(unit: Unit, fetcher: Callable[[], Awaitable[UrlFetcher]]) -> tuple[str, Parse]:
-    """The unit's content hash and a blocking function that parses it into documents."""
+async def load(
+    unit: Unit, fetcher: Callable[[], Awaitable[UrlFetcher]], limits: ParseLimits | None = None
+) -> tuple[str, Parse]:
+    """The unit's content hash and a blocking function that parses it (once) into documents, within `limits`.
+
+    The function holds the file's bytes only until it is called, and hands the parser its only reference
+    to them, so a large text file's bytes are freed as soon as they are decoded.
+    """
     if unit.kind == "file":
         assert unit.path is not None
         path = unit.path
@@ -98,11 +105,17 @@ async def load(unit: Unit, fetcher: Callable[[], Awaitable[UrlFetcher]]) -> tupl
         data = await asyncio.to_thread(loaders.read_file, path)
         # Hashing a large file takes milliseconds: off the loop.
         digest = await asyncio.to_thread(state.digest, data) if len(data) > 1 << 20 else state.digest(data)
-        return digest, lambda: loaders.parse_bytes(unit.origin, data, file_type, filename=path.name)
+        held = [data]
+        del data
+        return digest, lambda: loaders.parse_bytes(
+            unit.origin, held.pop(), file_type, filename=path.name, limits=limits
+        )
     if unit.kind == "url":
         fetched = await (await fetcher()).fetch(unit.url)
         digest = state.digest(fetched.content_type.encode() + b"\x00" + fetched.data)
-        return digest, lambda: loaders.parse_bytes(unit.origin, fetched.data, fetched.file_type)
+        held, file_type = [fetched.data], fetched.file_type
+        del fetched
+        return digest, lambda: loaders.parse_bytes(unit.origin, held.pop(), file_type, limits=limits)
     documents = list(unit.documents or [])
     payload = json.dumps(
         [[d.text, d.metadata] for d in documents], sort_keys=True, default=str, ensure_ascii=False
@@ -112,13 +125,24 @@ async def load(unit: Unit, fetcher: Callable[[], Awaitable[UrlFetcher]]) -> tupl
 
 def parse_and_chunk(
     parse: Parse, *, chunk_tokens: int, overlap_tokens: int, tokenizer: chunking.Tokenizer | None
-) -> tuple[list[Document], list[Chunk]]:
-    """Blocking (parsing and splitting are CPU work): run it in a worker thread."""
+) -> tuple[list[Chunk], str | None]:
+    """The unit's chunks, and the encoding its text was decoded from if that was not UTF-8.
+
+    Blocking (parsing and splitting are CPU work): run it in a worker thread. Each document is dropped once
+    it is chunked, so a file's text and its chunks do not all live at once (beyond one document).
+    """
     documents = parse()
+    encoding = documents[0].metadata.get("encoding") if documents else None
+    documents.reverse()  # popped from the end, in their order
+
+    def drained() -> Iterator[Document]:
+        while documents:
+            yield documents.pop()
+
     chunks = chunking.chunk_documents(
-        documents, chunk_tokens=chunk_tokens, overlap_tokens=overlap_tokens, tokenizer=tokenizer
+        drained(), chunk_tokens=chunk_tokens, overlap_tokens=overlap_tokens, tokenizer=tokenizer
     )
-    return documents, chunks
+    return chunks, encoding
 
 
 def to_records(unit: Unit, vectors: Sequence[np.ndarray]) -> list[Record]:
