@@ -28,6 +28,7 @@ from mini.types import Document, RAGResponse, RetrievalResult, StreamEvent
 if TYPE_CHECKING:
     from mini.conversation import Conversation, Turn
     from mini.documents import DeleteReport, DocumentInfo
+    from mini.ingest.netguard import FetchPolicy
     from mini.ingest.pipeline import Ingestor, IngestReport, ProgressCallback
 
 log = logging.getLogger("mini.query")
@@ -262,6 +263,7 @@ class AgenticRAG:
         glob: str | None = None,
         prune: bool = False,
         progress: ProgressCallback | None = None,
+        fetch_policy: FetchPolicy | None = None,
     ) -> IngestReport:
         """Load, chunk, embed and store files, directories, http(s) URLs or `Document`s; one report for all.
 
@@ -270,8 +272,10 @@ class AgenticRAG:
         `batch_size` across files, `concurrency` batches at a time. Failures are listed per file in the
         report, never raised for the whole batch (except errors that would fail every file, like a bad key).
         `prune=True` deletes stored files under the given directories that no longer exist.
+        `fetch_policy` says which addresses URLs may lead to (default: any; `FetchPolicy.refusing()` refuses
+        loopback, private and other non-public addresses, see `mini.ingest.netguard`).
         """
-        ingestor = self.ingestor(concurrency=concurrency, batch_size=batch_size)
+        ingestor = self.ingestor(concurrency=concurrency, batch_size=batch_size, fetch_policy=fetch_policy)
         with tracing.suppress(not self._tracing):
             return await ingestor.run(items, glob=glob, prune=prune, progress=progress)
 
@@ -281,6 +285,7 @@ class AgenticRAG:
         *,
         concurrency: int | None = None,
         batch_size: int | None = None,
+        fetch_policy: FetchPolicy | None = None,
     ) -> Ingestor:
         """An `Ingestor` with this RAG's embedding model and embedding cache, writing to `store` (default: this
         RAG's store), for callers that keep it around (its `report` is live during a run) or write elsewhere."""
@@ -292,6 +297,7 @@ class AgenticRAG:
             concurrency=concurrency or DEFAULT_CONCURRENCY,
             batch_size=batch_size or DEFAULT_BATCH_SIZE,
             cache=self._embedding_cache,
+            fetch_policy=fetch_policy,
         )
 
     async def index_document_async(self, document: str | Path | Document) -> IngestReport:

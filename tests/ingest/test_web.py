@@ -8,31 +8,23 @@ import time
 from collections.abc import AsyncIterator
 
 import pytest
-from aiohttp.test_utils import TestServer
 
 from mini.errors import DocumentParseError, InvalidInputError
 from mini.ingest.web import Fetched, UrlFetcher, detect_file_type, is_url, redact_url
-from tests.ingest.web_site import DOCX_MEDIA, HTML, Site, make_app
+from tests.ingest.web_site import DOCX_MEDIA, HTML, Site, clear_proxy_env, running_site
 
 FAST = 0.001  # initial_backoff: retries in tests wait milliseconds, not half seconds
 
 
 @pytest.fixture(autouse=True)
 def _no_proxy(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The fetcher honours proxy variables; requests to the local server must not go through one."""
-    for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy"):
-        monkeypatch.delenv(name, raising=False)
+    clear_proxy_env(monkeypatch)
 
 
 @pytest.fixture
 async def site() -> AsyncIterator[Site]:
-    site = Site()
-    server = site.server = TestServer(make_app(site), host="127.0.0.1", port=0)
-    await server.start_server()
-    try:
+    async with running_site() as site:
         yield site
-    finally:
-        await server.close()
 
 
 def _closed_port() -> int:
@@ -190,6 +182,7 @@ async def test_redirect_loop_fails(site: Site) -> None:
     async with UrlFetcher() as fetcher:
         with pytest.raises(DocumentParseError, match="too many redirects"):
             await fetcher.fetch(site.url("/loop"))
+    assert site.hits["/loop"] == 6  # the URL and the default 5 redirects, once: not retried
 
 
 async def test_404_fails_at_once(site: Site) -> None:

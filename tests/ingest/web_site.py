@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 
+import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
@@ -31,6 +33,29 @@ class Site:
     def url(self, path: str) -> str:
         assert self.server is not None
         return str(self.server.make_url(path))
+
+    @property
+    def port(self) -> int:
+        assert self.server is not None and self.server.port is not None
+        return self.server.port
+
+
+@asynccontextmanager
+async def running_site(host: str = "127.0.0.1") -> AsyncIterator[Site]:
+    """The site, listening on `host` (a loopback address) on a free port, for the duration of the block."""
+    site = Site()
+    server = site.server = TestServer(make_app(site), host=host, port=0)
+    await server.start_server()
+    try:
+        yield site
+    finally:
+        await server.close()
+
+
+def clear_proxy_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The fetcher honours proxy variables; requests to the local site must not go through one."""
+    for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy"):
+        monkeypatch.delenv(name, raising=False)
 
 
 def make_app(site: Site) -> web.Application:
@@ -61,7 +86,19 @@ def make_app(site: Site) -> web.Application:
         raise web.HTTPFound("/page.html")
 
     async def loop(request: web.Request) -> web.StreamResponse:
+        await count(request)
         raise web.HTTPFound("/loop")
+
+    async def redirect(request: web.Request) -> web.StreamResponse:
+        # /redirect?to=<anything>: the Location is sent as given (absolute, relative, another scheme).
+        await count(request)
+        raise web.HTTPFound(request.query["to"])
+
+    async def hops(request: web.Request) -> web.StreamResponse:
+        # /hops/3 -> /hops/2 -> /hops/1 -> /hops/0 -> /page.html: exactly n redirects.
+        await count(request)
+        left = int(request.match_info["n"])
+        raise web.HTTPFound(f"/hops/{left - 1}" if left > 1 else "/page.html")
 
     async def missing(request: web.Request) -> web.StreamResponse:
         await count(request)
@@ -158,6 +195,8 @@ def make_app(site: Site) -> web.Application:
     app.router.add_get("/blob", octet_html)
     app.router.add_get("/old", old)
     app.router.add_get("/loop", loop)
+    app.router.add_get("/redirect", redirect)
+    app.router.add_get("/hops/{n}", hops)
     app.router.add_get("/missing", missing)
     app.router.add_get("/flaky", flaky)
     app.router.add_get("/down", down)

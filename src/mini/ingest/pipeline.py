@@ -38,6 +38,7 @@ from mini.errors import (
 from mini.ingest import chunking, state
 from mini.ingest import units as units_
 from mini.ingest.cache import CacheKey, EmbeddingCache
+from mini.ingest.limits import ParseLimits
 from mini.ingest.report import IngestIssue, IngestProgress, IngestReport
 from mini.ingest.units import Unit
 from mini.stores.filters import Compare
@@ -45,6 +46,7 @@ from mini.types import Document
 
 if TYPE_CHECKING:
     from mini.embeddings.base import EmbeddingModel
+    from mini.ingest.netguard import FetchPolicy
     from mini.ingest.web import UrlFetcher
     from mini.stores.base import VectorStore
 
@@ -101,6 +103,9 @@ class Ingestor:
     - `batch_size`: texts per embedding request, gathered across files.
     - `load_concurrency`: files read and parsed at once (in worker threads).
     - `cache`: vectors by (model, content hash); share one across runs to make repeated text free.
+    - `url_fetcher`: fetches the http(s) URLs among the items; by default one made per run with
+      `fetch_policy` (default `FetchPolicy.permissive()`; the server passes a refusing one).
+    - `parse_limits`: how far one file may expand while parsed (`ParseLimits`); a file over one fails alone.
     """
 
     def __init__(
@@ -115,9 +120,14 @@ class Ingestor:
         overlap_tokens: int = chunking.DEFAULT_OVERLAP_TOKENS,
         cache: EmbeddingCache | None = None,
         url_fetcher: UrlFetcher | None = None,
+        fetch_policy: FetchPolicy | None = None,
         max_chunks_in_flight: int | None = None,
+        parse_limits: ParseLimits | None = None,
     ) -> None:
         at_least(1, concurrency=concurrency, batch_size=batch_size, load_concurrency=load_concurrency)
+        if url_fetcher is not None and fetch_policy is not None:
+            # The fetcher has its own policy: silently ignoring this one could open what the caller closed.
+            raise ConfigurationError("give url_fetcher or fetch_policy, not both (UrlFetcher(policy=...))")
         chunking.check_sizes(chunk_tokens, overlap_tokens)
         self.store = store
         self.embedding_model = embedding_model
@@ -128,6 +138,8 @@ class Ingestor:
         self.overlap_tokens = overlap_tokens
         self.cache = cache if cache is not None else EmbeddingCache()
         self.url_fetcher = url_fetcher
+        self.fetch_policy = fetch_policy
+        self.parse_limits = parse_limits if parse_limits is not None else ParseLimits()
         # Enough chunks to keep every embedding slot busy several times over, and no more.
         # (At least two commits' worth, so the writer never waits on rows the budget holds back.)
         self.max_chunks_in_flight = max_chunks_in_flight or max(2 * _WRITE_ROWS, 4 * concurrency * batch_size)
@@ -337,7 +349,7 @@ class _Run:
         """Read, fingerprint, compare with the store, parse and chunk. None when there is nothing to embed or
         write (unchanged, or empty and already absent); else the vectors known from the store."""
         since = time.perf_counter()
-        content_key, parse = await units_.load(unit, self._fetcher)
+        content_key, parse = await units_.load(unit, self._fetcher, self.ing.parse_limits)
         self.time("read", since)
         unit.fingerprint = state.fingerprint(self.embed_key, self.config_key, content_key)
         assert self.lookup is not None
@@ -348,7 +360,7 @@ class _Run:
             self.done_one()
             return None
         since = time.perf_counter()
-        documents, unit.chunks = await asyncio.to_thread(
+        unit.chunks, encoding = await asyncio.to_thread(
             functools.partial(
                 units_.parse_and_chunk,
                 parse,
@@ -358,10 +370,8 @@ class _Run:
             )
         )
         self.time("parse", since)
-        for document in documents[:1]:
-            encoding = document.metadata.get("encoding")
-            if encoding:
-                self.warn(unit.origin, f"not UTF-8; decoded as {encoding}")
+        if encoding:
+            self.warn(unit.origin, f"not UTF-8; decoded as {encoding}")
         if not unit.chunks:
             if unit.stored is None:
                 self.warn(unit.origin, "empty: no text to index")
@@ -388,7 +398,7 @@ class _Run:
             else:
                 from mini.ingest.web import UrlFetcher
 
-                self.fetcher, self.own_fetcher = UrlFetcher(), True
+                self.fetcher, self.own_fetcher = UrlFetcher(policy=self.ing.fetch_policy), True
         return self.fetcher
 
     def _resolve_vectors(
@@ -428,8 +438,10 @@ class _Run:
         try:
             try:
                 vectors = [p if isinstance(p, np.ndarray) else await p for p in parts]
+                parts.clear()  # a future per chunk, kept through the write otherwise (a large file: 10 MB)
                 unit.records = units_.to_records(unit, vectors)
-                unit.chunks = []  # the records hold the text now
+                unit.chunks = []  # the records hold the text and vectors now
+                del vectors
                 await self.writer.submit(unit)
             except Exception as exc:
                 if _fatal(exc):
@@ -443,6 +455,8 @@ class _Run:
             self.report.chunks_unchanged += len(new_ids & old_ids)
             if unit.stored is None:
                 self.report.files_added += 1
+            elif state.already_stored(unit):
+                self.report.files_skipped += 1  # another ingestor stored this very version first (Committer)
             else:
                 self.report.files_updated += 1
             self.chunks_written += len(unit.records)

@@ -5,6 +5,8 @@ Every failure is a `DocumentParseError` naming the URL (credentials stripped), s
 reported like a corrupt file. Retries follow the provider policy (`mini._limits`): only 429, 5xx, timeouts
 and connection errors, full-jitter backoff, `Retry-After` as a floor; the concurrency slot is released while
 waiting, so a retrying URL does not hold back the others.
+Where a URL may lead is the `FetchPolicy`'s call (`mini.ingest.netguard`): redirects are followed here, hop
+by hop, so every hop is checked like the first URL; a refusal is final, never retried.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import asyncio
 import posixpath
 from dataclasses import dataclass
 from types import TracebackType
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 from urllib.parse import urlsplit, urlunsplit
 
 from mini._checks import at_least, positive
@@ -21,15 +23,20 @@ from mini._http import parse_retry_after
 from mini._limits import RetryPolicy, backoff_delay
 from mini._portal import PerLoop
 from mini.errors import DocumentParseError, InvalidInputError
+from mini.ingest.netguard import FetchPolicy, FetchRefused, GuardedResolver
 
 if TYPE_CHECKING:
     import aiohttp
+    from aiohttp.abc import AbstractResolver
+    from yarl import URL
 
 __all__ = ["Fetched", "UrlFetcher", "detect_file_type", "is_url", "redact_url"]
 
 DEFAULT_USER_AGENT = "mini-rag (+https://github.com/mini-rag)"
 MAX_RETRY_AFTER_S = 30.0  # a server asking for longer than this is not worth waiting for in a batch
 _CHUNK = 64 * 1024
+# Statuses whose Location is followed (all re-sent as GET: the fetcher only ever GETs).
+_REDIRECTS = frozenset({301, 302, 303, 307, 308})
 
 # Media type -> file type. Parameters (charset) are stripped before lookup.
 _MEDIA_TYPES = {
@@ -170,6 +177,8 @@ class UrlFetcher:
 
     Construction does no I/O. The HTTP session and the concurrency gate are created on first use in the
     running event loop (one of each per loop, closed with that loop if `aclose()` is never called).
+    `policy` decides which addresses may be fetched and how many redirects are followed (default:
+    `FetchPolicy.permissive()`; the server passes `FetchPolicy.server(...)`, which refuses private addresses).
     """
 
     def __init__(
@@ -181,6 +190,7 @@ class UrlFetcher:
         max_retries: int = 2,
         user_agent: str = DEFAULT_USER_AGENT,
         initial_backoff: float = 0.5,
+        policy: FetchPolicy | None = None,
     ) -> None:
         at_least(1, concurrency=concurrency, max_bytes=max_bytes)
         at_least(0, max_retries=max_retries, initial_backoff=initial_backoff)
@@ -190,7 +200,8 @@ class UrlFetcher:
         self.max_bytes = max_bytes
         self.max_retries = max_retries
         self.user_agent = user_agent
-        self._policy = RetryPolicy(
+        self.policy = policy if policy is not None else FetchPolicy.permissive()
+        self._retry_policy = RetryPolicy(
             max_attempts=max_retries + 1,
             initial_backoff=initial_backoff,
             max_backoff=8.0,
@@ -203,10 +214,18 @@ class UrlFetcher:
     def _new_session(self) -> aiohttp.ClientSession:
         import aiohttp
 
-        # trust_env: honour HTTP(S)_PROXY/NO_PROXY like curl and requests do; corporate networks need it.
-        connector = aiohttp.TCPConnector(limit=self.concurrency, ttl_dns_cache=300)
+        if self.policy.refuse_private:
+            # Names resolve through the guard, and aiohttp connects only to what it returns. No proxies: a
+            # proxy resolves the name itself, out of the guard's sight (and would be refused if private).
+            resolver = cast("AbstractResolver", GuardedResolver(self.policy))
+            connector = aiohttp.TCPConnector(limit=self.concurrency, ttl_dns_cache=300, resolver=resolver)
+            trust_env = False
+        else:
+            # trust_env: honour HTTP(S)_PROXY/NO_PROXY like curl and requests do; corporate networks need it.
+            connector = aiohttp.TCPConnector(limit=self.concurrency, ttl_dns_cache=300)
+            trust_env = True
         return aiohttp.ClientSession(
-            connector=connector, headers={"User-Agent": self.user_agent}, trust_env=True
+            connector=connector, headers={"User-Agent": self.user_agent}, trust_env=trust_env
         )
 
     async def __aenter__(self) -> UrlFetcher:
@@ -224,14 +243,14 @@ class UrlFetcher:
     def _retry_delay(self, retry: int, retry_after: float | None = None) -> float:
         """Seconds to wait before retry number `retry` (1-based): full jitter, or at least `Retry-After`
         (capped at 30 s) plus a little jitter so refused requests do not all come back at once."""
-        return backoff_delay(retry, self._policy, retry_after=retry_after)
+        return backoff_delay(retry, self._retry_policy, retry_after=retry_after)
 
     async def fetch(self, url: str) -> Fetched:
         """GET `url` (following redirects) and return its body and file type.
 
         Raises `InvalidInputError` for anything but an http(s) URL with a host (before any I/O), and
-        `DocumentParseError` (`.path` is the URL without credentials) when it cannot be fetched or is not a
-        supported type.
+        `DocumentParseError` (`.path` is the URL without credentials) when it cannot be fetched, is not a
+        supported type, or it or a redirect leads to an address the policy refuses.
         """
         shown = _validate(url)
         gate = self._gates.get()
@@ -252,15 +271,15 @@ class UrlFetcher:
     async def _attempt(self, url: str, shown: str) -> Fetched:
         import aiohttp
 
-        session = self._sessions.get()
         try:
-            async with session.get(url, timeout=aiohttp.ClientTimeout(total=self.timeout)) as response:
-                return await self._read(url, shown, response)
+            # One deadline for the whole attempt, redirects included.
+            async with asyncio.timeout(self.timeout):
+                return await self._follow(url, shown)
         except TimeoutError as exc:
             # Before ClientError: aiohttp's timeout errors are both.
             raise _Transient(f"timed out after {self.timeout:g}s") from exc
-        except aiohttp.TooManyRedirects as exc:
-            raise DocumentParseError(shown, f"too many redirects ({len(exc.history)})") from exc
+        except FetchRefused as exc:
+            raise self._refused(shown, exc.reason) from None
         except aiohttp.ClientSSLError as exc:
             # A certificate or TLS failure will not fix itself: no retry.
             raise DocumentParseError(shown, _scrub(f"TLS error: {exc}", url)) from exc
@@ -271,6 +290,48 @@ class UrlFetcher:
             raise _Transient(_scrub(f"connection failed: {type(exc).__name__}: {exc}", url)) from exc
         except aiohttp.ClientError as exc:
             raise DocumentParseError(shown, _scrub(f"{type(exc).__name__}: {exc}", url)) from exc
+
+    async def _follow(self, url: str, shown: str) -> Fetched:
+        """GET `url`, following at most `policy.max_redirects` redirects by hand, each hop checked like the
+        first URL (aiohttp's own following would connect to a refused literal address unchecked)."""
+        import aiohttp
+        from yarl import URL
+
+        session = self._sessions.get()
+        target = _parse_url(url, shown)
+        for _ in range(self.policy.max_redirects + 1):
+            self._check_hop(target, shown)
+            request = session.get(
+                target, allow_redirects=False, timeout=aiohttp.ClientTimeout(total=self.timeout)
+            )
+            async with request as response:
+                location = response.headers.get("Location") if response.status in _REDIRECTS else None
+                if location is None:
+                    return await self._read(url, shown, response)
+            try:
+                # Relative locations resolve against the current hop (keeping its credentials: same origin);
+                # an absolute one carries only its own.
+                target = target.join(URL(location))
+            except ValueError:
+                raise DocumentParseError(shown, "redirected to an invalid URL") from None
+        raise DocumentParseError(shown, f"too many redirects (more than {self.policy.max_redirects})")
+
+    def _check_hop(self, target: URL, shown: str) -> None:
+        """Refuse a hop that is not http(s) or whose host is a refused IP literal (aiohttp connects to those
+        without asking the resolver); names are checked by the resolver."""
+        if target.scheme not in ("http", "https"):
+            raise DocumentParseError(
+                shown, f"redirected to a non-http(s) URL ({target.scheme or 'no'} scheme)"
+            )
+        if not target.raw_host:
+            raise DocumentParseError(shown, "redirected to a URL without a host")
+        reason = self.policy.refused_host(target.raw_host)
+        if reason is not None:
+            raise self._refused(shown, reason)
+
+    def _refused(self, shown: str, reason: str) -> DocumentParseError:
+        hint = f"; {self.policy.hint}" if self.policy.hint else ""
+        return DocumentParseError(shown, f"refused: {reason}{hint}")
 
     async def _read(self, url: str, shown: str, response: aiohttp.ClientResponse) -> Fetched:
         status = response.status
@@ -308,6 +369,15 @@ class UrlFetcher:
                 what = f"content type {media!r}" if media else "content (no Content-Type)"
                 raise DocumentParseError(shown, f"unsupported {what}")
         return Fetched(url=url, final_url=final_url, data=data, content_type=media, file_type=file_type)
+
+
+def _parse_url(url: str, shown: str) -> URL:
+    from yarl import URL
+
+    try:
+        return URL(url)
+    except ValueError as exc:  # e.g. a host that is not valid IDNA
+        raise DocumentParseError(shown, "invalid URL") from exc
 
 
 def _validate(url: str) -> str:
