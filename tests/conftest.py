@@ -38,6 +38,11 @@ _ENV_TO_CLEAR = (
     "LANGFUSE_SECRET_KEY",
     "LANGFUSE_HOST",
     "LANGFUSE_BASE_URL",
+    # The server's front door: a developer's own keys or host list would change what every server test sees.
+    "MINI_API_KEYS",
+    "MINI_ALLOWED_HOSTS",
+    "MINI_CORS_ORIGINS",
+    "MINI_PUBLIC_DOCS",
 )
 
 
@@ -47,6 +52,9 @@ def _hermetic_env(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.Temp
     for name in _ENV_TO_CLEAR:
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("MINI_URI", str(tmp_path_factory.mktemp("default_store")))
+    # The server's default jobs database (for stores that are not a local directory) lives in the user's data
+    # directory: a test must never write into the real one.
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path_factory.mktemp("xdg_data")))
 
 
 @pytest.fixture(autouse=True)
@@ -85,9 +93,9 @@ def sim_server() -> Iterator[object]:
         yield server
 
 
-@pytest.fixture
-def sim(sim_server: object) -> Iterator[object]:
-    """The session's simulated server with stats and settings reset for this test."""
+def reset_sim(sim_server: object) -> None:
+    """Back to the defaults every test starts from (a module-scoped fixture that talks to the simulator calls
+    this too: the test before it may have left a key, latency or faults configured)."""
     sim_server.configure(  # type: ignore[attr-defined]
         chat_ms=0,
         token_ms=0,
@@ -104,6 +112,12 @@ def sim(sim_server: object) -> Iterator[object]:
         api_key="",
         seed=0,
     )
+
+
+@pytest.fixture
+def sim(sim_server: object) -> Iterator[object]:
+    """The session's simulated server with stats and settings reset for this test."""
+    reset_sim(sim_server)
     # Requests an earlier test left in flight (a cancelled job, a dropped stream) finish now, at zero latency,
     # instead of counting in this test's in-flight numbers; one still running after 10 s is left to reset().
     with contextlib.suppress(TimeoutError):

@@ -2,10 +2,22 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from mini.errors import InvalidInputError
-from mini.stores.filters import And, Compare, In, Or, matches, parse_filter
+from mini.stores.filters import (
+    MAX_FILTER_CONDITIONS,
+    MAX_FILTER_DEPTH,
+    MAX_FILTER_VALUES,
+    And,
+    Compare,
+    In,
+    Or,
+    matches,
+    parse_filter,
+)
 
 
 def test_plain_keys_are_equalities_anded_together() -> None:
@@ -72,3 +84,51 @@ def test_reference_semantics() -> None:
     assert not matches(parse_filter({"missing": 1}), meta)
     assert matches(parse_filter({"lang": {"$nin": ["fr"]}}), meta)
     assert not matches(parse_filter({"year": {"$lt": "text"}}), meta)  # incomparable types never match
+
+
+def nested(levels: int) -> dict[str, Any]:
+    """A filter `levels` objects deep: $and and $or alternating around one condition."""
+    spec: dict[str, Any] = {"source": "a.md"}
+    for level in range(levels - 1):
+        spec = {"$and" if level % 2 else "$or": [spec]}
+    return spec
+
+
+def test_a_filter_nested_to_the_limit_is_kept_and_one_level_more_is_refused() -> None:
+    assert matches(parse_filter(nested(MAX_FILTER_DEPTH)), {"source": "a.md"})
+    with pytest.raises(InvalidInputError, match=f"nested more than {MAX_FILTER_DEPTH} levels"):
+        parse_filter(nested(MAX_FILTER_DEPTH + 1))
+
+
+@pytest.mark.parametrize("levels", [60, 50_000])
+def test_a_deeply_nested_filter_is_refused_at_the_limit_without_reading_further(levels: int) -> None:
+    # 60 levels reached LanceDB as SQL its parser refused (a 500 echoing the SQL); 50,000 would exhaust the
+    # interpreter's recursion if the parser descended before checking.
+    with pytest.raises(InvalidInputError, match=f"nested more than {MAX_FILTER_DEPTH} levels"):
+        parse_filter(nested(levels))
+
+
+def test_conditions_and_values_are_bounded() -> None:
+    many = {"$or": [{f"f{i}": i} for i in range(MAX_FILTER_CONDITIONS)]}
+    assert isinstance(parse_filter(many), Or)
+    with pytest.raises(InvalidInputError, match=f"more than {MAX_FILTER_CONDITIONS} conditions"):
+        parse_filter({**many, "extra": 1})
+    # The library's own widest filter (a delete of 500 sources, matched on two fields) fits.
+    sources = [f"s{i}" for i in range(500)]
+    assert parse_filter({"$or": [{"origin": {"$in": sources}}, {"source": {"$in": sources}}]}) is not None
+    with pytest.raises(InvalidInputError, match=f"more than {MAX_FILTER_VALUES} values"):
+        parse_filter({"x": {"$in": list(range(MAX_FILTER_VALUES + 1))}})
+
+
+@pytest.mark.parametrize(
+    ("bad", "named"),
+    [
+        ({"year": {"$regex": "x"}}, "allowed: $eq, $ne, $gt, $gte, $lt, $lte, $in, $nin"),
+        ({"$not": {"year": 1}}, "unknown filter operator '$not'"),
+        ({"$where": "1 = 1"}, "unknown filter operator '$where'"),
+    ],
+)
+def test_unknown_operators_are_named_with_what_is_allowed(bad: dict[str, Any], named: str) -> None:
+    with pytest.raises(InvalidInputError) as refused:
+        parse_filter(bad)
+    assert named in str(refused.value)

@@ -94,6 +94,14 @@ def test_json_frames_are_one_line_and_round_trip() -> None:
     assert encode_json([1], event=None) == b"data: [1]\n\n"
 
 
+def test_a_lone_surrogate_in_a_json_frame_travels_as_an_escape() -> None:
+    # It has no UTF-8 form: encoding it raw raised inside the server's stream (a model may split an emoji).
+    frame = encode_json({"text": "half \ud83d of an emoji, Zürich"}, event="token")
+    frame.decode("utf-8")  # valid UTF-8
+    [event] = decode([frame])
+    assert event.event == "token" and event.json() == {"text": "half \ud83d of an emoji, Zürich"}
+
+
 def test_comments_and_keepalive_decode_to_nothing() -> None:
     assert list(decode([KEEPALIVE, comment(), comment("hi"), KEEPALIVE])) == []
     assert comment() == b":\n\n" and comment("ping") == b": ping\n\n"

@@ -49,7 +49,13 @@ def encode_json(payload: Any, *, event: str | None = None) -> bytes:
     # JSON escapes every control character, so the data is one line: no splitting (this runs once a token).
     data = json.dumps(payload, ensure_ascii=False, default=str)
     head = "" if event is None else f"event: {_one_line(event)}\n"
-    return f"{head}data: {data}\n\n".encode()
+    try:
+        return f"{head}data: {data}\n\n".encode()
+    except UnicodeEncodeError:
+        # A lone surrogate (a model's half of an emoji, say) has no UTF-8 form; as a JSON escape it travels,
+        # and the client's parser decides. Only then: escaping everything makes every frame larger.
+        data = json.dumps(payload, ensure_ascii=True, default=str)
+        return f"{head}data: {data}\n\n".encode()
 
 
 def comment(text: str = "") -> bytes:

@@ -198,3 +198,59 @@ def mini_env(env: dict[str, str], *args: str, cwd: Path) -> subprocess.Completed
 
 def _default_sigint() -> None:
     signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+# -- mini serve: where a server without keys may listen (in process, uvicorn.run replaced) ------------------------
+
+
+def serve_command(monkeypatch: pytest.MonkeyPatch, *args: str) -> tuple[Any, list[dict[str, Any]]]:
+    """`mini serve ARGS` through typer's runner; uvicorn.run records its options instead of serving."""
+    import uvicorn
+    from typer.testing import CliRunner
+
+    from mini.cli.main import app
+
+    served: list[dict[str, Any]] = []
+    monkeypatch.setattr(uvicorn, "run", lambda server_app, **options: served.append(options))
+    result = CliRunner().invoke(app, ["serve", "--llm", "none", *args], catch_exceptions=False)
+    return result, served
+
+
+@pytest.mark.parametrize("host", ["0.0.0.0", "::", "192.168.1.5", "myhost.lan"])
+def test_serve_without_api_keys_refuses_a_host_other_machines_reach(
+    monkeypatch: pytest.MonkeyPatch, host: str
+) -> None:
+    result, served = serve_command(monkeypatch, "--host", host)
+    assert result.exit_code == 2 and not served
+    [line] = result.stderr.splitlines()
+    assert (
+        line.startswith(f"error: --host {host} ") and "MINI_API_KEYS" in line and "--insecure-no-auth" in line
+    )
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "localhost", "::1"])
+def test_serve_without_api_keys_binds_to_loopback(monkeypatch: pytest.MonkeyPatch, host: str) -> None:
+    result, served = serve_command(monkeypatch, "--host", host)
+    assert result.exit_code == 0, result.output
+    assert served[0]["host"] == host and "warning" not in result.stderr
+
+
+def test_serve_binds_publicly_with_api_keys_or_with_a_loud_insecure_flag(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    insecure, served = serve_command(monkeypatch, "--host", "0.0.0.0", "--insecure-no-auth")
+    assert insecure.exit_code == 0, insecure.output
+    assert served[0]["host"] == "0.0.0.0"
+    [warning] = insecure.stderr.splitlines()
+    assert warning.startswith("warning: serving 0.0.0.0 WITHOUT AUTHENTICATION")
+    monkeypatch.setenv("MINI_API_KEYS", "k1")
+    keyed, served = serve_command(monkeypatch, "--host", "0.0.0.0")
+    assert keyed.exit_code == 0 and served[0]["host"] == "0.0.0.0" and keyed.stderr == ""
+
+
+def test_serve_names_a_malformed_server_setting_in_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MINI_MAX_BODY_BYTES", "lots")
+    result, served = serve_command(monkeypatch)
+    assert result.exit_code == 2 and not served
+    [line] = result.stderr.splitlines()
+    assert line.startswith("error: MINI_MAX_BODY_BYTES: ") and "'lots'" in line

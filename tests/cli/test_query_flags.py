@@ -192,7 +192,7 @@ def test_serve_builds_its_rag_from_the_same_settings(monkeypatch: pytest.MonkeyP
 
     served: list[Any] = []
 
-    def create_app(rag: Any) -> str:
+    def create_app(rag: Any, **_: Any) -> str:
         served.append(rag)
         return "app"
 

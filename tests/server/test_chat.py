@@ -152,7 +152,11 @@ def test_failed_turn_is_not_added_to_the_history(sim: Any, tmp_path: Path) -> No
         sim.configure(api_key="another-key")  # every provider call is now refused (401, not retried)
         events = chat(client, "What goes in the blue bin?", "s-err")
         assert [kind for kind, _ in events] == ["error"]
-        assert events[0][1]["type"] == "AuthenticationError"
+        # Our type and a sentence for the user; the provider's words (and its address) are the log's.
+        assert events[0][1] == {
+            "type": "provider_rejected",
+            "message": "the model provider refused the server's request (see the server log)",
+        }
         assert client.get("/v1/sessions/s-err").json()["turns"] == []
 
 

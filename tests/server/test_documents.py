@@ -213,15 +213,17 @@ def test_server_paths_must_resolve_inside_the_ingest_root(sim: Any, tmp_path: Pa
 def test_jobs_queue_clean_up_expire_and_are_cancelled_on_shutdown(
     sim: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    spool = tmp_path / "spool"  # where the server's per-job upload directories go
-    spool.mkdir()
-    monkeypatch.setattr(tempfile, "tempdir", str(spool))
+    tmp = tmp_path / "tmp"  # the server's upload spool goes in here
+    tmp.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp))
     rag = AgenticRAG(
         VectorStore(str(tmp_path / "store"), collection_name="sim"),
         EmbeddingModel("openai:sim-embed", base_url=sim.base_url, api_key=SIM_KEY, dimension=384),
     )
     app = create_app(rag, settings=ServerSettings(job_ttl_s=0.5, max_concurrent_jobs=1))
     with ServerThread(app) as server, httpx.Client(base_url=server.url, timeout=30) as client:
+        spool = app.state.upload_spool.dir
+        assert spool.parent.parent == tmp
         done = wait_for(client, upload(client, ("ferry.md", NOTES.encode())))
         assert done["status"] == "done"
         assert list(spool.iterdir()) == []  # the job's upload directory is gone
@@ -240,5 +242,37 @@ def test_jobs_queue_clean_up_expire_and_are_cancelled_on_shutdown(
     assert time.monotonic() - stopping < 15
     for job_id in (slow, waiting):
         job = app.state.jobs.get(job_id)
-        assert job.status == "failed" and job.error["type"] == "cancelled"
-    assert list(spool.iterdir()) == []  # cancelled jobs removed their uploads too
+        # Stopped by the shutdown, not by the client: sending the same request again resumes it.
+        assert job.status == "failed" and job.error["type"] == "interrupted"
+    assert list(spool.parent.iterdir()) == []  # stopped jobs removed their uploads, the server its spool
+
+
+def test_the_server_refuses_to_fetch_loopback_urls_unless_allowed(tmp_path: Path, sim: Any) -> None:
+    """SSRF: a client must not make the server fetch its own routes, the simulator's or anything else on loopback
+    (literal, by name, or through a redirect); MINI_FETCH_ALLOW opens an address on purpose."""
+    with serve(tmp_path / "refusing", sim) as client:
+        own = f"{client.base_url}/health"
+        by_name = own.replace("127.0.0.1", "localhost")
+        sim_config = f"{sim.base_url}/config"
+        job = wait_for(client, client.post("/v1/documents", json={"urls": [own, by_name, sim_config]}))
+        assert job["status"] == "done", job
+        report = job["report"]
+        assert report["files_added"] == 0 and report["files_failed"] == 3, report
+        for failure in report["failures"]:
+            assert "refused" in failure["reason"] and "MINI_FETCH_ALLOW" in failure["reason"], failure
+        assert client.get("/v1/stats").json()["chunks"] == 0
+    with serve(tmp_path / "allowed", sim, fetch_allow="127.0.0.1") as client:
+        job = wait_for(client, client.post("/v1/documents", json={"urls": [f"{client.base_url}/health"]}))
+        assert job["report"]["files_added"] == 1, job
+
+
+def test_a_malformed_fetch_allow_list_stops_the_start_up(tmp_path: Path) -> None:
+    from starlette.testclient import TestClient
+
+    from mini.errors import ConfigurationError
+
+    app = create_app(
+        AgenticRAG(VectorStore(str(tmp_path))), settings=ServerSettings(fetch_allow="not-a-cidr/99")
+    )
+    with pytest.raises(ConfigurationError, match="not-a-cidr/99"), TestClient(app):
+        pass

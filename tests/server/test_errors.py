@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +14,7 @@ from fastapi import FastAPI
 
 from mini import AgenticRAG, EmbeddingModel, VectorStore, errors
 from mini.server import ServerSettings, create_app
-from mini.server.errors import STATUS_BY_ERROR, install, status_for
+from mini.server.errors import STATUS_BY_ERROR, install, public_error, status_for
 from mini.testing.server_thread import ServerThread
 from tests.conftest import SAMPLE_CORPUS
 from tests.query.conftest import SIM_KEY
@@ -86,11 +87,17 @@ async def test_each_error_reaches_the_client_with_its_status_and_type(cls: type[
     transport = httpx.ASGITransport(app=app)
     async with httpx.AsyncClient(transport=transport, base_url="http://app") as client:
         response = await client.get("/boom")
-    assert (response.status_code, response.json()["type"]) == STATUS_BY_ERROR[cls]
-    assert response.json()["message"] == str(raised)
+    status, kind = STATUS_BY_ERROR[cls]
+    assert (response.status_code, response.json()["type"]) == (status, kind)
+    # Our own words about the client's input reach it; any other message stays in the server log.
+    own = kind in {"invalid_input", "conflict", "document_error"}
+    assert (response.json()["message"] == str(raised)) is own
+    assert response.json()["message"] == public_error(raised)[2]
 
 
-def test_a_dimension_mismatch_in_the_store_is_a_store_error(sim: Any, tmp_path: Path) -> None:
+def test_a_dimension_mismatch_in_the_store_is_a_store_error_and_its_details_are_logged(
+    sim: Any, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     def rag(dimension: int) -> AgenticRAG:
         return AgenticRAG(
             VectorStore(str(tmp_path), collection_name="sim"),
@@ -101,12 +108,20 @@ def test_a_dimension_mismatch_in_the_store_is_a_store_error(sim: Any, tmp_path: 
     assert indexer.index_documents([SAMPLE_CORPUS]).ok
     indexer.close()
     mismatched = rag(256)  # the server's embedding model no longer fits the collection it serves
-    with ServerThread(create_app(mismatched, settings=ServerSettings())) as server:
+    with (
+        caplog.at_level(logging.WARNING, logger="mini.server"),
+        ServerThread(create_app(mismatched, settings=ServerSettings())) as server,
+    ):
         response = httpx.post(
             f"{server.url}/v1/query", json={"question": "What goes in the blue bin?"}, timeout=30
         )
         assert server.loop is not None
         asyncio.run_coroutine_threadsafe(mismatched.aclose(), server.loop).result(timeout=10)
     assert response.status_code == 500
-    assert response.json()["type"] == "store_error"
-    assert "dimension" in response.json()["message"]
+    assert response.json() == {
+        "type": "store_error",
+        "message": "the vector store failed (see the server log)",
+    }
+    # The details went to the log, once, at warning level.
+    [logged] = [r.getMessage() for r in caplog.records if "POST /v1/query" in r.getMessage()]
+    assert "DimensionMismatchError" in logged and "dimension 256" in logged

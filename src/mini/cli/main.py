@@ -57,6 +57,7 @@ from mini.cli.stream import print_response, stream_answer
 if TYPE_CHECKING:
     from mini.ingest.pipeline import IngestProgress, IngestReport
     from mini.rag import AgenticRAG
+    from mini.server.settings import ServerSettings
     from mini.types import RAGResponse
 
 app = typer.Typer(
@@ -130,6 +131,14 @@ def ingest(
     progress: Annotated[
         bool | None, typer.Option(help="Progress bars on stderr (default: when it is a terminal).")
     ] = None,
+    refuse_private_urls: Annotated[
+        bool,
+        typer.Option(
+            "--refuse-private-urls",
+            help="Refuse URLs (and redirects) leading to loopback, private, link-local or other non-public "
+            "addresses, like the server does. Default: any address (your own intranet).",
+        ),
+    ] = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Index files (txt, md, html, pdf, docx, json, jsonl) and URLs; re-running skips unchanged files and
@@ -139,7 +148,12 @@ def ingest(
     # No I/O until used. Offline and without a reranker: ingestion needs neither, and a configured llm
     # reranker must not stop it.
     rag = build_rag(uri, collection, embedding_model, "none", reranker="none")
-    ingestor = rag.ingestor(concurrency=concurrency, batch_size=batch_size)
+    policy = None
+    if refuse_private_urls:
+        from mini.ingest.netguard import FetchPolicy
+
+        policy = FetchPolicy.refusing(hint="--refuse-private-urls is on")
+    ingestor = rag.ingestor(concurrency=concurrency, batch_size=batch_size, fetch_policy=policy)
 
     async def main() -> IngestReport:
         async with rag:
@@ -310,7 +324,10 @@ def _query_file(
 @app.command()
 def serve(
     host: Annotated[
-        str, typer.Option(help="Interface to listen on (0.0.0.0 for all; set MINI_API_KEYS then).")
+        str,
+        typer.Option(
+            help="Interface to listen on. Without MINI_API_KEYS only a loopback one (else --insecure-no-auth)."
+        ),
     ] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port.")] = 8000,
     uri: UriOpt = None,
@@ -321,6 +338,13 @@ def serve(
     rerank: RerankOpt = None,
     top_k: TopKOpt = None,
     rewrite: RewriteOpt = None,
+    insecure_no_auth: Annotated[
+        bool,
+        typer.Option(
+            "--insecure-no-auth",
+            help="Serve a non-loopback --host without MINI_API_KEYS (anyone reaching it can change the index).",
+        ),
+    ] = False,
 ) -> None:
     """Serve the HTTP API (and a chat page at /) with uvicorn: streaming answers with citations.
 
@@ -330,16 +354,44 @@ def serve(
         import uvicorn
 
         from mini.server import create_app
+        from mini.server.guard import is_loopback
     except ImportError as exc:
         err.print(
             f"[bold red]error:[/] the server needs the server extra: pip install 'mini-rag[server]' ({exc})"
         )
         raise typer.Exit(1) from None
+    settings = _server_settings_or_exit()
+    if not settings.keys() and not is_loopback(host):
+        if not insecure_no_auth:
+            fail(
+                f"--host {host} is reachable from other machines and MINI_API_KEYS is not set: set MINI_API_KEYS "
+                "(or pass --insecure-no-auth to serve without authentication)"
+            )
+        err.print(
+            f"[bold yellow]warning:[/] serving {escape(host)} WITHOUT AUTHENTICATION (--insecure-no-auth): anyone "
+            f"who can reach port {port} can read and change the index",
+            soft_wrap=True,
+        )
     rag = build_rag(**settings_flags(uri, collection, embedding_model, llm, mode, rerank, top_k, rewrite))
     start_tracing()
     out.print(f"Mini RAG on http://{host}:{port}  (API docs: /docs, chat page: /)")
     # uvicorn runs the event loop and handles Ctrl-C (graceful shutdown runs the app's lifespan exit).
-    uvicorn.run(create_app(rag), host=host, port=port, log_level="info", timeout_graceful_shutdown=10)
+    served = create_app(rag, settings=settings)
+    uvicorn.run(served, host=host, port=port, log_level="info", timeout_graceful_shutdown=10)
+
+
+def _server_settings_or_exit() -> ServerSettings:
+    """The server's MINI_* settings; a malformed one ends the command with one line naming it (exit 2)."""
+    from pydantic import ValidationError
+
+    from mini.server.settings import ServerSettings
+
+    try:
+        return ServerSettings()
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        name = "MINI_" + "_".join(str(part) for part in first["loc"]).upper()
+        fail(f"{name}: {first['msg']} (got {first.get('input')!r})")
 
 
 app.command("config")(_config_command)

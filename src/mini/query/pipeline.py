@@ -23,6 +23,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol
 
 from mini import tracing
+from mini._checks import check_text
 from mini._limits import is_retryable
 from mini.config import ObservabilityConfig, RetrievalConfig
 from mini.embeddings.base import EmbeddingModel
@@ -43,12 +44,12 @@ STAGES = ("rewrite", "embed", "search", "rerank", "generate")
 
 
 def check_question(question: Any) -> str:
-    """Reject empty questions before any I/O."""
+    """Reject empty questions, and text no provider or store can take (a lone surrogate, NUL), before any I/O."""
     if not isinstance(question, str):
         raise InvalidInputError(f"the question must be a string, not {type(question).__name__}")
     if not question.strip():
         raise EmptyQuestionError("the question is empty")
-    return question.strip()
+    return check_text(question.strip(), "the question")
 
 
 def degrade_or_raise(exc: ProviderError) -> None:

@@ -3,16 +3,17 @@
 from __future__ import annotations
 
 from fastapi import APIRouter, Depends, Request
-from pydantic import BaseModel, Field
+from pydantic import Field
 from starlette.responses import StreamingResponse
 
 from mini.server.deps import check_question, get_rag, get_settings, require_api_key
+from mini.server.schemas import RequestBody
 from mini.server.sse import sse_response
 
 router = APIRouter(prefix="/v1", dependencies=[Depends(require_api_key)])
 
 
-class AgentRequest(BaseModel):
+class AgentRequest(RequestBody):
     question: str
     max_turns: int = Field(default=4, ge=1, le=10)
     max_tokens: int | None = Field(default=None, ge=1)

@@ -1,12 +1,14 @@
 """`create_app(rag)`: the FastAPI app behind `mini serve`. Components are created once, in the lifespan.
 
-Routes (all but /health and the static chat page need the API key when MINI_API_KEYS is set):
+Routes (all but /health and the static chat page need the API key when MINI_API_KEYS is set; so do /docs,
+/redoc and /openapi.json unless MINI_PUBLIC_DOCS=true):
     GET  /health                      liveness
     POST /v1/query                    answer, sources, citations, timings
     POST /v1/query/stream             SSE: sources, token*, citation*, done | error
     GET  /v1/stats                    documents, chunks, models, store, the server's own loop lag
 and the routers of `mini.server.chat`, `.documents`, `.openai_compat` and `.agent` (see their modules), and `/`
-(the page).
+(the page). In front of them all, `mini.server.guard.Guard` checks the Host, the Origin of writes and the key
+before any body is read.
 """
 
 from __future__ import annotations
@@ -26,7 +28,9 @@ from starlette.responses import StreamingResponse
 
 from mini._version import __version__
 from mini.server import agent, chat, documents, errors, library, openai_compat
+from mini.server.cancel import CancelOnDisconnect
 from mini.server.deps import check_question, get_rag, get_settings, require_api_key
+from mini.server.guard import Guard
 from mini.server.limits import BodyLimit
 from mini.server.monitor import LoopLagMonitor
 from mini.server.schemas import ERRORS, Health, QueryRequest, QueryResponse
@@ -149,7 +153,16 @@ def create_app(rag: AgenticRAG | None = None, *, settings: ServerSettings | None
         lifespan=lifespan,
     )
     errors.install(app)
-    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
+    app.add_middleware(CancelOnDisconnect)  # innermost: a client that leaves cancels its route's work
+    # Then, inside out: BodyLimit, the Guard (host, origin, key: before any body byte is read), and CORS
+    # outermost, so that the guard's 401/403 still carry the CORS headers an allowed page needs to read them.
+    # Only POST /v1/documents takes large bodies; every other route's JSON is parsed on the event loop.
+    app.add_middleware(
+        BodyLimit,
+        max_bytes=min(settings.max_query_body_bytes, settings.max_body_bytes),
+        larger={"/v1/documents": settings.max_body_bytes},
+    )
+    app.add_middleware(Guard, settings=settings, public_paths=_public_paths(app, settings))
     if settings.origins():
         app.add_middleware(
             CORSMiddleware,
@@ -170,6 +183,18 @@ def create_app(rag: AgenticRAG | None = None, *, settings: ServerSettings | None
 
         app.mount("/", StaticFiles(directory=STATIC, html=True), name="ui")
     return app
+
+
+def _public_paths(app: FastAPI, settings: ServerSettings) -> set[str]:
+    """What GET/HEAD may fetch without a key: /health, the chat page and its files (the page asks for the key
+    itself), and the API docs if MINI_PUBLIC_DOCS is set."""
+    public = {"/health"}
+    if STATIC.is_dir():
+        public |= {"/"} | {"/" + p.relative_to(STATIC).as_posix() for p in STATIC.rglob("*") if p.is_file()}
+    if settings.public_docs:
+        docs = (app.docs_url, app.redoc_url, app.openapi_url, app.swagger_ui_oauth2_redirect_url)
+        public |= {path for path in docs if path}
+    return public
 
 
 # The feature modules, imported explicitly: a missing one is an import error, never a silently smaller API.

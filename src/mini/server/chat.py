@@ -15,12 +15,14 @@ from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from fastapi import APIRouter, Depends, FastAPI, Request, Response
 from pydantic import Field
 from starlette.responses import StreamingResponse
 
+from mini._tasks import to_the_end
 from mini.conversation import chat_events
 from mini.query.pipeline import Options
 from mini.server import sessions as sessions_module
@@ -76,10 +78,12 @@ def _sessions(request: Request) -> SessionStore:
 )
 async def chat_stream(body: ChatRequest, request: Request) -> StreamingResponse:
     message = check_question(body.message, get_settings(request))  # 422 before the stream starts
+    # Options are checked first, so a bad filter is a 422 before the stream starts or a session is made.
+    options = Options(**body.answer_options())
     session = _sessions(request).get_or_create(body.session_id)
     own = session.store  # read once: the session may end while we search
-    # Options are checked here, so a bad filter is a 422 before the stream starts.
-    options = Options(**body.answer_options(), extra_stores=() if own is None else (own,))
+    if own is not None:
+        options = replace(options, extra_stores=(own,))
     return sse_response(_chat_events(get_rag(request), session, message, options))
 
 
@@ -95,7 +99,8 @@ async def get_session(session_id: str, request: Request) -> dict[str, Any]:
     "/sessions/{session_id}", status_code=204, summary="Forget a session, its history and its documents"
 )
 async def delete_session(session_id: str, request: Request) -> Response:
-    if not await _sessions(request).delete(check_session_id(session_id)):
+    # Finished even if the client leaves: half a session (its collection left behind) helps nobody.
+    if not await to_the_end(_sessions(request).delete(check_session_id(session_id))):
         raise ApiError(404, "not_found", f"no session {session_id!r}")
     return Response(status_code=204)
 

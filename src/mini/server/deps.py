@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-import hmac
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
-from fastapi import Request
+from fastapi import Request, Security
+from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 
 from mini.server.errors import ApiError
+from mini.server.guard import UNAUTHORIZED, authenticated
 
 if TYPE_CHECKING:
     from mini.rag import AgenticRAG
@@ -29,18 +30,21 @@ def state(request: Request, name: str) -> Any:
     return getattr(request.app.state, name)
 
 
-async def require_api_key(request: Request) -> None:
-    """With MINI_API_KEYS set, every route but /health needs `Authorization: Bearer <key>` (or `X-API-Key`)."""
-    keys = get_settings(request).keys()
-    if not keys:
-        return
-    given = request.headers.get("x-api-key", "")
-    scheme, _, token = request.headers.get("authorization", "").partition(" ")
-    if scheme.lower() == "bearer":
-        given = token.strip()
-    # Constant-time comparison against every key: no timing hint about which prefix matched.
-    if not given or not any(hmac.compare_digest(given.encode(), key.encode()) for key in keys):
-        raise ApiError(401, "unauthorized", "missing or invalid API key", {"WWW-Authenticate": "Bearer"})
+# Declared for the OpenAPI schema: /docs then shows both ways to send a key (its "Authorize" button).
+_BEARER = HTTPBearer(auto_error=False, description="One of MINI_API_KEYS, as `Authorization: Bearer <key>`.")
+_API_KEY = APIKeyHeader(name="X-API-Key", auto_error=False, description="One of MINI_API_KEYS.")
+
+
+async def require_api_key(
+    request: Request,
+    _bearer: Annotated[HTTPAuthorizationCredentials | None, Security(_BEARER)] = None,
+    _api_key: Annotated[str | None, Security(_API_KEY)] = None,
+) -> None:
+    """With MINI_API_KEYS set, every route but /health and the chat page needs `Authorization: Bearer <key>`
+    (or `X-API-Key`). The server's `Guard` middleware already refused the request before its body was read;
+    this dependency documents the schemes and keeps a router safe if it is mounted without the guard."""
+    if not authenticated(request.headers, get_settings(request).keys()):
+        raise ApiError(*UNAUTHORIZED)
 
 
 def check_question(question: str, settings: ServerSettings) -> str:

@@ -7,13 +7,18 @@
 With a `session_id`, documents go to that session's own collection (searched only by its chat turns, dropped
 with it); without, to the global collection.
 
-Uploads. Each file is copied (in a thread) into a per-job temporary directory under a name we make up
-(`0000.upload`, ...), never the client's, and the directory is removed when the job ends. The job parses the
-bytes itself (`loaders.parse_bytes`, in a thread) into `Document`s named `upload:<session id or
-global>/<filename>`: the Ingestor would name a file by its path, and a temp path changes with every upload,
-so re-uploading a file would add a second copy instead of being skipped as unchanged (or updated in place when
-edited). The client's filename, stripped of any directory part and control characters, is only a label.
+Uploads. Each file is copied (in a thread) into a per-job directory of the server's upload spool
+(`<tmp>/mini-uploads-<uid>/<instance>/`, see `job_store.UploadSpool`) under a name we make up (`0000.upload`,
+...), never the client's; the directory is removed when the job ends, and a killed server's are removed when
+the next server starts. The job parses the bytes itself (`loaders.parse_bytes`, in a thread) into `Document`s
+named `upload:<session id or global>/<filename>`: the Ingestor would name a file by its path, and a temp path
+changes with every upload, so re-uploading a file would add a second copy instead of being skipped as
+unchanged (or updated in place when edited). The client's filename, stripped of any directory part and control characters, is only a label.
 Copying first (rather than holding the bytes) keeps memory flat while jobs wait for a slot.
+
+Jobs are durable: their states are kept in SQLite (`job_store.JobStore`), so `GET /v1/jobs/{id}` answers
+after a restart, and a job the server did not finish (crash, kill, shutdown) reads "failed" with type
+"interrupted": sending the same request again resumes it, as files already stored unchanged are skipped.
 
 Server-side paths are refused (403) unless `MINI_INGEST_ROOT` is set, and then must resolve, symlinks
 followed, inside it; relative paths are relative to the root. Files found by walking a directory are checked
@@ -23,10 +28,10 @@ again, so a symlink inside the root that points outside it is never read.
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import re
 import shutil
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import IO, TYPE_CHECKING, Any
@@ -37,22 +42,26 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field, ValidationError
 from starlette.datastructures import UploadFile
 
-from mini.errors import DocumentError, UnsupportedFormatError
+from mini.errors import DocumentError, MiniError, UnsupportedFormatError
 from mini.ingest import loaders
 from mini.ingest.chunking import content_hash
+from mini.ingest.netguard import FetchPolicy
 from mini.ingest.report import IngestIssue, IngestReport
 from mini.ingest.web import is_url, redact_url
 from mini.server import sessions as sessions_module
 from mini.server.deps import get_rag, get_settings, require_api_key, state
 from mini.server.errors import ApiError
+from mini.server.job_store import UploadSpool, new_instance_id, open_job_store
 from mini.server.jobs import Job, JobManager
-from mini.server.schemas import ERRORS
+from mini.server.schemas import ERRORS, RequestBody
 from mini.server.sessions import SESSION_ID_PATTERN, Session, SessionStore, check_session_id
 from mini.types import Document
 
 if TYPE_CHECKING:
     from mini.rag import AgenticRAG
     from mini.stores.base import VectorStore
+
+log = logging.getLogger("mini.server")
 
 router = APIRouter(
     prefix="/v1", dependencies=[Depends(require_api_key)], responses=ERRORS, tags=["documents"]
@@ -78,10 +87,10 @@ class TextIn(BaseModel):
     metadata: dict[str, Any] | None = None
 
 
-class DocumentsRequest(BaseModel):
+class DocumentsRequest(RequestBody):  # RequestBody: unusable text anywhere is a 422
     texts: list[TextIn] = Field(default_factory=list, max_length=MAX_ITEMS)
-    # Fetched by the server. Production deployments should restrict which hosts may be fetched (SSRF: a
-    # client could point the server at internal addresses); that allow-list is not implemented here.
+    # Fetched by the server under its fetch policy: public addresses only, plus what MINI_FETCH_ALLOW opens
+    # (SSRF: a client could otherwise point the server at loopback or internal addresses).
     urls: list[str] = Field(default_factory=list, max_length=MAX_ITEMS)
     paths: list[str] = Field(
         default_factory=list, max_length=MAX_ITEMS, description="Server-side files; need MINI_INGEST_ROOT."
@@ -154,7 +163,8 @@ async def _from_multipart(request: Request) -> _Batch:
         if len(set(names)) != len(names):
             raise ApiError(422, "invalid_input", "two files in one upload have the same name")
         scope = batch.session_id or "global"
-        batch.tmpdir = Path(await asyncio.to_thread(tempfile.mkdtemp, prefix="mini-upload-"))
+        spool: UploadSpool = state(request, "upload_spool")
+        batch.tmpdir = await asyncio.to_thread(spool.make_dir)
         try:
             for i, (upload, name) in enumerate(zip(files, names, strict=True)):
                 assert isinstance(upload, UploadFile)
@@ -260,16 +270,18 @@ def _parse_upload(upload: _Upload) -> list[Document]:
 
 
 async def _ingest(
-    rag: AgenticRAG, store: VectorStore, items: list[str | Path | Document], job: Job
+    rag: AgenticRAG, store: VectorStore, items: list[str | Path | Document], job: Job, policy: FetchPolicy
 ) -> IngestReport:
     if store is rag.vector_store:
-        return await rag.index_documents_async(items, progress=job.on_progress)
+        return await rag.index_documents_async(items, progress=job.on_progress, fetch_policy=policy)
     # A session's collection: the same ingestion with the rag's model and embedding cache, so a text already
     # embedded for the global collection is not embedded again.
-    return await rag.ingestor(store).run(items, progress=job.on_progress)
+    return await rag.ingestor(store, fetch_policy=policy).run(items, progress=job.on_progress)
 
 
-async def _run_batch(rag: AgenticRAG, store: VectorStore, batch: _Batch, job: Job) -> IngestReport:
+async def _run_batch(
+    rag: AgenticRAG, store: VectorStore, batch: _Batch, job: Job, policy: FetchPolicy
+) -> IngestReport:
     issues: list[IngestIssue] = []
     items: list[str | Path | Document] = [*batch.documents, *batch.urls]
     if batch.paths:
@@ -280,12 +292,15 @@ async def _run_batch(rag: AgenticRAG, store: VectorStore, batch: _Batch, job: Jo
     for upload in batch.uploads:
         try:
             items += await asyncio.to_thread(_parse_upload, upload)
-        except Exception as exc:  # one unreadable file fails alone: listed in the report
+        except MiniError as exc:  # one unreadable file fails alone: listed in the report
             reason = getattr(exc, "reason", None) or str(exc) or type(exc).__name__
             issues.append(IngestIssue(upload.source, reason, type(exc).__name__))
+        except Exception as exc:  # a parser's own failure: its details are for the log, not the client
+            log.warning("parsing upload %s failed", upload.source, exc_info=exc)
+            issues.append(IngestIssue(upload.source, "the file could not be read", "DocumentParseError"))
     job.extra_files = len(issues)
     if items:
-        report = await _ingest(rag, store, items, job)
+        report = await _ingest(rag, store, items, job, policy)
     else:  # every file failed before ingestion: the ingestor's callback will not report them
         report = IngestReport()
         job.progress.update(files_total=len(issues), files_done=len(issues))
@@ -313,8 +328,10 @@ def _submit(request: Request, batch: _Batch) -> Job:
             session.last_used = sessions.clock()  # the TTL counts from the job's end
         await batch.remove_files()
 
+    policy: FetchPolicy = state(request, "fetch_policy")
+
     async def work(job: Job) -> IngestReport:
-        return await _run_batch(rag, store, batch, job)
+        return await _run_batch(rag, store, batch, job, policy)
 
     job = jobs.submit(work, session_id=batch.session_id, cleanup=cleanup)
     if session is not None:
@@ -362,6 +379,7 @@ async def add_documents(request: Request) -> JSONResponse:
     except BaseException:
         await batch.remove_files()
         raise
+    await state(request, "jobs").recorded(job)  # accepted means recorded: a restart from here still knows it
     return JSONResponse(
         {"job_id": job.id, "status": job.status, "session_id": job.session_id},
         status_code=202,
@@ -371,17 +389,31 @@ async def add_documents(request: Request) -> JSONResponse:
 
 @router.get("/jobs/{job_id}", summary="An ingestion job's status, progress and report")
 async def get_job(job_id: str, request: Request) -> dict[str, Any]:
-    job = state(request, "jobs").get(job_id)
-    if job is None:
+    jobs: JobManager = state(request, "jobs")
+    found = await jobs.find(job_id)
+    if found is None:
         raise ApiError(404, "not_found", f"no job {job_id!r} (unknown, or finished and forgotten)")
-    result: dict[str, Any] = job.to_dict()
-    return result
+    return found
 
 
 async def setup(app: FastAPI) -> None:
-    sessions = sessions_module.install(app)
     settings = app.state.settings
-    jobs = JobManager(max_concurrent=settings.max_concurrent_jobs, ttl_s=settings.job_ttl_s)
+    # Built once, first, so a malformed MINI_FETCH_ALLOW stops the start-up instead of failing every job.
+    app.state.fetch_policy = FetchPolicy.server(settings.fetch_allow)
+    sessions = sessions_module.install(app)
+    owner = new_instance_id()  # this lifespan, as the owner of job rows and upload directories
+    store = await open_job_store(
+        settings.jobs_db, app.state.rag.vector_store, owner=owner, ttl_s=settings.job_ttl_s
+    )
+    try:
+        spool = UploadSpool(await asyncio.to_thread(UploadSpool.default_root), owner=owner)
+        await asyncio.to_thread(spool.open)
+    except BaseException:
+        if store is not None:
+            await store.aclose()
+        raise
+    app.state.upload_spool = spool
+    jobs = JobManager(max_concurrent=settings.max_concurrent_jobs, ttl_s=settings.job_ttl_s, store=store)
     app.state.jobs = jobs
 
     async def cancel_jobs(session: Session) -> None:
@@ -396,4 +428,7 @@ async def teardown(app: FastAPI) -> None:
     jobs: JobManager | None = getattr(app.state, "jobs", None)
     if jobs is not None:
         await jobs.aclose()  # first: a job must not write into a session collection being dropped
+    spool: UploadSpool | None = getattr(app.state, "upload_spool", None)
+    if spool is not None:
+        await asyncio.to_thread(spool.close)
     await sessions_module.uninstall(app)

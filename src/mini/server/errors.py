@@ -1,8 +1,10 @@
-"""Every error leaves the server as JSON `{"type": ..., "message": ...}` with a fitting status, never a stack trace."""
+"""Every error leaves the server as JSON `{"type": ..., "message": ...}` with a fitting status, never a stack trace,
+and never internals: exception classes, paths, SQL and upstream addresses go to the log (`public_error`)."""
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -46,6 +48,7 @@ STATUS_BY_ERROR: dict[type[err.MiniError], tuple[int, str]] = {
     err.DocumentError: (400, "document_error"),
     err.UnsupportedFormatError: (400, "document_error"),
     err.DocumentParseError: (400, "document_error"),
+    err.DocumentLimitError: (400, "document_error"),  # over a parsing limit: the message names it
     err.BudgetExceededError: (500, "budget_exceeded"),
     err.StructuredOutputError: (502, "invalid_model_output"),  # the upstream model answered unusably
     err.StoreError: (500, "store_error"),
@@ -64,13 +67,77 @@ STATUS_BY_ERROR: dict[type[err.MiniError], tuple[int, str]] = {
 }
 
 
-def status_for(exc: BaseException) -> tuple[int, str]:
-    """The HTTP status and error type for a library error (500 `internal_error` for anything else)."""
-    for cls in type(exc).__mro__:
-        found = STATUS_BY_ERROR.get(cls)
+def status_for(exc: BaseException | type[BaseException]) -> tuple[int, str]:
+    """The HTTP status and error type for a library error or its class (500 `internal_error` for anything
+    else)."""
+    cls = exc if isinstance(exc, type) else type(exc)
+    for base in cls.__mro__:
+        found = STATUS_BY_ERROR.get(base)
         if found is not None:
             return found
     return 500, "internal_error"
+
+
+# What a client reads for a server-side failure (5xx), and for the 4xx types whose text is not ours (a rate
+# limit's message is the provider's, with its account details): one fixed sentence per type. The details
+# (exception classes, file paths, SQL, upstream addresses, library internals) go to the server log only.
+_PUBLIC_MESSAGES = {
+    "internal_error": "internal server error (see the server log)",
+    "configuration_error": "the server is misconfigured (see the server log)",
+    "store_error": "the vector store failed (see the server log)",
+    "budget_exceeded": "the request exceeded the server's budget",
+    "invalid_model_output": "the model's answer could not be used (see the server log)",
+    "unsupported_operation": "the server's store does not support this operation",
+    "provider_error": "the model provider failed (see the server log)",
+    "provider_timeout": "the model provider did not answer in time",
+    "provider_rejected": "the model provider refused the server's request (see the server log)",
+    "rate_limited": "the model provider is rate limiting the server; retry later",
+    # Fallbacks of the types below, for a stream's error whose message is not at hand.
+    "invalid_input": "invalid input",
+    "conflict": "conflict",
+    "document_error": "the document could not be read",
+    "not_found": "not found",
+}
+# The 4xx types whose messages we write ourselves, about the client's own input: kept as they are.
+_OWN_MESSAGES = {"invalid_input", "conflict", "document_error", "not_found"}
+
+
+def public_error(exc: BaseException) -> tuple[int, str, str]:
+    """(status, type, message) a client may see for `exc`: our messages about the client's input keep their
+    text; any other failure gets a fixed sentence per type, its details are the log's."""
+    status, kind = status_for(exc)
+    if isinstance(exc, err.DocumentNotFoundError):
+        # Its detail may name the store's location (an empty store): the sources are what the client sent.
+        names = ", ".join(repr(s) for s in exc.sources)
+        return status, kind, f"no indexed document with source {names}; nothing was deleted"
+    if kind in _OWN_MESSAGES:
+        return status, kind, str(exc) or kind
+    return status, kind, _PUBLIC_MESSAGES.get(kind, _PUBLIC_MESSAGES["internal_error"])
+
+
+def _error_class(name: object) -> type[BaseException] | None:
+    """The class of our error tree named `name` (subclasses defined elsewhere, e.g. a backend's, included)."""
+    pending: list[type[BaseException]] = [err.MiniError]
+    while pending:
+        cls = pending.pop()
+        if cls.__name__ == name:
+            return cls
+        pending.extend(cls.__subclasses__())
+    return None
+
+
+def public_event(data: object) -> dict[str, str]:
+    """A stream's `error` event as a client may see it: the library's `{"type": <class name>, "message"}`
+    (`mini.errors.error_payload`; logged where it was made) mapped like `public_error`: our type, and our
+    message only for the client's own input."""
+    fields = data if isinstance(data, Mapping) else {}
+    cls = _error_class(fields.get("type"))
+    if cls is None:
+        return {"type": "internal_error", "message": _PUBLIC_MESSAGES["internal_error"]}
+    _, kind = status_for(cls)
+    if kind in _OWN_MESSAGES and cls is not err.DocumentNotFoundError:
+        return {"type": kind, "message": str(fields.get("message") or kind)}
+    return {"type": kind, "message": _PUBLIC_MESSAGES.get(kind, _PUBLIC_MESSAGES["internal_error"])}
 
 
 def install(app: FastAPI) -> None:
@@ -93,13 +160,13 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(err.MiniError)
     async def _mini(request: Request, exc: err.MiniError) -> JSONResponse:
-        status, kind = status_for(exc)
+        status, kind, message = public_error(exc)
         headers = None
         if isinstance(exc, err.RateLimitError) and exc.retry_after:
             headers = {"Retry-After": str(max(1, round(exc.retry_after)))}
-        if status >= 500:
-            log.warning("%s %s failed: %s", request.method, request.url.path, exc)
-        return error_response(status, kind, str(exc), headers)
+        if kind not in _OWN_MESSAGES:  # the details the client does not get: logged once, here
+            log.warning("%s %s failed: %s: %s", request.method, request.url.path, type(exc).__name__, exc)
+        return error_response(status, kind, message, headers)
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:

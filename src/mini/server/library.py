@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 from fastapi import APIRouter, Depends, Query, Request
 from pydantic import BaseModel
 
+from mini._tasks import to_the_end
 from mini.documents import DocumentInfo, delete_documents, list_documents
 from mini.server.deps import get_rag, require_api_key
 from mini.server.schemas import ERRORS, ErrorBody
@@ -119,6 +120,12 @@ async def list_indexed(
 )
 async def delete_indexed(source: str, request: Request) -> dict[str, Any]:
     # Paths are taken as listed: the server's working directory means nothing to a client.
-    report = await delete_documents(get_rag(request).vector_store, [source], resolve_paths=False)
-    request.app.state.library_listing = None
-    return report.to_dict()
+    store = get_rag(request).vector_store
+
+    async def delete() -> dict[str, Any]:
+        report = await delete_documents(store, [source], resolve_paths=False)
+        request.app.state.library_listing = None
+        return report.to_dict()
+
+    # A delete is finished even if its client leaves (half a document, a stale listing otherwise).
+    return await to_the_end(delete())

@@ -31,7 +31,8 @@ Streams are OpenAI's server-sent events: `data: <chat.completion.chunk>` frames,
 `delta.role = "assistant"`, one per token, a last one with `finish_reason: "stop"`, then (with
 `stream_options.include_usage`) a usage chunk with empty `choices`, then `data: [DONE]`. The FIRST chunk has
 the extra field `sources`, the `finish_reason` chunk the extra field `citations`. A failure mid-stream sends
-`data: {"error": {"type", "message"}}` then `data: [DONE]` (the OpenAI SDKs raise `APIError` on it).
+`data: {"error": {"type", "message"}}` (this server's error type and message, as in its JSON errors) then
+`data: [DONE]` (the OpenAI SDKs raise `APIError` on it).
 Closing the stream early closes the upstream LLM stream.
 
 The official SDKs ignore unknown fields but keep them: `completion.model_extra["sources"]` (or
@@ -44,7 +45,6 @@ status code (401 `AuthenticationError`, 422 `UnprocessableEntityError`, 429 `Rat
 
 from __future__ import annotations
 
-import logging
 import time
 import uuid
 from collections.abc import AsyncGenerator, AsyncIterator, Mapping
@@ -56,19 +56,16 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from mini._sse import encode, encode_json
 from mini.conversation import as_turns, chat_answer, chat_events
-from mini.errors import error_payload, log_failure
 from mini.query.pipeline import Options
 from mini.server.deps import check_question, get_rag, get_settings, require_api_key
-from mini.server.errors import ApiError
+from mini.server.errors import ApiError, public_event
 from mini.server.schemas import ERRORS, AnswerOptions, CitationOut, Hit
-from mini.server.sse import SSEResponse
+from mini.server.sse import SSEResponse, error_frame
 from mini.types import StreamEvent
 
 MODEL_ID = "mini-rag"
 OWNER = "mini-rag"
 _CREATED = int(time.time())  # when this server (module) started: the "model" exists since then
-
-log = logging.getLogger("mini.server")
 
 router = APIRouter(prefix="/v1", dependencies=[Depends(require_api_key)], responses=ERRORS)
 
@@ -254,8 +251,8 @@ def _usage(usage: Mapping[str, Any] | None) -> dict[str, int]:
 _DONE = encode("[DONE]")
 
 
-def _error(error: Mapping[str, Any]) -> bytes:
-    return encode_json({"error": {"type": error.get("type", "error"), "message": error.get("message", "")}})
+def _error(error: Mapping[str, str]) -> bytes:
+    return encode_json({"error": dict(error)})
 
 
 async def _chunks(
@@ -297,7 +294,7 @@ async def _chunks(
                 yield _DONE
                 return
             elif event.type == "error":
-                yield _error(event.data or {})
+                yield _error(public_event(event.data))
                 yield _DONE
                 return
             # `citation` events: the final chunk lists them all; tool events are not part of this API.
@@ -305,8 +302,7 @@ async def _chunks(
         yield _DONE
     except Exception as exc:
         # The RAG's stream answers its own failures with an `error` event; one escaping here is unexpected.
-        log_failure(log, "chat completion stream failed", exc)
-        yield _error(error_payload(exc))
+        yield _error(error_frame(exc))
         yield _DONE
     finally:
         # A client disconnect closes this generator (see `SSEResponse`); closing the event stream closes the

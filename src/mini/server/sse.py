@@ -12,7 +12,8 @@ from starlette.responses import StreamingResponse
 from starlette.types import Message, Receive, Scope, Send
 
 from mini._sse import KEEPALIVE, KEEPALIVE_SECONDS, encode_json
-from mini.errors import error_payload, log_failure
+from mini.errors import log_failure
+from mini.server.errors import public_error, public_event
 from mini.server.settings import ServerSettings
 from mini.types import StreamEvent
 
@@ -22,8 +23,18 @@ SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}  # no pro
 
 
 def event_data(event: StreamEvent) -> Any:
-    """The JSON payload of an event; a token's text is wrapped so every payload is an object or list."""
-    return {"text": event.data} if event.type == "token" else event.data
+    """The JSON payload of an event; a token's text is wrapped so every payload is an object or list, and an
+    error is what a client may see of it (`public_event`: our type and a message for the user)."""
+    if event.type == "token":
+        return {"text": event.data}
+    return public_event(event.data) if event.type == "error" else event.data
+
+
+def error_frame(exc: BaseException) -> dict[str, str]:
+    """The `error` event's data for an exception that escaped a stream (logged here, as its kind deserves)."""
+    log_failure(log, "stream failed", exc)
+    _, kind, message = public_error(exc)
+    return {"type": kind, "message": message}
 
 
 async def _frames(events: AsyncIterator[StreamEvent]) -> AsyncGenerator[bytes, None]:
@@ -32,8 +43,7 @@ async def _frames(events: AsyncIterator[StreamEvent]) -> AsyncGenerator[bytes, N
             yield encode_json(event_data(event), event=event.type)
     except Exception as exc:
         # The RAG's streams answer their own failures with an `error` event; one escaping here is unexpected.
-        log_failure(log, "stream failed", exc)
-        yield encode_json(error_payload(exc), event="error")
+        yield encode_json(error_frame(exc), event="error")
     finally:
         # A client disconnect closes this generator (see `SSEResponse`); closing the event stream closes the
         # upstream LLM stream at once instead of letting it run to the end.
