@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -16,6 +17,15 @@ import pytest
 from tests.conftest import SAMPLE_CORPUS
 
 MINI = Path(sys.executable).with_name("mini")
+
+
+@pytest.fixture(scope="module")
+def sample_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The sample corpus ingested once by `mini ingest` (the local model: seconds); tests query a copy."""
+    where = tmp_path_factory.mktemp("sample")
+    ingest = mini("ingest", str(SAMPLE_CORPUS), "--uri", str(where / "mini_data"), cwd=where)
+    assert ingest.returncode == 0, ingest.stderr
+    return where / "mini_data"
 
 
 def mini(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
@@ -44,9 +54,8 @@ def test_ingest_then_query_offline_prints_an_answer_with_numbered_sources(tmp_pa
 
 
 @pytest.mark.slow
-def test_query_json_output_carries_citations_and_timings(tmp_path: Path) -> None:
-    store = str(tmp_path / "store")
-    assert mini("ingest", str(SAMPLE_CORPUS), "--uri", store, cwd=tmp_path).returncode == 0
+def test_query_json_output_carries_citations_and_timings(tmp_path: Path, sample_store: Path) -> None:
+    store = str(shutil.copytree(sample_store, tmp_path / "store"))
     result = mini("query", "How much is the 2025 library budget?", "--uri", store, "--json", cwd=tmp_path)
     data = json.loads(result.stdout)
     assert "$1.2 million" in data["answer"]
@@ -179,10 +188,12 @@ def test_query_file_answers_in_input_order_and_reports_the_one_failing_question(
 
 
 @pytest.mark.slow
-def test_query_needs_a_question_or_a_file_and_profile_prints_the_stage_table(tmp_path: Path) -> None:
+def test_query_needs_a_question_or_a_file_and_profile_prints_the_stage_table(
+    tmp_path: Path, sample_store: Path
+) -> None:
     neither = mini("query", cwd=tmp_path)
     assert neither.returncode == 2 and "give a question or --file" in neither.stderr
-    assert mini("ingest", str(SAMPLE_CORPUS), cwd=tmp_path).returncode == 0
+    shutil.copytree(sample_store, tmp_path / "mini_data")  # the default store, where `mini` runs
     profiled = mini("query", "When is glass collected for recycling?", "--profile", cwd=tmp_path)
     assert profiled.returncode == 0, profiled.stderr
     for stage in ("rewrite", "embed", "search", "rerank", "generate", "total", "waiting on I/O"):

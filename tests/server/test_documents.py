@@ -226,7 +226,8 @@ def test_jobs_queue_clean_up_expire_and_are_cancelled_on_shutdown(
         assert spool.parent.parent == tmp
         done = wait_for(client, upload(client, ("ferry.md", NOTES.encode())))
         assert done["status"] == "done"
-        assert list(spool.iterdir()) == []  # the job's upload directory is gone
+        # The job's upload directory goes in the job's cleanup, which runs just after its status says done.
+        wait_until(lambda: list(spool.iterdir()) == [], "the job's upload directory is removed")
         time.sleep(0.6)  # a sleep only ever lasts longer: the job is past its 0.5 s TTL however loaded we are
         assert client.get(f"/v1/jobs/{done['job_id']}").status_code == 404  # forgotten after the TTL
 
