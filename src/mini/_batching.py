@@ -11,7 +11,7 @@ With `window` > 0 a runner first waits that long for company (micro-batching): u
 about the same for one item as for many, like an embeddings request.
 
 `LingerBatcher` is for pipelines that pay per call and fill batches from a stream (ingestion's embedding
-requests and store commits): see its docstring.
+requests and store commits): see its docstring. `CountingBudget` bounds what such a pipeline holds in flight.
 
 Both: the batch call may return an exception instance in place of an output: that item's caller gets it
 raised, the others their results (per-item failures are never dropped or spread to the whole batch).
@@ -307,3 +307,25 @@ class Coalescer(Generic[K, I, O]):
             state.running -= 1
             if state.running == 0 and not state.pending and states.get(key) is state:
                 del states[key]
+
+
+class CountingBudget:
+    """A budget of items in flight (ingestion: chunks between parsing and the store), taken and given back in
+    amounts; asking for more than the whole budget takes all of it, so one huge item still gets through."""
+
+    def __init__(self, capacity: int) -> None:
+        self.capacity = capacity
+        self.free = capacity
+        self._changed = asyncio.Condition()
+
+    async def acquire(self, amount: int) -> int:
+        amount = min(amount, self.capacity)
+        async with self._changed:
+            await self._changed.wait_for(lambda: self.free >= amount)
+            self.free -= amount
+        return amount
+
+    async def release(self, amount: int) -> None:
+        async with self._changed:
+            self.free += amount
+            self._changed.notify_all()

@@ -32,6 +32,7 @@ from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
 
+from mini._checks import at_least
 from mini.errors import DocumentNotFoundError, InvalidInputError, UnsupportedFilterError
 
 if TYPE_CHECKING:
@@ -247,8 +248,7 @@ async def _pages(store: VectorStore, page_rows: int) -> AsyncIterator[list[Recor
 
 
 async def _tally(store: VectorStore, page_rows: int) -> _Tally:
-    if page_rows < 1:
-        raise InvalidInputError(f"page_rows must be at least 1, not {page_rows}")
+    at_least(1, page_rows=page_rows)
     tally = _Tally()
     async for rows in _pages(store, page_rows):
         tally.add(rows)
@@ -388,8 +388,7 @@ async def repair_documents(
     skipped the files as unchanged and never noticed). Reads every row once, a slice at a time (see the module
     docstring); with `dry_run` nothing is deleted. Ingestion also removes the copies of the files it looks up.
     """
-    if page_rows < 1:
-        raise InvalidInputError(f"page_rows must be at least 1, not {page_rows}")
+    at_least(1, page_rows=page_rows)
     from mini.stores.base import delete_duplicates
 
     checked = removed = duplicate_ids = duplicate_rows = 0

@@ -7,7 +7,6 @@ Private ranges (10/8, 192.168/16, ...) are refused before any connection is trie
 from __future__ import annotations
 
 import socket
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -26,21 +25,10 @@ from mini.ingest.netguard import (
 from mini.ingest.pipeline import Ingestor
 from mini.ingest.web import UrlFetcher
 from mini.types import Document
-from tests.ingest.web_site import HTML, Site, clear_proxy_env, running_site
+from tests.ingest.web_site import HTML, Site, running_site
 
 REFUSING = FetchPolicy.refusing()
 PERMISSIVE = FetchPolicy.permissive()
-
-
-@pytest.fixture(autouse=True)
-def _no_proxy(monkeypatch: pytest.MonkeyPatch) -> None:
-    clear_proxy_env(monkeypatch)
-
-
-@pytest.fixture
-async def site() -> AsyncIterator[Site]:
-    async with running_site() as site:
-        yield site
 
 
 def _can_bind(family: socket.AddressFamily, host: str) -> bool:

@@ -5,26 +5,14 @@ from __future__ import annotations
 import asyncio
 import socket
 import time
-from collections.abc import AsyncIterator
 
 import pytest
 
 from mini.errors import DocumentParseError, InvalidInputError
 from mini.ingest.web import Fetched, UrlFetcher, detect_file_type, is_url, redact_url
-from tests.ingest.web_site import DOCX_MEDIA, HTML, Site, clear_proxy_env, running_site
+from tests.ingest.web_site import DOCX_MEDIA, HTML, Site
 
 FAST = 0.001  # initial_backoff: retries in tests wait milliseconds, not half seconds
-
-
-@pytest.fixture(autouse=True)
-def _no_proxy(monkeypatch: pytest.MonkeyPatch) -> None:
-    clear_proxy_env(monkeypatch)
-
-
-@pytest.fixture
-async def site() -> AsyncIterator[Site]:
-    async with running_site() as site:
-        yield site
 
 
 def _closed_port() -> int:

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from mini import tracing
-from mini._batching import LingerBatcher
+from mini._batching import CountingBudget, LingerBatcher
 from mini._checks import at_least
 from mini.errors import (
     AuthenticationError,
@@ -73,27 +73,6 @@ def _fatal(exc: BaseException) -> bool:
     if isinstance(exc, AuthenticationError | ConfigurationError | DimensionMismatchError):
         return True
     return isinstance(exc, BadRequestError) and exc.status_code == 404  # unknown model or endpoint
-
-
-class _Budget:
-    """A counting budget of chunks in flight; asking for more than the whole budget takes all of it."""
-
-    def __init__(self, capacity: int) -> None:
-        self.capacity = capacity
-        self.free = capacity
-        self._changed = asyncio.Condition()
-
-    async def acquire(self, amount: int) -> int:
-        amount = min(amount, self.capacity)
-        async with self._changed:
-            await self._changed.wait_for(lambda: self.free >= amount)
-            self.free -= amount
-        return amount
-
-    async def release(self, amount: int) -> None:
-        async with self._changed:
-            self.free += amount
-            self._changed.notify_all()
 
 
 class Ingestor:
@@ -197,7 +176,7 @@ class _Run:
         self.embed_key = ""
         self.config_key = ""
         self.seen_origins: set[str] = set()
-        self.budget = _Budget(ingestor.max_chunks_in_flight)
+        self.budget = CountingBudget(ingestor.max_chunks_in_flight)
         # Texts from many files share embedding requests; a partial batch waits _LINGER_S for more texts (a slow
         # producer never stalls the pipeline, a fast one always fills its batches).
         self.batcher: LingerBatcher[str, np.ndarray] = LingerBatcher(

@@ -214,18 +214,15 @@ class UrlFetcher:
     def _new_session(self) -> aiohttp.ClientSession:
         import aiohttp
 
-        if self.policy.refuse_private:
-            # Names resolve through the guard, and aiohttp connects only to what it returns. No proxies: a
-            # proxy resolves the name itself, out of the guard's sight (and would be refused if private).
-            resolver = cast("AbstractResolver", GuardedResolver(self.policy))
-            connector = aiohttp.TCPConnector(limit=self.concurrency, ttl_dns_cache=300, resolver=resolver)
-            trust_env = False
-        else:
-            # trust_env: honour HTTP(S)_PROXY/NO_PROXY like curl and requests do; corporate networks need it.
-            connector = aiohttp.TCPConnector(limit=self.concurrency, ttl_dns_cache=300)
-            trust_env = True
+        guarded = self.policy.refuse_private
+        # Guarded: names resolve through the guard, and aiohttp connects only to what it returns. No proxies
+        # then: a proxy resolves the name itself, out of the guard's sight (and would be refused if private).
+        # Otherwise trust_env: honour HTTP(S)_PROXY/NO_PROXY like curl and requests do; corporate networks
+        # need it.
+        resolver = cast("AbstractResolver", GuardedResolver(self.policy)) if guarded else None
+        connector = aiohttp.TCPConnector(limit=self.concurrency, ttl_dns_cache=300, resolver=resolver)
         return aiohttp.ClientSession(
-            connector=connector, headers={"User-Agent": self.user_agent}, trust_env=trust_env
+            connector=connector, headers={"User-Agent": self.user_agent}, trust_env=not guarded
         )
 
     async def __aenter__(self) -> UrlFetcher:

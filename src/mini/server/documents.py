@@ -13,7 +13,8 @@ Uploads. Each file is copied (in a thread) into a per-job directory of the serve
 the next server starts. The job parses the bytes itself (`loaders.parse_bytes`, in a thread) into `Document`s
 named `upload:<session id or global>/<filename>`: the Ingestor would name a file by its path, and a temp path
 changes with every upload, so re-uploading a file would add a second copy instead of being skipped as
-unchanged (or updated in place when edited). The client's filename, stripped of any directory part and control characters, is only a label.
+unchanged (or updated in place when edited). The client's filename, stripped of any directory part and
+control characters, is only a label.
 Copying first (rather than holding the bytes) keeps memory flat while jobs wait for a slot.
 
 Jobs are durable: their states are kept in SQLite (`job_store.JobStore`), so `GET /v1/jobs/{id}` answers

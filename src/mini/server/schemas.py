@@ -30,11 +30,8 @@ def _surely_clean(data: Any) -> bool:
     try:
         dumped = json.dumps(data, ensure_ascii=False, check_circular=False)
         dumped.encode("utf-8")
-    except (
-        TypeError,
-        ValueError,
-        RecursionError,
-    ):  # not plain JSON data, a lone surrogate, very deep: walk it
+    # Not plain JSON data, a lone surrogate (UnicodeEncodeError is a ValueError), very deep: walk it.
+    except (TypeError, ValueError, RecursionError):
         return False
     return "\\u0000" not in dumped
 

@@ -54,10 +54,15 @@ class ServerSettings(BaseSettings):
     sse_keepalive_s: float = KEEPALIVE_SECONDS
 
     def keys(self) -> frozenset[str]:
-        return frozenset(k.strip() for k in self.api_keys.split(",") if k.strip())
+        return frozenset(_items(self.api_keys))
 
     def origins(self) -> list[str]:
-        return [o.strip() for o in self.cors_origins.split(",") if o.strip()]
+        return _items(self.cors_origins)
 
     def host_patterns(self) -> list[str]:
-        return [h.strip() for h in self.allowed_hosts.split(",") if h.strip()]
+        return _items(self.allowed_hosts)
+
+
+def _items(text: str) -> list[str]:
+    """The entries of a comma-separated setting, stripped, blanks left out."""
+    return [item for item in (part.strip() for part in text.split(",")) if item]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 from collections.abc import Mapping, Sequence
 from contextlib import AbstractAsyncContextManager, nullcontext
@@ -11,6 +10,7 @@ from typing import Any, ClassVar, Protocol, runtime_checkable
 
 from mini import _portal, _registry
 from mini._checks import at_least
+from mini._tasks import to_the_end
 from mini.errors import (
     ConfigurationError,
     DimensionMismatchError,
@@ -122,9 +122,7 @@ async def delete_duplicates(backend: VectorStoreBackend, ids: Sequence[str]) -> 
         return int(await own(ids))
     # Run to its end even if our caller is cancelled: stopping between the delete and the write-back would
     # lose those rows.
-    task = asyncio.ensure_future(_rewrite_one_copy(backend, ids))
-    task.add_done_callback(lambda done: None if done.cancelled() else done.exception())
-    return await asyncio.shield(task)
+    return await to_the_end(_rewrite_one_copy(backend, ids))
 
 
 async def _rewrite_one_copy(backend: VectorStoreBackend, ids: Sequence[str]) -> int:

@@ -33,7 +33,7 @@ from mini.stores._common import (
 )
 from mini.stores.base import Record
 from mini.stores.filters import Filter
-from mini.stores.lancedb.commits import commit, is_commit_conflict, map_lancedb_errors
+from mini.stores.lancedb.commits import commit, delete_extra_copies, is_commit_conflict, map_lancedb_errors
 from mini.stores.lancedb.rows import (
     TEXT_COLUMN,
     VECTOR_COLUMN,
@@ -271,23 +271,13 @@ class LanceDBBackend(BackendSkeleton[tuple[AsyncTable, pa.Table], str | None]):
         if table is None:
             return 0
 
-        async def keep_one(predicate: str) -> int:
-            rows = await table.query().with_row_id().where(predicate).select([ID_COLUMN]).to_arrow()
-            seen: set[str] = set()
-            extra: list[int] = []
-            addresses = rows.column("_rowid").to_pylist()
-            for id_, address in zip(rows.column(ID_COLUMN).to_pylist(), addresses, strict=True):
-                if id_ in seen:
-                    extra.append(int(address))
-                seen.add(id_)
-            if extra:
-                # The id predicate too: whatever happens to addresses, only copies of these ids can go.
-                await table.delete(f"({predicate}) AND _rowid IN ({', '.join(map(str, extra))})")
-            return len(extra)
-
         removed = 0
         for predicate in _id_predicates(list(dict.fromkeys(ids))):
-            removed += await commit(self.writes, "remove duplicates", lambda p=predicate: keep_one(p))  # type: ignore[misc]
+            removed += await commit(
+                self.writes,
+                "remove duplicates",
+                lambda p=predicate: delete_extra_copies(table, p),  # type: ignore[misc]
+            )
         return removed
 
     def _where(self, filter: Filter | None) -> str | None:

@@ -9,10 +9,12 @@ from contextlib import contextmanager
 from typing import Any, TypeVar
 
 import pyarrow as pa
+from lancedb.table import AsyncTable
 
 from mini._limits import RetryPolicy, backoff_delay
 from mini.errors import MiniError, StoreError
 from mini.stores._common import WriterLock
+from mini.stores.lancedb.sql import ID_COLUMN
 
 logger = logging.getLogger("mini.stores")
 
@@ -89,3 +91,21 @@ async def commit(lock: WriterLock, action: str, write: Callable[[], Awaitable[T]
 
     task.add_done_callback(finished)
     return await asyncio.shield(task)
+
+
+async def delete_extra_copies(table: AsyncTable, predicate: str) -> int:
+    """One commit's work for `LanceDBBackend.delete_duplicates`: of the rows matching `predicate` (an id
+    batch), delete every copy of an id but the first, told apart by Lance's row address. Returns the rows
+    deleted."""
+    rows = await table.query().with_row_id().where(predicate).select([ID_COLUMN]).to_arrow()
+    seen: set[str] = set()
+    extra: list[int] = []
+    addresses = rows.column("_rowid").to_pylist()
+    for id_, address in zip(rows.column(ID_COLUMN).to_pylist(), addresses, strict=True):
+        if id_ in seen:
+            extra.append(int(address))
+        seen.add(id_)
+    if extra:
+        # The id predicate too: whatever happens to addresses, only copies of these ids can go.
+        await table.delete(f"({predicate}) AND _rowid IN ({', '.join(map(str, extra))})")
+    return len(extra)
