@@ -102,6 +102,14 @@ _PUBLIC_MESSAGES = {
 _OWN_MESSAGES = {"invalid_input", "conflict", "document_error", "not_found"}
 
 
+def _shown(kind: str, own: str | None) -> str:
+    """The message a client sees for an error of `kind`: `own` (our text about the client's input) for the
+    types that keep theirs, else the type's fixed sentence. The one rule of `public_error` and `public_event`."""
+    if kind in _OWN_MESSAGES and own is not None:
+        return own or kind
+    return _PUBLIC_MESSAGES.get(kind, _PUBLIC_MESSAGES["internal_error"])
+
+
 def public_error(exc: BaseException) -> tuple[int, str, str]:
     """(status, type, message) a client may see for `exc`: our messages about the client's input keep their
     text; any other failure gets a fixed sentence per type, its details are the log's."""
@@ -110,9 +118,7 @@ def public_error(exc: BaseException) -> tuple[int, str, str]:
         # Its detail may name the store's location (an empty store): the sources are what the client sent.
         names = ", ".join(repr(s) for s in exc.sources)
         return status, kind, f"no indexed document with source {names}; nothing was deleted"
-    if kind in _OWN_MESSAGES:
-        return status, kind, str(exc) or kind
-    return status, kind, _PUBLIC_MESSAGES.get(kind, _PUBLIC_MESSAGES["internal_error"])
+    return status, kind, _shown(kind, str(exc))
 
 
 def _error_class(name: object) -> type[BaseException] | None:
@@ -133,11 +139,11 @@ def public_event(data: object) -> dict[str, str]:
     fields = data if isinstance(data, Mapping) else {}
     cls = _error_class(fields.get("type"))
     if cls is None:
-        return {"type": "internal_error", "message": _PUBLIC_MESSAGES["internal_error"]}
+        return {"type": "internal_error", "message": _shown("internal_error", None)}
     _, kind = status_for(cls)
-    if kind in _OWN_MESSAGES and cls is not err.DocumentNotFoundError:
-        return {"type": kind, "message": str(fields.get("message") or kind)}
-    return {"type": kind, "message": _PUBLIC_MESSAGES.get(kind, _PUBLIC_MESSAGES["internal_error"])}
+    # A missing document's message may name the store's location; its sources are not in the payload.
+    own = None if cls is err.DocumentNotFoundError else str(fields.get("message") or "")
+    return {"type": kind, "message": _shown(kind, own)}
 
 
 def install(app: FastAPI) -> None:
