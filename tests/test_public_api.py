@@ -39,6 +39,29 @@ def test_exported_names_are_pinned() -> None:
         assert hasattr(mini, name), name
 
 
+def test_0_1_3_top_level_names_resolve_lazily_outside_all() -> None:
+    # mini-rag 0.1.3's other top-level exports (issue 19): reachable as attributes, deliberately not in
+    # `__all__` (a star import must not load the deprecated compatibility modules).
+    assert sorted(mini.LEGACY_NAMES) == sorted(
+        [
+            "BaseReranker",
+            "Chunker",
+            "CohereReranker",
+            "DocumentLoader",
+            "EmbeddingConfig",
+            "LLMReranker",
+            "LangfuseConfig",
+            "MilvusConfig",
+            "RerankResult",
+            "SentenceTransformerReranker",
+            "create_reranker",
+        ]
+    )
+    assert not set(mini.LEGACY_NAMES) & set(mini.__all__)
+    for name in mini.LEGACY_NAMES:
+        assert getattr(mini, name) is not None, name
+
+
 SEED_METHODS = {
     EmbeddingModel: ["embed_query", "embed_chunks"],
     VectorStore: ["insert", "upsert", "search", "delete", "count", "drop"],

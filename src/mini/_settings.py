@@ -69,13 +69,21 @@ class Settings(BaseSettings):
     )
 
     # -- store ------------------------------------------------------------------------------------------------
-    uri: str = "./mini_data"
+    # mini-rag 0.1.3's variable names (MILVUS_URI, MILVUS_TOKEN, EMBEDDING_MODEL) are read after ours: MIGRATING.md.
+    uri: str = Field(default="./mini_data", validation_alias=AliasChoices("MINI_URI", "MILVUS_URI"))
     collection: str = "docs"
     # Milvus / Zilliz Cloud token ("user:password" or an API key) or Qdrant API key for the store at `uri`.
-    store_token: SecretStr | None = None
+    store_token: SecretStr | None = Field(
+        default=None, validation_alias=AliasChoices("MINI_STORE_TOKEN", "MILVUS_TOKEN")
+    )
 
     # -- embeddings -------------------------------------------------------------------------------------------
-    embedding_model: str = "local:all-MiniLM-L6-v2"
+    # Offline by default even when OPENAI_API_KEY is set (an index's vectors must not change with a key's
+    # presence); EMBEDDING_MODEL=text-embedding-3-small (0.1.3's setting) selects OpenAI's, as it did there.
+    embedding_model: str = Field(
+        default="local:all-MiniLM-L6-v2",
+        validation_alias=AliasChoices("MINI_EMBEDDING_MODEL", "EMBEDDING_MODEL"),
+    )
     model_path: str | None = None  # a local model directory instead of the bundled package
     cache_dir: str | None = None  # where the ONNX graph built from the bundled weights is cached
 

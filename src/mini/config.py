@@ -9,7 +9,7 @@ dataclass default fills in the rest. `SETTINGS_VIEWS` says which settings field 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import InitVar, dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from mini._checks import at_least, positive
@@ -165,6 +165,18 @@ class RerankerConfig:
     api_key: str | None = field(default=None, repr=False)
     base_url: str | None = None
     timeout: float | None = None
+    # mini-rag 0.1.3's keywords, translated by `mini.reranker` with a DeprecationWarning: `type` -> `kind`,
+    # `kwargs` -> the fields above, `custom_reranker` -> kept in `custom` for `AgenticRAG(reranker=...)`.
+    type: InitVar[str | None] = None
+    kwargs: InitVar[Mapping[str, Any] | None] = None
+    custom_reranker: InitVar[Any] = None
+    custom: Any = field(default=None, init=False, repr=False, compare=False)
+
+    def __post_init__(self, type: str | None, kwargs: Mapping[str, Any] | None, custom_reranker: Any) -> None:
+        if type is not None or kwargs or custom_reranker is not None:
+            from mini.reranker import apply_legacy_keywords
+
+            apply_legacy_keywords(self, type, kwargs, custom_reranker)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> RerankerConfig:
@@ -178,9 +190,26 @@ class RerankerConfig:
 
 @dataclass(frozen=True, slots=True)
 class ObservabilityConfig:
-    """Tracing switches (OpenTelemetry spans are no-ops unless an SDK is configured)."""
+    """Tracing switches (OpenTelemetry spans are no-ops unless an SDK is configured).
+
+    `public_key`, `secret_key`, `host`: mini-rag 0.1.3's Langfuse keywords, accepted with a DeprecationWarning
+    and otherwise unused: spans go to whatever OpenTelemetry exporter is configured (Langfuse takes OTLP).
+    """
 
     enabled: bool = True
+    public_key: str | None = field(default=None, repr=False)
+    secret_key: str | None = field(default=None, repr=False)
+    host: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.public_key is not None or self.secret_key is not None or self.host is not None:
+            from mini._deprecation import warn_renamed
+
+            warn_renamed(
+                "ObservabilityConfig(public_key=, secret_key=, host=)",
+                "an OpenTelemetry exporter (Langfuse accepts OTLP at <host>/api/public/otel)",
+                stacklevel=4,
+            )
 
 
 # Settings field -> (config class, its field): the one map behind `from_settings`, the settings' range checks

@@ -7,10 +7,12 @@ from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from mini import _portal, tracing
+from mini import _portal, _rag013, tracing
+from mini._deprecation import legacy_keywords
 from mini.config import LLMConfig, ObservabilityConfig, RerankerConfig, RetrievalConfig, load_settings
 from mini.embeddings.base import EmbeddingModel
 from mini.errors import InvalidInputError, error_payload, log_failure
@@ -74,6 +76,13 @@ class AgenticRAG:
             resolved = resolve_llm_config(llm_config)
             llm = create_llm(resolved) if resolved is not None else None
         self.llm = llm
+        if reranker is None:
+            # 0.1.3's RerankerConfig(custom_reranker=...) is the same as reranker=.
+            reranker = self.reranker_config.custom
+        if reranker is not None and not isinstance(reranker, Reranker):
+            from mini.reranker import as_reranker  # a 0.1.3 BaseReranker
+
+            reranker = as_reranker(reranker)
         self.reranker = reranker or create_reranker(self.reranker_config, self.llm)
         self.extractive = ExtractiveGenerator()
         self.pipeline = QueryPipeline(self)
@@ -148,6 +157,7 @@ class AgenticRAG:
 
     # -- answers ---------------------------------------------------------------------------------------------------
 
+    @legacy_keywords(_rag013.QUERY_KEYWORDS, _rag013.legacy_query)
     async def query_async(
         self,
         question: str,
@@ -155,10 +165,19 @@ class AgenticRAG:
         top_k: int | None = None,
         filter: Mapping[str, Any] | None = None,
         mode: str | None = None,
+        rerank_top_k: int | None = None,
     ) -> RAGResponse:
-        """Answer a question from the indexed documents, with citations and per-stage timings."""
-        run = Run(check_question(question), Options(top_k=top_k, filter=filter, mode=mode))
-        return await self.pipeline.answer(run)
+        """Answer a question from the indexed documents, with citations and per-stage timings.
+
+        `top_k` chunks are retrieved and reranked, the best `rerank_top_k` answer (defaults: `RetrievalConfig`);
+        `response.retrieved_chunks[i].rank` is i + 1."""
+        options = Options(top_k=top_k, filter=filter, mode=mode, rerank_top_k=rerank_top_k)
+        response = await self.pipeline.answer(Run(check_question(question), options))
+        response.retrieved_chunks = [
+            replace(hit, rank=n) for n, hit in enumerate(response.retrieved_chunks, 1)
+        ]
+        response.metadata = _rag013.ResponseMetadata(response.metadata)
+        return response
 
     async def query_batch_async(
         self,
@@ -254,6 +273,7 @@ class AgenticRAG:
 
     # -- ingestion ---------------------------------------------------------------------------------------------
 
+    @legacy_keywords(_rag013.INDEX_DOCUMENTS_KEYWORDS, _rag013.legacy_index_documents)
     async def index_documents_async(
         self,
         items: Sequence[str | Path | Document],
@@ -300,6 +320,7 @@ class AgenticRAG:
             fetch_policy=fetch_policy,
         )
 
+    @legacy_keywords(_rag013.INDEX_DOCUMENT_KEYWORDS, _rag013.legacy_index_document)
     async def index_document_async(self, document: str | Path | Document) -> IngestReport:
         """Index one file, URL or `Document` (see `index_documents_async`)."""
         return await self.index_documents_async([document])
@@ -446,6 +467,10 @@ class AgenticRAG:
                 event.data["metadata"]["agent"] = dict(_OFFLINE_AGENT)
             yield event
 
+    async def get_stats_async(self) -> dict[str, Any]:
+        """Chunks stored and the main settings (mini-rag 0.1.3's keys)."""
+        return await _rag013.stats(self)
+
     async def aclose(self) -> None:
         """Close clients opened on the running loop."""
         await self.embedding_model.aclose()
@@ -479,6 +504,7 @@ class AgenticRAG:
     index_texts = _portal.sync_twin(index_texts_async)
     agent_query = _portal.sync_twin(agent_query_async)
     agent_stream = _portal.iterator_twin(agent_stream_async)
+    get_stats = _portal.sync_twin(get_stats_async)
     close = _portal.sync_twin(aclose)
 
 

@@ -41,16 +41,27 @@ class Chunk:
 
 @dataclass(frozen=True, slots=True)
 class RetrievalResult:
-    """One hit from a vector store search. Higher `score` is better (cosine similarity for dense search)."""
+    """One hit from a vector store search. Higher `score` is better (cosine similarity for dense search; after
+    reranking, the reranker's score). `rank`: the 1-based position in an answer's `retrieved_chunks` (None
+    elsewhere)."""
 
     id: str
     text: str
     score: float
     metadata: dict[str, Any] = field(default_factory=dict)
+    rank: int | None = field(default=None, compare=False)
 
     @property
     def source(self) -> str:
         return str(self.metadata.get("source", ""))
+
+    @property
+    def reranked_score(self) -> float:
+        """mini-rag 0.1.3's name for the final ranking score: `score` (deprecated)."""
+        from mini._deprecation import warn_renamed
+
+        warn_renamed("RetrievalResult.reranked_score", "RetrievalResult.score")
+        return self.score
 
     def as_source(self, number: int) -> dict[str, Any]:
         """The JSON form every surface shows a numbered source in (stream `sources` events, the OpenAI-compatible

@@ -23,7 +23,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol
 
 from mini import tracing
-from mini._checks import check_text
+from mini._checks import at_least, check_text
 from mini._limits import is_retryable
 from mini.config import ObservabilityConfig, RetrievalConfig
 from mini.embeddings.base import EmbeddingModel
@@ -79,6 +79,7 @@ class Options:
     filter: Mapping[str, Any] | None = None
     mode: str | None = None
     rewrite: bool | None = None
+    rerank_top_k: int | None = None  # chunks kept after reranking; None: RetrievalConfig.rerank_top_k
     extra_stores: Sequence[VectorStore] = ()
     instructions: str | None = None  # added to the answer's system prompt (a chat client's system message)
 
@@ -86,6 +87,7 @@ class Options:
         # Checked when the question is asked, before any I/O (a stream raises before it starts, the server
         # answers 422): a malformed filter or an unknown mode must not cost a rewrite call first.
         parse_filter(self.filter)
+        at_least(1, rerank_top_k=self.rerank_top_k)
         if self.mode is not None and self.mode not in MODES:
             raise InvalidInputError(f"mode must be one of {', '.join(MODES)}, not {self.mode!r}")
 
@@ -229,11 +231,12 @@ class QueryPipeline:
         await self._rewrite_stage(run)
         candidates = await self.retrieve(run, run.queries)
         since = time.perf_counter()
+        keep = run.options.rerank_top_k or self.parts.retrieval_config.rerank_top_k
         try:
-            run.chunks = await self.rerank(run.question, candidates)
+            run.chunks = await self.rerank(run.question, candidates, top_k=keep)
         except ProviderError as exc:
             degrade_or_raise(exc)  # reranking only improves order: keep the fused retrieval order
-            run.chunks = candidates[: self.parts.retrieval_config.rerank_top_k]
+            run.chunks = candidates[:keep]
             run.metadata["rerank"] = "failed"
             run.warnings.append(f"reranking failed, kept the retrieval order: {exc}")
         run.add_time("rerank", since)

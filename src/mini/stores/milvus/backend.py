@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import os
 import re
 import threading
 from collections.abc import Callable, Sequence
@@ -40,6 +41,7 @@ from mini.stores.milvus.expr import (
     KINDS_FIELD,
     METADATA_FIELD,
     SOURCE_FIELD,
+    RawExpression,
     id_in,
     quote,
     to_expr,
@@ -102,7 +104,9 @@ class MilvusBackend(BackendSkeleton[list[dict[str, Any]], str]):
     Besides `metadata`, each row stores `source`/`has_source` columns and a `kinds` JSON object that makes
     filters type-strict (see `mini.stores.milvus.expr`). `keyword_search` is Milvus's full-text search: a
     BM25 function fills a sparse field from `text` (see `_ANALYZER`); collections created without it raise
-    `UnsupportedOperationError` there and must be re-created.
+    `UnsupportedOperationError` there and must be re-created. Reads, `delete` and `keyword_search` also take
+    a `RawExpression` (trusted Milvus expression text) in place of a parsed filter. Reads of a Lite path that
+    does not exist yet find nothing (0, no rows) and create nothing.
     """
 
     # Milvus names: a letter or '_' first, then letters, digits and '_' (no '-', unlike LanceDB).
@@ -174,6 +178,8 @@ class MilvusBackend(BackendSkeleton[list[dict[str, Any]], str]):
         async with self._open_locks.get():
             if self._ready:
                 return True
+            if create_dimension is None and not await self._may_exist():
+                return False
             if not await self._call("open collection", "has_collection"):
                 if create_dimension is None:
                     return False
@@ -186,6 +192,13 @@ class MilvusBackend(BackendSkeleton[list[dict[str, Any]], str]):
             with self._state:
                 self._dimension, self._keyword, self._ready = dimension, keyword, True
             return True
+
+    async def _may_exist(self) -> bool:
+        """False for a Milvus Lite path with nothing on disk yet: a read there finds nothing, without starting a
+        Lite server (which would create the files as a side effect of a `count()` and cost seconds)."""
+        if self.path is None:
+            return True
+        return await asyncio.to_thread(os.path.exists, self.path)
 
     async def _create(self, dimension: int) -> None:
         from pymilvus import CollectionSchema, DataType, FieldSchema, Function, FunctionType, MilvusClient
@@ -267,8 +280,10 @@ class MilvusBackend(BackendSkeleton[list[dict[str, Any]], str]):
         if records:
             await self._write("upsert", await self._prepare(records))
 
-    async def delete(self, *, ids: Sequence[str] | None = None, filter: Filter | None = None) -> int:
-        predicates = [to_expr(filter)] if filter is not None else []
+    async def delete(
+        self, *, ids: Sequence[str] | None = None, filter: Filter | RawExpression | None = None
+    ) -> int:
+        predicates = [self._where(filter)] if filter is not None else []
         ids = list(ids or [])
         predicates += [id_in(ids[i : i + _ID_BATCH]) for i in range(0, len(ids), _ID_BATCH)]
         if not predicates or not await self._open():
@@ -303,7 +318,9 @@ class MilvusBackend(BackendSkeleton[list[dict[str, Any]], str]):
     async def _ids_in(self, where: str) -> list[str]:
         return [r.id for r in await self._paged(where, [ID_FIELD], None, False)]
 
-    def _where(self, filter: Filter | None) -> str:
+    def _where(self, filter: Filter | RawExpression | None) -> str:
+        if isinstance(filter, RawExpression):  # trusted text, see RawExpression
+            return filter.text
         return to_expr(filter) if filter is not None else ""
 
     async def _get(
@@ -356,7 +373,7 @@ class MilvusBackend(BackendSkeleton[list[dict[str, Any]], str]):
             cursor = max(r.id for r in page)
         return records if limit is None else records[:limit]
 
-    async def count(self, filter: Filter | None = None) -> int:
+    async def count(self, filter: Filter | RawExpression | None = None) -> int:
         where = self._where(filter)
         if not await self._open():
             return 0
@@ -384,7 +401,11 @@ class MilvusBackend(BackendSkeleton[list[dict[str, Any]], str]):
         return found
 
     async def search_many(
-        self, vectors: Sequence[Sequence[float]], *, top_k: int, filter: Filter | None = None
+        self,
+        vectors: Sequence[Sequence[float]],
+        *,
+        top_k: int,
+        filter: Filter | RawExpression | None = None,
     ) -> list[list[RetrievalResult]]:
         """One ranking per query vector. Concurrent calls with the same `top_k` and filter are coalesced into
         one multi-vector search (Milvus Lite answers one call at a time; a batch costs little more than one)."""
@@ -426,7 +447,7 @@ class MilvusBackend(BackendSkeleton[list[dict[str, Any]], str]):
         return result
 
     async def keyword_search(
-        self, text: str, *, top_k: int, filter: Filter | None = None
+        self, text: str, *, top_k: int, filter: Filter | RawExpression | None = None
     ) -> list[RetrievalResult]:
         """Milvus full-text search: BM25 of the analysed `text` field against the analysed query, best first.
 
@@ -452,7 +473,7 @@ class MilvusBackend(BackendSkeleton[list[dict[str, Any]], str]):
         )
 
     async def drop(self) -> None:
-        if await self._call("open collection", "has_collection"):
+        if await self._may_exist() and await self._call("open collection", "has_collection"):
             await self._call("drop collection", "drop_collection")
         with self._state:
             self._ready = False

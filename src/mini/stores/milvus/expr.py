@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from mini.errors import InvalidInputError
@@ -33,6 +34,22 @@ _INT_MIN, _INT_MAX = -(2**63) + 1, 2**63 - 1
 # Escapes both Milvus Lite's lexer and the server's (Go strconv.Unquote) understand. Other characters,
 # control characters and non-ASCII text included, are valid raw inside a double-quoted literal in both.
 _ESCAPES = str.maketrans({"\\": "\\\\", '"': '\\"', "\n": "\\n", "\r": "\\r", "\t": "\\t"})
+
+
+@dataclass(frozen=True, slots=True)
+class RawExpression:
+    """A Milvus boolean expression sent as written, in place of a parsed filter (mini-rag 0.1.3's `filter_expr`).
+
+    Trusted input only: it is not parsed, escaped or checked here (Milvus reports its syntax errors), so it
+    must never be built from user text; use a filter dict for that. It sees the raw schema: `metadata` (the
+    JSON metadata), `text`, `id`, `source`; a comparison on JSON is not type-strict as parsed filters are."""
+
+    text: str
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.text, str) or not self.text.strip():
+            raise InvalidInputError("a Milvus filter expression must be a non-empty string")
+        utf8_size(self.text, "the Milvus filter expression")
 
 
 def kind_of(value: Any) -> str:
