@@ -31,6 +31,7 @@ from mini.stores.milvus.clients import (
     Client,
     LiteClient,
     ServerClient,
+    load_pymilvus,
     map_milvus_errors,
     parse_uri,
     shown_url,
@@ -201,6 +202,7 @@ class MilvusBackend(BackendSkeleton[list[dict[str, Any]], str]):
         return await asyncio.to_thread(os.path.exists, self.path)
 
     async def _create(self, dimension: int) -> None:
+        load_pymilvus()
         from pymilvus import CollectionSchema, DataType, FieldSchema, Function, FunctionType, MilvusClient
 
         schema = CollectionSchema(

@@ -23,6 +23,49 @@ from mini.stores._common import ThreadedClient, path_lock
 logger = logging.getLogger("mini.stores")
 
 _LITE_START_TIMEOUT_S = 60.0
+_pymilvus_lock = threading.Lock()
+_pymilvus_loaded = False
+
+
+def _names_lite_path(value: str | None) -> bool:
+    return value is not None and value.strip().lower().endswith(".db")
+
+
+def load_pymilvus() -> None:
+    """Import pymilvus with MILVUS_URI hidden unless it is set to a server address.
+
+    Why: mini-rag 0.1.3's `.env` sets `MILVUS_URI=./milvus_demo.db`, and our settings read that variable too.
+    pymilvus reads it when it is imported (from the environment, and from the working directory's `.env` through
+    its own `load_dotenv()`) as the address of its ORM default connection, which we never use. With a `.db` value
+    the import fails: "Illegal uri: [...], expected form 'http[s]://...'". So for the import the variable is set
+    to "" (pymilvus's "unset"; `load_dotenv` does not override a set variable) and restored right after. A
+    server address already in the environment is left alone, so a user's own pymilvus ORM code keeps it.
+    """
+    global _pymilvus_loaded
+    if _pymilvus_loaded:
+        return
+    with _pymilvus_lock:
+        if _pymilvus_loaded:
+            return
+        saved = os.environ.get("MILVUS_URI")
+        hide = saved is None or _names_lite_path(saved)
+        try:
+            if hide:
+                os.environ["MILVUS_URI"] = ""
+            import pymilvus  # noqa: F401 - imported for its side effect: settings and default connection
+        finally:
+            if hide:
+                if saved is None:
+                    os.environ.pop("MILVUS_URI", None)
+                else:
+                    os.environ["MILVUS_URI"] = saved
+        _pymilvus_loaded = True
+
+
+def _lite_child_env() -> dict[str, str]:
+    """The Lite child's environment: its milvus_lite imports pymilvus too (see `load_pymilvus`), and the child
+    never uses pymilvus's default connection, so MILVUS_URI is always empty there."""
+    return {**os.environ, "MILVUS_URI": ""}
 
 
 class _LiteServer:
@@ -82,6 +125,7 @@ class _LiteServer:
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
+            env=_lite_child_env(),
         )
         # The first line is the port; a child that fails to start (the path is locked by another process,
         # milvus-lite missing) closes stdout instead, and its stderr says why. A watchdog bounds the wait.
@@ -139,6 +183,7 @@ def map_milvus_errors(action: str, *, secret: str | None = None) -> Iterator[Non
     except MiniError:
         raise
     except Exception as exc:
+        load_pymilvus()
         from pymilvus.exceptions import MilvusException
 
         grpc_error: tuple[type[BaseException], ...] = ()
@@ -189,6 +234,7 @@ class LiteClient(ThreadedClient[Any]):
         self._timeout = timeout
 
     def _open_client(self) -> Any:
+        load_pymilvus()
         from pymilvus import MilvusClient
 
         url = _LiteServer.acquire(self.path)
@@ -220,6 +266,7 @@ class ServerClient:
         self._clients: PerLoop[Any] = PerLoop(self._new, aclose=lambda client: client.close())
 
     def _new(self) -> Any:
+        load_pymilvus()
         from pymilvus import AsyncMilvusClient
 
         # No I/O here: the client connects on its first call, waiting at most `timeout` for the channel.
