@@ -1,7 +1,8 @@
 """Acceptance walk for issue 19: run every Python block of mini-rag 0.1.3's README against this tree.
 
-Usage (from the repository root):
-    PYTHONPATH=src /work/main/.venv/bin/python scripts/run_013_readme.py [--readme PATH] [--only 3,11] [-v]
+Usage (from the repository root; the wheel holds the README and the sample PDF the blocks use):
+    pip download mini-rag==0.1.3 --no-deps -d .cache/
+    .venv/bin/python scripts/run_013_readme.py [--wheel .cache/mini_rag-0.1.3-py3-none-any.whl] [--only 3,11] [--keep]
 
 What it does, and why this way:
 - Extracts every ```python block of 0.1.3's README (the wheel's METADATA) in order and numbers them from 1.
@@ -29,14 +30,16 @@ import subprocess
 import sys
 import tempfile
 import textwrap
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from mini.testing.sim.launcher import SimServer
 
-DEFAULT_README = Path("/work/compat013/src013/mini_rag-0.1.3.dist-info/METADATA")
-SAMPLE_PDF = Path("/work/compat013/src013/mini/documents/eb_test.pdf")
-PYTHON = Path("/work/main/.venv/bin/python")
+DEFAULT_WHEEL = Path(".cache/mini_rag-0.1.3-py3-none-any.whl")
+README_MEMBER = "mini_rag-0.1.3.dist-info/METADATA"
+PDF_MEMBER = "mini/documents/eb_test.pdf"
+PYTHON = Path(sys.executable)
 SRC = Path(__file__).resolve().parent.parent / "src"
 TIMEOUT_S = 60.0
 LOCAL_MODEL_PORT = 8080  # README: `base_url="http://localhost:8080/v1"` (llama.cpp)
@@ -166,15 +169,15 @@ VARIANTS: dict[str, tuple[int, Plan]] = {
 }
 
 
-def extract_blocks(readme: Path) -> list[str]:
-    return re.findall(r"^```python\n(.*?)^```", readme.read_text(), flags=re.S | re.M)
+def extract_blocks(readme: str) -> list[str]:
+    return re.findall(r"^```python\n(.*?)^```", readme, flags=re.S | re.M)
 
 
-def make_workdir(root: Path) -> None:
+def make_workdir(root: Path, sample_pdf: bytes) -> None:
     for name in PDF_NAMES:
         target = root / name
         target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(SAMPLE_PDF, target)
+        target.write_bytes(sample_pdf)
     import docx  # python-docx: a real .docx, so the placeholder parses
 
     for name in DOCX_NAMES:
@@ -253,15 +256,23 @@ def run_block(
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--readme", type=Path, default=DEFAULT_README)
+    parser.add_argument("--wheel", type=Path, default=DEFAULT_WHEEL, help="mini-rag 0.1.3's wheel")
     parser.add_argument("--only", default="", help="comma-separated block numbers")
     parser.add_argument("--keep", action="store_true", help="keep the working dir (scripts and logs)")
     args = parser.parse_args()
 
-    blocks = extract_blocks(args.readme)
+    if not args.wheel.is_file():
+        print(
+            f"{args.wheel}: not found; get it with: pip download mini-rag==0.1.3 --no-deps -d {args.wheel.parent}",
+            file=sys.stderr,
+        )
+        return 2
+    with zipfile.ZipFile(args.wheel) as wheel:
+        blocks = extract_blocks(wheel.read(README_MEMBER).decode())
+        sample_pdf = wheel.read(PDF_MEMBER)
     wanted = {int(n) for n in args.only.split(",") if n} or set(range(1, len(blocks) + 1))
     workdir = Path(tempfile.mkdtemp(prefix="mini-013-readme-"))
-    make_workdir(workdir)
+    make_workdir(workdir, sample_pdf)
 
     with (
         SimServer(dim=1536, chat_ms=5, embed_ms=1) as openai_sim,

@@ -7,6 +7,7 @@ log is not flooded by a loop that indexes a thousand files. The new API never ca
 from __future__ import annotations
 
 import functools
+import inspect
 import warnings
 from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
@@ -60,3 +61,17 @@ def pop_renamed(kwargs: dict[str, Any], renames: Mapping[str, str], owner: str) 
                 f"{owner}({old}=...)", f"{owner}({new}=...)" if new else f"{owner}(...)", stacklevel=4
             )
             kwargs[new] = kwargs.pop(old)
+
+
+class InitSignature:
+    """`__signature__ = InitSignature()` on a class whose `__new__(cls, *args, **kwargs)` picks a 0.1.3
+    subclass: `inspect.signature(cls)` (help, IDEs) would otherwise show `__new__`'s `(*args, **kwargs)`.
+    A descriptor, so each subclass shows its own `__init__`."""
+
+    def __get__(self, instance: object, owner: type) -> inspect.Signature:
+        if instance is not None:
+            raise AttributeError("__signature__")
+        signature = inspect.signature(owner.__init__)  # type: ignore[misc]  # the class's own, not an instance's
+        return signature.replace(
+            parameters=list(signature.parameters.values())[1:], return_annotation=inspect.Signature.empty
+        )

@@ -1,8 +1,8 @@
 """mini-rag 0.1.3's spellings of `AgenticRAG` calls, routed onto the new methods (issue 19, MIGRATING.md).
 
 Only calls written the 0.1.3 way come here (`mini._deprecation.legacy_keywords` picks them by keyword), so
-the new methods keep their signatures and return types: `index_document(document_path=..., metadata=...)`
-returns a chunk count as 0.1.3 did, `index_document(path)` an `IngestReport`.
+the new methods keep their signatures and return types: `index_document(document_path=...)` returns a chunk
+count as 0.1.3 did, `index_document(path)` an `IngestReport` (`metadata=` is the new API's too).
 """
 
 from __future__ import annotations
@@ -13,16 +13,41 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from mini._deprecation import warn_renamed
 from mini.errors import DocumentError, InvalidInputError
+from mini.rerankers.base import Reranker
 from mini.types import Document
 
 if TYPE_CHECKING:
+    from mini.config import ObservabilityConfig, RerankerConfig
     from mini.ingest.report import IngestReport
     from mini.rag import AgenticRAG
     from mini.types import RAGResponse
 
 QUERY_KEYWORDS = frozenset({"query", "return_sources"})
-INDEX_DOCUMENT_KEYWORDS = frozenset({"document_path", "metadata"})
-INDEX_DOCUMENTS_KEYWORDS = frozenset({"document_paths", "metadata"})
+INDEX_DOCUMENT_KEYWORDS = frozenset({"document_path"})
+INDEX_DOCUMENTS_KEYWORDS = frozenset({"document_paths"})
+
+
+def given_reranker(reranker: Any, config: RerankerConfig) -> Reranker | None:
+    """`AgenticRAG(reranker=...)` as the pipeline's `Reranker`: 0.1.3's `RerankerConfig(custom_reranker=...)`
+    means the same, and a 0.1.3 `BaseReranker` (ours or a user's subclass) is adapted."""
+    if reranker is None:
+        reranker = config.custom
+    if reranker is None or isinstance(reranker, Reranker):
+        return reranker
+    from mini.reranker import as_reranker
+
+    return as_reranker(reranker)
+
+
+def export_to_langfuse(config: ObservabilityConfig) -> None:
+    """0.1.3's `ObservabilityConfig(enabled=True, public_key=, secret_key=, host=)`: spans go to that Langfuse,
+    as they did there (`mini.tracing.configure_langfuse`; with the keys in the environment this is automatic)."""
+    if config.enabled and config.public_key and config.secret_key:
+        from mini import tracing
+
+        tracing.configure_langfuse(
+            public_key=config.public_key, secret_key=config.secret_key, host=config.host
+        )
 
 
 class ResponseMetadata(dict[str, Any]):
@@ -61,22 +86,9 @@ async def legacy_query(
     return response
 
 
-async def _with_metadata(
-    path: str | Path | Document, metadata: Mapping[str, Any]
-) -> list[str | Path | Document]:
-    """The documents of `path` with `metadata` on each (0.1.3 attached it to every chunk)."""
-    if isinstance(path, Document):
-        return [Document(path.text, path.source, {**path.metadata, **metadata})]
-    if str(path).startswith(("http://", "https://")):
-        raise InvalidInputError(f"metadata= is not supported for URLs ({path}); index the URL without it")
-    from mini.ingest.loaders import load_file_async
-
-    loaded = await load_file_async(path)
-    return [Document(doc.text, doc.source, {**doc.metadata, **metadata}) for doc in loaded]
-
-
 def _chunk_count(report: IngestReport) -> int:
-    """The chunks the indexed documents now have in the store (0.1.3 returned the count it inserted)."""
+    """The chunks the indexed documents now have in the store (0.1.3 returned the count it inserted); a failed
+    file raises, as it did in 0.1.3."""
     if report.failures:
         failure = report.failures[0]
         raise DocumentError(failure.path, failure.reason)
@@ -88,20 +100,17 @@ async def legacy_index_documents(
     items: Sequence[str | Path | Document] | None = None,
     *,
     document_paths: Sequence[str | Path | Document] | None = None,
-    metadata: Mapping[str, Any] | None = None,
     **options: Any,
 ) -> int:
-    """`index_documents(document_paths, metadata=...)` -> the number of chunks (0.1.3)."""
+    """`index_documents(document_paths=[...])` -> the number of chunks (0.1.3)."""
     warn_renamed(
-        "AgenticRAG.index_documents(..., metadata=...)", "AgenticRAG.index_documents(...) -> IngestReport"
+        "AgenticRAG.index_documents(document_paths=...) -> int",
+        "AgenticRAG.index_documents(paths) -> IngestReport",
     )
     paths = items if items is not None else document_paths
     if paths is None:
         raise InvalidInputError("index_documents() needs a list of paths")
-    documents: list[str | Path | Document] = list(paths)
-    if metadata:
-        documents = [doc for path in paths for doc in await _with_metadata(path, metadata)]
-    return _chunk_count(await rag.index_documents_async(documents, **options))
+    return _chunk_count(await rag.index_documents_async(paths, **options))
 
 
 async def legacy_index_document(
@@ -111,16 +120,15 @@ async def legacy_index_document(
     document_path: str | Path | Document | None = None,
     metadata: Mapping[str, Any] | None = None,
 ) -> int:
-    """`index_document(document_path, metadata=...)` -> the number of chunks (0.1.3)."""
+    """`index_document(document_path=..., metadata=...)` -> the number of chunks (0.1.3)."""
     warn_renamed(
-        "AgenticRAG.index_document(document_path=..., metadata=...)",
+        "AgenticRAG.index_document(document_path=...) -> int",
         "AgenticRAG.index_document(path) -> IngestReport",
     )
     path = document if document is not None else document_path
     if path is None:
         raise InvalidInputError("index_document() needs a path")
-    documents = await _with_metadata(path, metadata) if metadata else [path]
-    return _chunk_count(await rag.index_documents_async(documents))
+    return _chunk_count(await rag.index_documents_async([path], metadata=metadata))
 
 
 async def stats(rag: AgenticRAG) -> dict[str, Any]:

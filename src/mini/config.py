@@ -192,8 +192,9 @@ class RerankerConfig:
 class ObservabilityConfig:
     """Tracing switches (OpenTelemetry spans are no-ops unless an SDK is configured).
 
-    `public_key`, `secret_key`, `host`: mini-rag 0.1.3's Langfuse keywords, accepted with a DeprecationWarning
-    and otherwise unused: spans go to whatever OpenTelemetry exporter is configured (Langfuse takes OTLP).
+    `public_key`, `secret_key`, `host`: mini-rag 0.1.3's Langfuse keywords (a DeprecationWarning): an
+    `AgenticRAG` given them exports its spans to that Langfuse (`mini.tracing.configure_langfuse`, which
+    LANGFUSE_PUBLIC_KEY/LANGFUSE_SECRET_KEY/LANGFUSE_HOST in the environment also switch on).
     """
 
     enabled: bool = True
@@ -207,7 +208,7 @@ class ObservabilityConfig:
 
             warn_renamed(
                 "ObservabilityConfig(public_key=, secret_key=, host=)",
-                "an OpenTelemetry exporter (Langfuse accepts OTLP at <host>/api/public/otel)",
+                "LANGFUSE_PUBLIC_KEY/LANGFUSE_SECRET_KEY/LANGFUSE_HOST or mini.tracing.configure_langfuse(...)",
                 stacklevel=4,
             )
 

@@ -159,8 +159,15 @@ class DimensionMismatchError(StoreError):
         self.expected = expected
         self.got = got
         place = f" ({where})" if where else ""
+        hint = ""
+        if expected == 1536 and got != expected:
+            # mini-rag 0.1.3 embedded with OpenAI's text-embedding-3-small (1536); we default to a local model.
+            hint = (
+                "; a collection made by mini-rag 0.1.3 needs its embedding model: set "
+                "EMBEDDING_MODEL=text-embedding-3-small with OPENAI_API_KEY (MIGRATING.md)"
+            )
         super().__init__(
-            f"vector dimension {got} does not match the collection's dimension {expected}{place}"
+            f"vector dimension {got} does not match the collection's dimension {expected}{place}{hint}"
         )
 
 

@@ -5,9 +5,7 @@ original and a sync twin derived from it (`mini._portal`), usable anywhere, Jupy
 
 from __future__ import annotations
 
-import logging
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
-from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -15,7 +13,7 @@ from mini import _portal, _rag013, tracing
 from mini._deprecation import legacy_keywords
 from mini.config import LLMConfig, ObservabilityConfig, RerankerConfig, RetrievalConfig, load_settings
 from mini.embeddings.base import EmbeddingModel
-from mini.errors import InvalidInputError, error_payload, log_failure
+from mini.errors import InvalidInputError
 from mini.ingest.cache import EmbeddingCache
 from mini.llms.base import LLM, create_llm, resolve_llm_config
 from mini.llms.extractive import ExtractiveGenerator
@@ -33,7 +31,6 @@ if TYPE_CHECKING:
     from mini.ingest.netguard import FetchPolicy
     from mini.ingest.pipeline import Ingestor, IngestReport, ProgressCallback
 
-log = logging.getLogger("mini.query")
 
 _OFFLINE_AGENT = {"fallback": "no LLM configured: answered by the standard pipeline"}
 
@@ -72,17 +69,12 @@ class AgenticRAG:
         self.retrieval_config = retrieval_config
         self.reranker_config = reranker_config
         self.observability_config = observability_config or ObservabilityConfig()
+        _rag013.export_to_langfuse(self.observability_config)  # 0.1.3's keys, if given
         if llm is None:
             resolved = resolve_llm_config(llm_config)
             llm = create_llm(resolved) if resolved is not None else None
         self.llm = llm
-        if reranker is None:
-            # 0.1.3's RerankerConfig(custom_reranker=...) is the same as reranker=.
-            reranker = self.reranker_config.custom
-        if reranker is not None and not isinstance(reranker, Reranker):
-            from mini.reranker import as_reranker  # a 0.1.3 BaseReranker
-
-            reranker = as_reranker(reranker)
+        reranker = _rag013.given_reranker(reranker, self.reranker_config)
         self.reranker = reranker or create_reranker(self.reranker_config, self.llm)
         self.extractive = ExtractiveGenerator()
         self.pipeline = QueryPipeline(self)
@@ -172,12 +164,7 @@ class AgenticRAG:
         `top_k` chunks are retrieved and reranked, the best `rerank_top_k` answer (defaults: `RetrievalConfig`);
         `response.retrieved_chunks[i].rank` is i + 1."""
         options = Options(top_k=top_k, filter=filter, mode=mode, rerank_top_k=rerank_top_k)
-        response = await self.pipeline.answer(Run(check_question(question), options))
-        response.retrieved_chunks = [
-            replace(hit, rank=n) for n, hit in enumerate(response.retrieved_chunks, 1)
-        ]
-        response.metadata = _rag013.ResponseMetadata(response.metadata)
-        return response
+        return await self.pipeline.answer(Run(check_question(question), options))
 
     async def query_batch_async(
         self,
@@ -284,6 +271,7 @@ class AgenticRAG:
         prune: bool = False,
         progress: ProgressCallback | None = None,
         fetch_policy: FetchPolicy | None = None,
+        metadata: Mapping[str, Any] | None = None,
     ) -> IngestReport:
         """Load, chunk, embed and store files, directories, http(s) URLs or `Document`s; one report for all.
 
@@ -293,11 +281,12 @@ class AgenticRAG:
         report, never raised for the whole batch (except errors that would fail every file, like a bad key).
         `prune=True` deletes stored files under the given directories that no longer exist.
         `fetch_policy` says which addresses URLs may lead to (default: any; `FetchPolicy.refusing()` refuses
-        loopback, private and other non-public addresses, see `mini.ingest.netguard`).
+        loopback, private and other non-public addresses, see `mini.ingest.netguard`). `metadata` goes on every
+        chunk (filterable like the loaders' own keys).
         """
         ingestor = self.ingestor(concurrency=concurrency, batch_size=batch_size, fetch_policy=fetch_policy)
         with tracing.suppress(not self._tracing):
-            return await ingestor.run(items, glob=glob, prune=prune, progress=progress)
+            return await ingestor.run(items, glob=glob, prune=prune, progress=progress, metadata=metadata)
 
     def ingestor(
         self,
@@ -321,9 +310,14 @@ class AgenticRAG:
         )
 
     @legacy_keywords(_rag013.INDEX_DOCUMENT_KEYWORDS, _rag013.legacy_index_document)
-    async def index_document_async(self, document: str | Path | Document) -> IngestReport:
-        """Index one file, URL or `Document` (see `index_documents_async`)."""
-        return await self.index_documents_async([document])
+    async def index_document_async(
+        self, document: str | Path | Document, metadata: Mapping[str, Any] | None = None
+    ) -> IngestReport:
+        """Index one file, URL, directory or `Document` (see `index_documents_async`). One thing asked for:
+        if nothing of it could be indexed, the failure is raised (`DocumentError`), not only reported."""
+        report = await self.index_documents_async([document], metadata=metadata)
+        report.raise_if_nothing_indexed()
+        return report
 
     async def index_texts_async(
         self,
@@ -368,17 +362,6 @@ class AgenticRAG:
 
     # -- agent ----------------------------------------------------------------------------------------------------
 
-    def _agent_search(
-        self, filter: Mapping[str, Any] | None, mode: str | None = None
-    ) -> Callable[[str, int], Any]:
-        """The agent's search tool: the pipeline's retrieval and rerank stages for the agent's own query. No
-        rewriting: the agent writes its queries itself (a rewrite would be a second LLM call per search)."""
-
-        async def search(query: str, top_k: int) -> list[RetrievalResult]:
-            return await self.search_async(query, top_k=top_k, filter=filter, mode=mode, rewrite=False)
-
-        return search
-
     def _agent_run(
         self,
         question: str,
@@ -392,18 +375,17 @@ class AgenticRAG:
     ) -> Any:
         from mini.agent.loop import AgentConfig, AgentRun
 
+        async def search(query: str, top_k: int) -> list[RetrievalResult]:
+            # The pipeline's retrieval and rerank stages for the agent's own query. No rewriting: the agent
+            # writes its queries itself (a rewrite would be a second LLM call per search).
+            return await self.search_async(query, top_k=top_k, filter=filter, rewrite=False)
+
         assert self.llm is not None
         config = AgentConfig(
             max_turns, max_tool_concurrency, max_tokens=max_tokens, time_budget_s=time_budget_s
         )
         return AgentRun(
-            self._agent_search(filter),
-            self.llm,
-            question,
-            tools,
-            config,
-            output_model,
-            tracing_enabled=self._tracing,
+            search, self.llm, question, tools, config, output_model, tracing_enabled=self._tracing
         )
 
     async def agent_query_async(
@@ -457,7 +439,9 @@ class AgenticRAG:
         run = self._agent_run(
             question, tools, max_turns, max_tokens, time_budget_s, max_tool_concurrency, output_model, filter
         )
-        return _errors_as_events(run.events())
+        from mini.agent.loop import errors_as_events
+
+        return errors_as_events(run.events())
 
     async def _offline_agent_stream(
         self, question: str, filter: Mapping[str, Any] | None
@@ -506,18 +490,3 @@ class AgenticRAG:
     agent_stream = _portal.iterator_twin(agent_stream_async)
     get_stats = _portal.sync_twin(get_stats_async)
     close = _portal.sync_twin(aclose)
-
-
-async def _errors_as_events(events: AsyncIterator[StreamEvent]) -> AsyncIterator[StreamEvent]:
-    try:
-        async for event in events:
-            yield event
-    except Exception as exc:
-        log_failure(log, "agent stream failed", exc)
-        data = error_payload(exc)
-        transcript = getattr(exc, "transcript", None)
-        if transcript is not None:
-            data["transcript"] = transcript
-        yield StreamEvent("error", data)
-    finally:
-        await events.aclose()  # type: ignore[attr-defined]

@@ -26,7 +26,7 @@ from mini.stores.base import VectorStoreBackend
 from mini.stores.milvus.expr import RawExpression
 from mini.types import RetrievalResult
 
-__all__ = ["MilvusConfig", "VectorStore", "translate_filter_expr"]
+__all__ = ["MilvusConfig", "VectorStore", "search_dicts", "translate_filter_expr"]
 
 METRIC_TYPES = ("IP", "COSINE", "L2")
 DEFAULT_OUTPUT_FIELDS = ("text", "metadata")
@@ -118,6 +118,37 @@ def _as_dict(hit: RetrievalResult, output_fields: Sequence[str]) -> dict[str, An
     return row
 
 
+def _where(store: _VectorStore, filter_expr: str | None, filter: Mapping[str, Any] | None) -> Any:
+    """The backend's filter for a 0.1.3 `filter_expr` or a new filter dict (a parsed filter or raw text)."""
+    if filter_expr is None:
+        return filter
+    if filter is not None:
+        raise InvalidInputError("pass filter_expr or filter, not both")
+    if _is_milvus(store.backend):
+        return RawExpression(filter_expr)
+    return translate_filter_expr(filter_expr)
+
+
+async def search_dicts(
+    store: _VectorStore,
+    query_embedding: Sequence[float],
+    top_k: int = 5,
+    filter_expr: str | None = None,
+    output_fields: Sequence[str] | None = None,
+    *,
+    filter: Mapping[str, Any] | None = None,
+) -> list[dict[str, Any]]:
+    """0.1.3's search on any store: the `top_k` nearest rows as its dicts, `filter_expr` as in the module
+    docstring. Also what `mini.VectorStore.search(filter_expr=..., output_fields=...)` runs."""
+    where = _where(store, filter_expr, filter)
+    if isinstance(where, RawExpression):
+        ranking = (await store.backend.search_many([query_embedding], top_k=top_k, filter=where))[0]  # type: ignore[arg-type]
+    else:
+        ranking = await _VectorStore.search_async(store, query_embedding, top_k, where)
+    fields = DEFAULT_OUTPUT_FIELDS if output_fields is None else output_fields
+    return [_as_dict(hit, fields) for hit in ranking]
+
+
 class VectorStore(_VectorStore):
     """0.1.3's signature: `VectorStore(uri, token, collection_name=, dimension=, metric_type=, ..., config=)`.
 
@@ -172,16 +203,6 @@ class VectorStore(_VectorStore):
             backend=backend,
         )
 
-    def _filter(self, filter_expr: str | None, filter: Mapping[str, Any] | None) -> Any:
-        """The backend's filter for a 0.1.3 `filter_expr` or a new filter dict (a parsed filter or raw text)."""
-        if filter_expr is None:
-            return filter
-        if filter is not None:
-            raise InvalidInputError("pass filter_expr or filter, not both")
-        if _is_milvus(self.backend):
-            return RawExpression(filter_expr)
-        return translate_filter_expr(filter_expr)
-
     async def insert_async(
         self,
         embeddings: Any,
@@ -204,13 +225,7 @@ class VectorStore(_VectorStore):
         filter: Mapping[str, Any] | None = None,
     ) -> list[dict[str, Any]]:
         """The `top_k` nearest rows as 0.1.3's dicts, best first; `filter_expr` as in the module docstring."""
-        where = self._filter(filter_expr, filter)
-        if isinstance(where, RawExpression):
-            ranking = (await self.backend.search_many([query_embedding], top_k=top_k, filter=where))[0]  # type: ignore[arg-type]
-        else:
-            ranking = await super().search_async(query_embedding, top_k, where)
-        fields = DEFAULT_OUTPUT_FIELDS if output_fields is None else output_fields
-        return [_as_dict(hit, fields) for hit in ranking]
+        return await search_dicts(self, query_embedding, top_k, filter_expr, output_fields, filter=filter)
 
     async def hybrid_search_async(
         self,
@@ -223,7 +238,7 @@ class VectorStore(_VectorStore):
         """0.1.3's hybrid search: the dense and the keyword (BM25) rankings fused by reciprocal rank (k 60)."""
         from mini.query.fusion import rrf
 
-        where = self._filter(filter_expr, None)
+        where = _where(self, filter_expr, None)
         if isinstance(where, RawExpression):
             dense = (await self.backend.search_many([query_embedding], top_k=top_k, filter=where))[0]  # type: ignore[arg-type]
             keyword = await self.backend.keyword_search(query, top_k=top_k, filter=where)  # type: ignore[arg-type]
@@ -241,7 +256,7 @@ class VectorStore(_VectorStore):
         if not isinstance(ids, str):
             return await super().delete_async(ids, filter)
         _warn_delete_expr(stacklevel=4)
-        where = self._filter(ids, filter)
+        where = _where(self, ids, filter)
         if isinstance(where, RawExpression):
             return await self.backend.delete(filter=where)  # type: ignore[arg-type]
         return await super().delete_async(filter=where)

@@ -70,14 +70,19 @@ def test_cohere_api_key_reaches_the_cohere_reranker(monkeypatch: pytest.MonkeyPa
 
 def test_langfuse_variables_fill_langfuse_config(monkeypatch: pytest.MonkeyPatch) -> None:
     import mini
+    from mini import tracing
 
     monkeypatch.setenv("LANGFUSE_PUBLIC_KEY", "pk-lf")
     monkeypatch.setenv("LANGFUSE_SECRET_KEY", "sk-lf")
-    with pytest.warns(DeprecationWarning, match="OpenTelemetry"):
+    calls: list[dict[str, object]] = []
+    monkeypatch.setattr(
+        tracing, "configure_langfuse", lambda **kw: calls.append(kw)
+    )  # no global provider here
+    with pytest.warns(DeprecationWarning, match="LANGFUSE_PUBLIC_KEY"):
         config = mini.LangfuseConfig(enabled=True)
     assert (config.public_key, config.secret_key, config.host) == (
         "pk-lf",
         "sk-lf",
         "https://cloud.langfuse.com",
     )
-    assert not config.is_enabled() and config.client is None
+    assert calls == [{"public_key": "pk-lf", "secret_key": "sk-lf", "host": "https://cloud.langfuse.com"}]

@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from mini import AgenticRAG, EmbeddingModel, LLMConfig, VectorStore
+from mini.errors import DocumentError
 from mini.ingest.report import IngestReport
 from mini.reranker import BaseReranker, RerankResult
 from tests.compat._fresh import fresh_warnings  # noqa: F401
@@ -63,13 +64,36 @@ def test_reranker_config_refuses_unknown_kwargs_naming_the_supported_ones() -> N
         RerankerConfig(type="cohere", kwargs={"max_chunks_per_doc": 3})
 
 
-def test_observability_config_accepts_langfuse_keywords_with_a_warning() -> None:
+def test_langfuse_keys_of_0_1_3_export_through_configure_langfuse(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """0.1.3 sent traces to Langfuse when given its keys; so does this, through the tracing module's one
+    Langfuse exporter (its export itself is tested in tests/test_tracing.py)."""
+    from mini import tracing
+    from mini.observability import LangfuseConfig
     from mini.rag import ObservabilityConfig
 
-    with pytest.warns(DeprecationWarning, match="OpenTelemetry"):
+    calls: list[dict[str, Any]] = []
+    provider = type("Provider", (), {"force_flush": lambda self: None, "shutdown": lambda self: None})()
+    monkeypatch.setattr(tracing, "configure_langfuse", lambda **kw: calls.append(kw) or provider)
+    with pytest.warns(DeprecationWarning, match="configure_langfuse"):
         config = ObservabilityConfig(enabled=True, public_key="pk", secret_key="sk", host="https://h")
-    assert config.enabled and config.host == "https://h"
-    assert "sk" not in repr(config)
+    assert config.enabled and config.host == "https://h" and "sk" not in repr(config)
+    AgenticRAG(VectorStore(str(tmp_path / "store")), EmbeddingModel(), observability_config=config)
+    assert calls == [{"public_key": "pk", "secret_key": "sk", "host": "https://h"}]
+    AgenticRAG(
+        VectorStore(str(tmp_path / "store")), EmbeddingModel(), observability_config=ObservabilityConfig()
+    )
+    assert len(calls) == 1  # the new API: the environment decides (tracing._langfuse_from_env)
+    with pytest.warns(DeprecationWarning):
+        legacy = LangfuseConfig(enabled=True, public_key="pk2", secret_key="sk2", host="https://h2")
+    assert legacy.is_enabled() and calls[-1] == {
+        "public_key": "pk2",
+        "secret_key": "sk2",
+        "host": "https://h2",
+    }
+    legacy.flush()
+    assert not LangfuseConfig(enabled=False).is_enabled()
 
 
 async def test_index_document_with_document_path_returns_the_chunk_count(
@@ -82,18 +106,26 @@ async def test_index_document_with_document_path_returns_the_chunk_count(
     assert count == await rag.vector_store.count_async()
     hits = await rag.search_async("education budget", rewrite=False)
     assert hits[0].metadata["category"] == "research"
-    # The new spelling is untouched: a report, no warning.
+    # The new spelling is untouched: a report, no warning; where 0.1.3 code does arithmetic with what it
+    # returned, the report counts as its chunks.
     report = await rag.index_document_async(doc)
-    assert isinstance(report, IngestReport)
+    assert isinstance(report, IngestReport) and report.files_updated == 1  # its metadata went away
+    assert int(report) == count and 0 + report == count and sum([report, report]) == 2 * count
 
 
-def test_index_documents_with_metadata_returns_the_total(sim: Any, tmp_path: Path, doc: Path) -> None:
+def test_index_documents_with_document_paths_returns_the_total_and_raises_a_failure(
+    sim: Any, tmp_path: Path, doc: Path
+) -> None:
     other = tmp_path / "other.md"
     other.write_text("# Health\n\nHospitals get 5 million.")
     rag = make_rag(sim, tmp_path / "store")
-    with pytest.warns(DeprecationWarning):
-        total = rag.index_documents([str(doc), str(other)], metadata={"year": 2024})
-    assert total == rag.vector_store.count()
+    with pytest.warns(DeprecationWarning, match="IngestReport"):
+        total = rag.index_documents(document_paths=[str(doc), str(other)], metadata={"year": 2024})
+    assert total == rag.vector_store.count() >= 2
+    assert {hit.metadata["year"] for hit in rag.search("hospitals", rewrite=False)} == {2024}
+    # 0.1.3 raised for a file it could not read; its spelling still does.
+    with pytest.raises(DocumentError, match=r"missing\.txt"):
+        rag.index_documents(document_paths=[str(doc), str(tmp_path / "missing.txt")])
     rag.close()
 
 
@@ -191,6 +223,10 @@ def test_the_new_api_never_warns(tmp_path: Path) -> None:
         assert response.metadata["num_candidates"] >= 1
         assert isinstance(rag.get_stats(), dict)
         rag.close()
+        s = VectorStore({str(tmp_path / "lance")!r}, collection_name="docs")
+        s.upsert([[1.0, 0.0]], ["hello"], [{{"source": "a"}}])
+        assert s.search([1.0, 0.0], top_k=1, filter={{"source": "a"}})[0].text == "hello"
+        assert s.count() == 1; s.drop(); s.close()
         """
     )
     result = subprocess.run(

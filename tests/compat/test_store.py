@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
@@ -168,12 +166,26 @@ def test_renamed_store_methods_warn_once_and_still_work(tmp_path: Path) -> None:
     assert all(w.filename == __file__ for w in caught)
 
 
-def test_the_new_store_api_never_warns(tmp_path: Path) -> None:
-    code = (
-        "import mini\n"
-        f"s = mini.VectorStore({str(tmp_path / 'lance')!r}, collection_name='docs')\n"
-        "s.upsert([[1.0, 0.0]], ['hello'], [{'source': 'a'}])\n"
-        "assert s.search([1.0, 0.0], top_k=1, filter={'source': 'a'})[0].text == 'hello'\n"
-        "assert s.count() == 1; s.drop(); s.close()\n"
-    )
-    subprocess.run([sys.executable, "-W", "error::DeprecationWarning", "-c", code], check=True, timeout=120)
+def test_the_top_level_names_take_0_1_3_keywords_too(tmp_path: Path) -> None:
+    """0.1.3 exported its store and embedding model at the top level, where the new classes are now: a keyword
+    only 0.1.3 had builds the 0.1.3 class (which warns); `search(filter_expr=...)` answers in 0.1.3's dicts."""
+    with pytest.warns(DeprecationWarning, match="mini.store.VectorStore"):
+        old = mini.VectorStore(uri=str(tmp_path / "old"), collection_name="docs", metric_type="IP")
+    assert type(old) is VectorStore
+    with pytest.warns(DeprecationWarning, match="mini.embedding.EmbeddingModel"):
+        model = mini.EmbeddingModel(api_key="k", model="text-embedding-3-small", dimensions=64)
+    assert type(model).__module__ == "mini.embedding" and model.config.dimensions == 64
+    new = mini.VectorStore(str(tmp_path / "new"), collection_name="docs")
+    assert type(new) is mini.VectorStore
+    new.upsert(ROWS["embeddings"], ROWS["texts"], ROWS["metadata"])
+    with pytest.warns(DeprecationWarning, match=r"filter=\{"):
+        rows = new.search(query_embedding=[0.0, 0.0, 1.0], top_k=5, filter_expr='metadata["year"] == 2023')
+    assert rows == [
+        {
+            "id": rows[0]["id"],
+            "score": rows[0]["score"],
+            "distance": rows[0]["score"],
+            "text": "Budget for roads",
+            "metadata": ROWS["metadata"][1],
+        }
+    ]

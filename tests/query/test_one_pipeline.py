@@ -19,7 +19,6 @@ import pytest
 
 from mini import AgenticRAG, EmbeddingModel, RetrievalConfig, VectorStore
 from mini._sse import decode
-from mini.agent.loop import AgentConfig, AgentRun
 from mini.errors import AuthenticationError, InvalidInputError
 from mini.server import ServerSettings, create_app
 from mini.testing.fakes import ScriptedLLM
@@ -99,7 +98,8 @@ def test_every_surface_returns_the_same_sources_in_the_same_order_with_the_same_
         )
         seen["/v1/chat/completions"] = ranked(completion.json()["sources"])
 
-    agent = AgentRun(rag._agent_search(None), ScriptedLLM(["unused"]), QUESTION, (), AgentConfig(), None)
+    rag.llm = ScriptedLLM(["unused"])  # the agent's own run, as agent_query builds it
+    agent = rag._agent_run(QUESTION, (), 4, None, None, 4, None, None)
     asyncio.run(agent.search_documents(QUESTION, top_k=len(library)))
     seen["agent search tool"] = [(c.id, c.score) for c in agent.chunks]
     rag.close()

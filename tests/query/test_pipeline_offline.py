@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from mini import AgenticRAG, Document, EmbeddingModel, MiniError, RetrievalConfig, VectorStore
-from mini.errors import EmptyQuestionError
+from mini.errors import DocumentError, EmptyQuestionError, InvalidInputError
 from mini.stores.base import VectorStoreBackend
 from tests.conftest import SAMPLE_CORPUS
 
@@ -175,6 +175,39 @@ async def test_documents_can_be_indexed_directly(tmp_path: Path) -> None:
     assert report.files_added == 1 and report.chunks_added == 1
     response = await rag.query_async("Why do otters hold hands?")
     assert response.citations[0].source == "otters"
+
+
+async def test_metadata_given_at_indexing_is_on_every_chunk_and_a_change_reindexes(tmp_path: Path) -> None:
+    (tmp_path / "docs").mkdir()
+    for name in ("a.md", "b.md"):
+        (tmp_path / "docs" / name).write_text(f"# {name}\n\nThe ferry leaves at nine from pier {name[0]}.")
+    rag = AgenticRAG(VectorStore(str(tmp_path / "store"), collection_name="t"), EmbeddingModel())
+    first = await rag.index_documents_async([tmp_path / "docs"], metadata={"team": "ops", "year": 2024})
+    assert first.files_added == 2
+    hits = await rag.search_async("ferry", filter={"team": "ops", "year": 2024}, rewrite=False)
+    assert {hit.source for hit in hits} == {str(tmp_path / "docs" / n) for n in ("a.md", "b.md")}
+    assert (
+        await rag.index_documents_async([tmp_path / "docs"], metadata={"team": "ops", "year": 2024})
+    ).files_skipped == 2
+    moved = await rag.index_document_async(tmp_path / "docs" / "a.md", metadata={"team": "sales"})
+    assert moved.files_updated == 1
+    assert [
+        hit.source for hit in await rag.search_async("ferry", filter={"team": "sales"}, rewrite=False)
+    ] == [str(tmp_path / "docs" / "a.md")]
+    with pytest.raises(InvalidInputError, match="JSON"):
+        await rag.index_documents_async([tmp_path / "docs"], metadata={"when": object()})
+
+
+async def test_index_document_raises_when_its_one_item_failed(tmp_path: Path) -> None:
+    """A batch reports per-item failures; a call that asked for one thing raises when it failed."""
+    rag = AgenticRAG(VectorStore(str(tmp_path / "store"), collection_name="t"), EmbeddingModel())
+    with pytest.raises(DocumentError, match=r"missing\.txt"):
+        await rag.index_document_async(tmp_path / "missing.txt")
+    (tmp_path / "broken.pdf").write_bytes(b"%PDF-1.4 not really")
+    with pytest.raises(DocumentError, match=r"broken\.pdf"):
+        await rag.index_document_async(tmp_path / "broken.pdf")
+    report = await rag.index_documents_async([tmp_path / "missing.txt"])
+    assert report.files_failed == 1  # the batch form reports it
 
 
 async def test_rerank_disabled_keeps_retrieval_order_and_cuts_to_rerank_top_k(corpus_rag: AgenticRAG) -> None:

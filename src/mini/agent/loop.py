@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import re
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
@@ -29,7 +30,13 @@ from typing import TYPE_CHECKING, Any
 from mini import tracing
 from mini._checks import at_least
 from mini.agent.tools import FunctionTool, function_tool
-from mini.errors import BudgetExceededError, InvalidInputError, StructuredOutputError
+from mini.errors import (
+    BudgetExceededError,
+    InvalidInputError,
+    StructuredOutputError,
+    error_payload,
+    log_failure,
+)
 from mini.llms.base import Message, ToolCall, Usage, assistant_message, tool_result
 from mini.query.citations import build_citations
 from mini.query.prompts import format_context
@@ -39,6 +46,8 @@ if TYPE_CHECKING:
     from pydantic import BaseModel
 
     from mini.llms.base import LLM
+
+log = logging.getLogger("mini.query")
 
 AGENT_SYSTEM = (
     "You answer questions about the user's documents. Use the search_documents tool to find passages; when a "
@@ -346,3 +355,20 @@ def _parse(model: type[BaseModel], text: str) -> dict[str, Any]:
 
 
 __all__ = ["AGENT_SYSTEM", "AgentConfig", "AgentRun", "SearchFunction"]
+
+
+async def errors_as_events(events: AsyncIterator[StreamEvent]) -> AsyncIterator[StreamEvent]:
+    """A run's events, a failure (a budget, a provider error) ending them as an `error` event with the
+    transcript so far, instead of an exception in the middle of a stream."""
+    try:
+        async for event in events:
+            yield event
+    except Exception as exc:
+        log_failure(log, "agent stream failed", exc)
+        data = error_payload(exc)
+        transcript = getattr(exc, "transcript", None)
+        if transcript is not None:
+            data["transcript"] = transcript
+        yield StreamEvent("error", data)
+    finally:
+        await events.aclose()  # type: ignore[attr-defined]

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
 from mini import _portal, _registry
 from mini._batching import Coalescer
 from mini._checks import at_least
+from mini._deprecation import InitSignature
 from mini.errors import BadRequestError, ConfigurationError, InvalidInputError
 
 if TYPE_CHECKING:
@@ -95,6 +96,10 @@ async def embed_splitting_rejected(
     return list(vectors), 1
 
 
+# Constructor keywords only mini-rag 0.1.3's model had: `EmbeddingModel(...)` given any is `mini.embedding`'s.
+_EMBEDDING_013_KEYWORDS = frozenset({"dimensions", "config"})
+
+
 class EmbeddingModel:
     """Turns text into vectors. Default: the bundled all-MiniLM-L6-v2 (384 dims), run locally with onnxruntime.
 
@@ -106,6 +111,15 @@ class EmbeddingModel:
     Remote providers also take `timeout`, `max_concurrency`, `max_retries`, `requests_per_minute` and
     `tokens_per_minute`; limits are shared with every other caller of the same endpoint and key.
     """
+
+    def __new__(cls, *args: Any, **kwargs: Any) -> EmbeddingModel:
+        if cls is EmbeddingModel and not _EMBEDDING_013_KEYWORDS.isdisjoint(kwargs):
+            from mini.embedding import EmbeddingModel as Embedding013  # 0.1.3's signature (it warns)
+
+            return super().__new__(Embedding013)
+        return super().__new__(cls)
+
+    __signature__ = InitSignature()  # help() and IDEs show __init__'s parameters, not __new__'s
 
     def __init__(
         self,

@@ -20,7 +20,7 @@ import asyncio
 import functools
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -133,15 +133,19 @@ class Ingestor:
         glob: str | None = None,
         prune: bool = False,
         progress: ProgressCallback | None = None,
+        metadata: Mapping[str, Any] | None = None,
     ) -> IngestReport:
         """Ingest `items`: paths (files or directories, walked recursively), http(s) URLs, or `Document`s.
+
+        `metadata` goes on every chunk of every item (over the loaders' own keys; `source` and the pipeline's
+        bookkeeping keys cannot be replaced); changing it re-indexes the files it was given with.
 
         One bad item never stops the others: it is listed in `report.failures` with the reason. Errors that
         would fail every item alike (bad credentials, unknown model, wrong vector size) are raised.
         With `prune=True`, stored files under the given directories that no longer exist (or no longer match
         `glob`) are deleted. Cancelling the run leaves every file either fully written or untouched.
         """
-        run = _Run(self, progress)
+        run = _Run(self, progress, units_.extra_metadata(metadata))
         self.report = run.report
         # Every stage task is started inside this span, so batches and commits are its children.
         attributes = {"mini.batch_size": self.batch_size, "mini.concurrency": self.concurrency}
@@ -161,8 +165,11 @@ class Ingestor:
 class _Run:
     """The state of one `Ingestor.run`: counters, in-flight embeddings, and the stage tasks."""
 
-    def __init__(self, ingestor: Ingestor, progress: ProgressCallback | None) -> None:
+    def __init__(
+        self, ingestor: Ingestor, progress: ProgressCallback | None, metadata: dict[str, Any] | None = None
+    ) -> None:
         self.ing = ingestor
+        self.metadata = metadata
         self.store = ingestor.store
         self.report = IngestReport()
         self.progress = progress
@@ -277,6 +284,8 @@ class _Run:
         )
         self.embed_key = state.embed_key(embedder.name, embedder.dimension)
         self.config_key = state.config_key(self.ing.chunk_tokens, self.ing.overlap_tokens, sizing)
+        if self.metadata:  # other metadata, other rows: a file given with new metadata is re-indexed
+            self.config_key += units_.metadata_key(self.metadata)
 
     async def _process(self, units: list[Unit]) -> None:
         empty = await self.store.backend.count() == 0
@@ -343,6 +352,7 @@ class _Run:
             functools.partial(
                 units_.parse_and_chunk,
                 parse,
+                metadata=self.metadata,
                 chunk_tokens=self.ing.chunk_tokens,
                 overlap_tokens=self.ing.overlap_tokens,
                 tokenizer=self.tokenizer,

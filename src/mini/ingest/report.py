@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from mini.errors import DocumentError
+
 
 @dataclass(frozen=True, slots=True)
 class IngestIssue:
@@ -53,6 +55,26 @@ class IngestReport:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    # mini-rag 0.1.3's `index_document(path)` returned the number of chunks: where an int is expected
+    # (`int(report)`, `total += report`, `sum(reports)`), a report counts as the chunks its files now have.
+    def __index__(self) -> int:
+        return self.chunks_added + self.chunks_unchanged
+
+    def __add__(self, other: object) -> int:
+        if isinstance(other, int) and not isinstance(other, bool):
+            return self.__index__() + other
+        return NotImplemented
+
+    __radd__ = __add__
+
+    def raise_if_nothing_indexed(self) -> None:
+        """Raise the first failure as a `DocumentError` if every item failed (nothing added, updated or kept):
+        a call that asked for one thing must not look like it worked."""
+        if self.failures and not (self.files_added or self.files_updated or self.files_skipped):
+            first = self.failures[0]
+            more = f" (and {len(self.failures) - 1} more failures)" if len(self.failures) > 1 else ""
+            raise DocumentError(first.path, first.reason + more)
 
 
 @dataclass(frozen=True, slots=True)

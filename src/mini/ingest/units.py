@@ -5,10 +5,10 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-from collections.abc import Awaitable, Callable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from mini.errors import InvalidInputError, MiniError
 from mini.ingest import chunking, loaders, state
@@ -123,10 +123,39 @@ async def load(
     return state.digest(payload.encode()), lambda: documents
 
 
+def extra_metadata(metadata: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    """`Ingestor.run(metadata=...)` checked: string keys and JSON values, as the stores keep them."""
+    if metadata is None:
+        return None
+    if not isinstance(metadata, Mapping):
+        raise InvalidInputError(f"metadata must be a dict, not {type(metadata).__name__}")
+    for key in metadata:
+        if not isinstance(key, str) or not key:
+            raise InvalidInputError(f"metadata keys must be non-empty strings, not {key!r}")
+    try:
+        json.dumps(dict(metadata), allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        raise InvalidInputError(
+            f"metadata must hold JSON values (strings, numbers, lists, dicts): {exc}"
+        ) from None
+    return dict(metadata)
+
+
+def metadata_key(metadata: Mapping[str, Any]) -> str:
+    """The part of a fingerprint's config key that says which extra metadata the rows carry."""
+    return state.digest(json.dumps(metadata, sort_keys=True, ensure_ascii=False).encode())[:16]
+
+
 def parse_and_chunk(
-    parse: Parse, *, chunk_tokens: int, overlap_tokens: int, tokenizer: chunking.Tokenizer | None
+    parse: Parse,
+    *,
+    chunk_tokens: int,
+    overlap_tokens: int,
+    tokenizer: chunking.Tokenizer | None,
+    metadata: Mapping[str, Any] | None = None,
 ) -> tuple[list[Chunk], str | None]:
-    """The unit's chunks, and the encoding its text was decoded from if that was not UTF-8.
+    """The unit's chunks, and the encoding its text was decoded from if that was not UTF-8; `metadata` is
+    added to each document's own.
 
     Blocking (parsing and splitting are CPU work): run it in a worker thread. Each document is dropped once
     it is chunked, so a file's text and its chunks do not all live at once (beyond one document).
@@ -137,7 +166,12 @@ def parse_and_chunk(
 
     def drained() -> Iterator[Document]:
         while documents:
-            yield documents.pop()
+            document = documents.pop()
+            yield (
+                Document(document.text, document.source, {**document.metadata, **metadata})
+                if metadata
+                else document
+            )
 
     chunks = chunking.chunk_documents(
         drained(), chunk_tokens=chunk_tokens, overlap_tokens=overlap_tokens, tokenizer=tokenizer

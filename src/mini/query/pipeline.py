@@ -19,12 +19,13 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import AsyncIterator, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Protocol
 
 from mini import tracing
 from mini._checks import at_least, check_text
 from mini._limits import is_retryable
+from mini._rag013 import ResponseMetadata
 from mini.config import ObservabilityConfig, RetrievalConfig
 from mini.embeddings.base import EmbeddingModel
 from mini.errors import EmptyQuestionError, InvalidInputError, ProviderError, error_payload, log_failure
@@ -239,6 +240,7 @@ class QueryPipeline:
             run.chunks = candidates[:keep]
             run.metadata["rerank"] = "failed"
             run.warnings.append(f"reranking failed, kept the retrieval order: {exc}")
+        run.chunks = [replace(hit, rank=n) for n, hit in enumerate(run.chunks, 1)]
         run.add_time("rerank", since)
         run.metadata.update(
             llm=self.llm_name,
@@ -307,7 +309,7 @@ class QueryPipeline:
             rewritten_queries=run.queries,
             retrieved_chunks=run.chunks,
             context_used=prompts.format_context(run.chunks),
-            metadata=run.finish_metadata(),
+            metadata=ResponseMetadata(run.finish_metadata()),
             citations=build_citations(answer, run.chunks),
         )
 

@@ -10,6 +10,7 @@ from typing import Any, ClassVar, Protocol, runtime_checkable
 
 from mini import _portal, _registry
 from mini._checks import at_least
+from mini._deprecation import InitSignature, legacy_keywords, warn_renamed
 from mini._tasks import to_the_end
 from mini.errors import (
     ConfigurationError,
@@ -159,12 +160,35 @@ def create_backend(
     return backend
 
 
+async def _search_013(store: VectorStore, *args: Any, **kwargs: Any) -> list[dict[str, Any]]:
+    """`search(..., filter_expr=..., output_fields=...)`, mini-rag 0.1.3's spelling: its dicts back."""
+    from mini.store import search_dicts
+
+    warn_renamed(
+        "VectorStore.search(filter_expr=...)", "VectorStore.search(query_embedding, top_k, filter={...})"
+    )
+    return await search_dicts(store, *args, **kwargs)
+
+
+# Constructor keywords only mini-rag 0.1.3's store had: `VectorStore(...)` given any of them is `mini.store`'s.
+_STORE_013_KEYWORDS = frozenset({"metric_type", "index_type", "nlist", "config", "enable_hybrid_search"})
+
+
 class VectorStore:
     """Stores chunk vectors with their text and metadata, and searches them.
 
     `uri` picks the backend (DESIGN.md section 6): a directory (default `./mini_data`) is an embedded LanceDB.
     Construction does no I/O; the collection opens on first use.
     """
+
+    def __new__(cls, *args: Any, **kwargs: Any) -> VectorStore:
+        if cls is VectorStore and (len(args) > 1 or not _STORE_013_KEYWORDS.isdisjoint(kwargs)):
+            from mini.store import VectorStore as Store013  # 0.1.3's signature (it warns, naming ours)
+
+            return super().__new__(Store013)
+        return super().__new__(cls)
+
+    __signature__ = InitSignature()  # help() and IDEs show __init__'s parameters, not __new__'s
 
     def __init__(
         self,
@@ -265,6 +289,7 @@ class VectorStore:
             await self.backend.upsert(records)
         return [r.id for r in records]
 
+    @legacy_keywords(frozenset({"filter_expr", "output_fields"}), _search_013)
     async def search_async(
         self, query_embedding: Sequence[float], top_k: int = 5, filter: Mapping[str, Any] | None = None
     ) -> list[RetrievalResult]:
