@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from mini import _portal
-from mini.stores.base import VectorStoreBackend, create_backend
+from mini.stores.base import Record, VectorStoreBackend, create_backend
 
 LOCAL_KINDS = ["lancedb", "milvus-lite", "qdrant-local"]
 KINDS: list[Any] = list(LOCAL_KINDS)
@@ -50,8 +50,9 @@ class StoreTarget:
 def _shared(uri: str) -> Iterator[str]:
     # An anchor backend that has opened the store keeps it open for the session: the Milvus Lite child process
     # (about a second to start) and the Qdrant local client are then shared by every test instead of per test.
+    # It writes a row: a read of a Milvus Lite file that does not exist yet starts nothing (issue 19).
     anchor = create_backend(uri, collection_name="anchor", dimension=None, token=None)
-    _portal.run(anchor.count())
+    _portal.run(anchor.upsert([Record("anchor", [1.0, 0.0], "anchor", {})]))
     yield uri
     _portal.run(anchor.aclose())
 
