@@ -6,17 +6,24 @@ provider's own latency a batch finishes, and how long the event loop is busy in 
 transport), raw httpx 5.2 ms. The OpenAI-compatible wire format is small and stable, so we speak it directly.
 
 Every failure leaves as a `mini.errors.ProviderError` subclass carrying the HTTP status and Retry-After, which
-the limiter's retry policy reads.
+the limiter's retry policy reads. Requests honour HTTPS_PROXY/HTTP_PROXY/ALL_PROXY/NO_PROXY, as the SDKs do
+(`env_proxy`: read per request, without aiohttp's `trust_env`, which costs two thread hops per request).
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import email.utils
+import functools
+import inspect
 import json
+import os
 import time
-from collections.abc import AsyncIterator, Iterator, Mapping
-from typing import TYPE_CHECKING, Any
+import urllib.parse
+import urllib.request
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
+from typing import TYPE_CHECKING, Any, TypeAlias
 
 from mini._limits import current_attempt
 from mini._portal import PerLoop
@@ -32,6 +39,79 @@ from mini.errors import (
 if TYPE_CHECKING:
     import aiohttp
     from pydantic import SecretStr
+
+
+# An API key, or a function returning the current one (sync or async): called before every request, so a
+# refreshing token (Azure Entra ID, a gateway's short-lived key) is always fresh. Nothing is cached here.
+KeyProvider: TypeAlias = Callable[[], "str | Awaitable[str]"]
+ApiKey: TypeAlias = "str | KeyProvider"
+
+
+async def current_key(provider: KeyProvider) -> str:
+    """The key a provider returns now. Async providers are awaited; sync ones run in a worker thread, since
+    token providers (azure-identity's) may do network I/O and must not block the event loop."""
+    if inspect.iscoroutinefunction(provider):
+        value: Any = await provider()
+    else:
+        value = await asyncio.to_thread(provider)
+        if inspect.isawaitable(value):
+            value = await value
+    if not isinstance(value, str) or not value:
+        raise ConfigurationError(f"the api_key callable returned {type(value).__name__}, not a non-empty str")
+    return value
+
+
+def credential_id(api_key: ApiKey | None) -> str | None:
+    """What identifies a credential for the limiter: the key itself (hashed there), or the provider object
+    (its tokens rotate, the quota behind them does not)."""
+    if api_key is None or isinstance(api_key, str):
+        return api_key
+    return f"key-provider-{id(api_key)}"
+
+
+class KeyAuth:
+    """Per-request credential headers from a `KeyProvider`: `header: [scheme ]<key>`."""
+
+    def __init__(
+        self, provider: KeyProvider, *, header: str = "Authorization", scheme: str = "Bearer"
+    ) -> None:
+        self.provider = provider
+        self.header = header
+        self.scheme = scheme
+
+    async def headers(self) -> dict[str, str]:
+        key = await current_key(self.provider)
+        return {self.header: f"{self.scheme} {key}" if self.scheme else key}
+
+
+# The variables `urllib.request.getproxies_environment` reads for provider URLs (http and https).
+_PROXY_VARIABLES = ("http_proxy", "HTTP_PROXY", "https_proxy", "HTTPS_PROXY", "all_proxy", "ALL_PROXY")
+_NO_PROXY_VARIABLES = ("no_proxy", "NO_PROXY")
+
+
+def env_proxy(scheme: str, host: str) -> str | None:
+    """The proxy URL the environment names for `scheme://host`, or None (none set, or NO_PROXY excludes the
+    host). Read on every request, so a changed environment applies at once.
+
+    Why not aiohttp's `trust_env=True`: it resolves proxies and reads ~/.netrc in a worker thread on every
+    request, which doubled the CPU of a chat request (0.25 -> 0.53 ms, measured against the simulator), and
+    a .netrc entry for the provider's host makes aiohttp refuse our Authorization header. Here the common
+    case (no proxy variable set) is a few dictionary lookups, and the answer is cached per environment."""
+    environment = tuple(os.environ.get(name) for name in _PROXY_VARIABLES)
+    if not any(environment):
+        return None
+    no_proxy = tuple(os.environ.get(name) for name in _NO_PROXY_VARIABLES)
+    return _proxy_for(environment + no_proxy, scheme, host)
+
+
+@functools.lru_cache(maxsize=256)
+def _proxy_for(environment: tuple[str | None, ...], scheme: str, host: str) -> str | None:
+    """`env_proxy`'s decision for one environment (its values are the cache key; urllib reads them)."""
+    proxies = urllib.request.getproxies_environment()
+    # The environment's NO_PROXY rules only (what aiohttp and requests apply); not in typeshed.
+    if urllib.request.proxy_bypass_environment(host, proxies):  # type: ignore[attr-defined]
+        return None
+    return proxies.get(scheme) or proxies.get("all")
 
 
 def parse_retry_after(headers: Mapping[str, str], now: float | None = None) -> float | None:
@@ -153,6 +233,8 @@ class HttpClient:
         *,
         provider: str,
         headers: Mapping[str, str] | None = None,
+        query: Mapping[str, str] | None = None,
+        auth: KeyAuth | None = None,
         timeout: float = 60.0,
         max_connections: int = 1000,
     ) -> None:
@@ -160,6 +242,10 @@ class HttpClient:
         self.provider = provider
         self.timeout = timeout
         self._headers = dict(headers or {})
+        self._query = dict(query or {}) or None
+        self._auth = auth
+        parts = urllib.parse.urlsplit(self.base_url)
+        self._scheme, self._host = parts.scheme, parts.hostname or ""
         self._max_connections = max_connections
         self._sessions: PerLoop[aiohttp.ClientSession] = PerLoop(self._new_session, aclose=_close_session)
 
@@ -167,6 +253,8 @@ class HttpClient:
         import aiohttp
 
         connector = aiohttp.TCPConnector(limit=self._max_connections, ttl_dns_cache=300)
+        # Proxies come from `env_proxy` per request (not trust_env: see there). The ingestion fetcher
+        # deliberately ignores proxies (mini.ingest.web): it guards where user-given URLs may go.
         return aiohttp.ClientSession(connector=connector, headers=self._headers)
 
     async def _send(
@@ -174,9 +262,16 @@ class HttpClient:
     ) -> aiohttp.ClientResponse:
         session = self._sessions.get()
         headers = {"Content-Type": "application/json", **retry_headers()}
+        if self._auth is not None:
+            headers.update(await self._auth.headers())
         with map_http_errors(self.provider):
             response = await session.post(
-                self.base_url + path, data=json.dumps(payload), timeout=limits, headers=headers
+                self.base_url + path,
+                data=json.dumps(payload),
+                timeout=limits,
+                headers=headers,
+                params=self._query,
+                proxy=env_proxy(self._scheme, self._host),
             )
             if response.status >= 400:
                 try:

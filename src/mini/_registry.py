@@ -59,10 +59,12 @@ STORE_ENTRY_POINTS = "mini.stores"
 EMBEDDERS: dict[str, Entry] = {
     "local": Entry("mini.embeddings.local_onnx:LocalOnnxEmbedder", label="local ONNX embeddings"),
     "openai": Entry("mini.embeddings.openai:OpenAIEmbedder", label="OpenAI-compatible embeddings"),
+    "azure": Entry("mini.embeddings.openai:AzureOpenAIEmbedder", label="Azure OpenAI embeddings"),
 }
 
 LLMS: dict[str, Entry] = {
     "openai": Entry("mini.llms.openai:OpenAIChat", label="OpenAI-compatible chat"),
+    "azure": Entry("mini.llms.openai:AzureOpenAIChat", label="Azure OpenAI chat"),
     # Anthropic's Messages API is spoken over aiohttp like OpenAI's (see docs/design-decisions.md): no extra.
     "anthropic": Entry("mini.llms.anthropic:AnthropicChat", label="Anthropic"),
     "bedrock": Entry("mini.llms.bedrock:BedrockChat", "bedrock", "aioboto3", "AWS Bedrock"),

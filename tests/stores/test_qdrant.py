@@ -344,9 +344,9 @@ async def test_big_batches_get_their_terms_in_a_worker_thread(
     threads: list[int] = []
     to_points = qdrant_backend.to_points
 
-    def spy(records: Any) -> Any:
+    def spy(records: Any, *mode: Any) -> Any:
         threads.append(threading.get_ident())
-        return to_points(records)
+        return to_points(records, *mode)
 
     monkeypatch.setattr(qdrant_backend, "to_points", spy)
     backend = make()

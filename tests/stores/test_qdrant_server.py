@@ -15,8 +15,11 @@ from aiohttp import web
 from qdrant_client import QdrantClient, models
 
 from mini.errors import StoreError
+from mini.stores.base import Record
 from mini.stores.filters import parse_filter
 from mini.stores.qdrant import QdrantBackend
+from mini.stores.qdrant.points import server_has_bm25
+from mini.stores.sparse import document_vector, query_vector
 from mini.testing.contracts import CONTRACT_CHECKS, Check, check_keyword_search, rows, unit
 
 SECRET = "sk-secret-123"
@@ -59,6 +62,7 @@ async def test_api_key_stays_out_of_repr_logs_and_errors_and_failures_are_quick(
 # A fake Qdrant server: the REST endpoints this backend uses, answered by a local-mode client, so the server
 # code path (AsyncQdrantClient, HTTP status errors, the api-key header) runs without a real server.
 _ROUTES = [
+    ("GET", r"/", "info"),
     ("GET", r"/collections/(?P<c>[^/]+)", "get_collection"),
     ("PUT", r"/collections/(?P<c>[^/]+)", "create_collection"),
     ("DELETE", r"/collections/(?P<c>[^/]+)", "delete_collection"),
@@ -73,14 +77,34 @@ _ROUTES = [
 
 
 class FakeQdrant:
-    def __init__(self, api_key: str | None) -> None:
+    """`version`: what `GET /` answers (None: 404, a server that does not tell). From 1.15.3 on it analyses
+    `qdrant/bm25` documents the way the server does it in principle (text to BM25 terms, unit query weights,
+    IDF from the collection), here with `mini.stores.sparse` standing in for the server's analyser: what is
+    checked is the wire protocol and the mode's plumbing, not Qdrant's tokenizer."""
+
+    def __init__(self, api_key: str | None, version: str | None = None) -> None:
         self.api_key = api_key
+        self.version = version
         self.local = QdrantClient(":memory:")
         self.calls: list[str] = []
         self.indexes: list[str] = []
+        self.documents: list[models.Document] = []  # every BM25 document received (writes and queries)
+
+    def _analyse(self, document: Any, *, query: bool) -> Any:
+        if not isinstance(document, models.Document):
+            return document
+        if document.model.lower() != "qdrant/bm25" or not server_has_bm25(self.version):
+            raise ValueError(f"Wrong input: no inference for model {document.model}")
+        self.documents.append(document)
+        terms = (query_vector if query else document_vector)(document.text)
+        return models.SparseVector(indices=list(terms.indices), values=list(terms.values))
 
     def answer(self, method: str, name: str, body: dict[str, Any]) -> Any:
         local = self.local
+        if method == "info":
+            if self.version is None:
+                raise ValueError("route not found")
+            return {"title": "qdrant - vector search engine", "version": self.version}
         if method == "get_collection":
             return local.get_collection(name).model_dump(mode="json")
         if method == "create_collection":
@@ -96,6 +120,9 @@ class FakeQdrant:
             return {"operation_id": 0, "status": "completed"}
         if method == "upsert":
             points = models.PointsList.model_validate(body).points
+            for point in points:
+                if isinstance(point.vector, dict):
+                    point.vector = {k: self._analyse(v, query=False) for k, v in point.vector.items()}
             return local.upsert(name, points).model_dump(mode="json")
         if method == "retrieve":
             req = models.PointRequest.model_validate(body)
@@ -121,6 +148,11 @@ class FakeQdrant:
             )
             return {"points": [p.model_dump(mode="json") for p in page], "next_page_offset": offset}
         batch = models.QueryRequestBatch.model_validate(body)
+        for search in batch.searches:
+            if isinstance(search.query, models.NearestQuery):
+                search.query.nearest = self._analyse(search.query.nearest, query=True)
+            else:
+                search.query = self._analyse(search.query, query=True)
         return [r.model_dump(mode="json") for r in local.query_batch_points(name, batch.searches)]
 
     async def handle(self, request: web.Request) -> web.Response:
@@ -137,16 +169,18 @@ class FakeQdrant:
         self.calls.append(method)
         body = await request.json() if request.can_read_body else {}
         try:
-            result = self.answer(method, match["c"], body)
+            result = self.answer(method, match.groupdict().get("c", ""), body)
         except ValueError as exc:
             status = 404 if "not found" in str(exc) else 409 if "already exists" in str(exc) else 400
             return web.json_response({"status": {"error": str(exc)}, "time": 0}, status=status)
+        if method == "info":  # `GET /` answers the version object itself, not wrapped in "result"
+            return web.json_response(result)
         return web.json_response({"result": result, "status": "ok", "time": 0})
 
 
 @pytest.fixture
-async def fake_server() -> AsyncIterator[tuple[str, FakeQdrant]]:
-    fake = FakeQdrant(SECRET)
+async def fake_server(request: pytest.FixtureRequest) -> AsyncIterator[tuple[str, FakeQdrant]]:
+    fake = FakeQdrant(SECRET, getattr(request, "param", None))
     app = web.Application(client_max_size=64 * 1024 * 1024)
     app.router.add_route("*", "/{tail:.*}", fake.handle)
     runner = web.AppRunner(app)
@@ -203,3 +237,52 @@ async def test_server_path_creates_indexes_maps_status_errors_and_redacts(
     assert await backend.search(unit(0), top_k=1) == []
     await backend.upsert(rows(2))
     assert await backend.count() == 2
+
+
+@pytest.mark.parametrize("fake_server", ["1.16.0"], indirect=True)
+async def test_keyword_contract_on_the_servers_own_bm25(fake_server: tuple[str, FakeQdrant]) -> None:
+    uri, fake = fake_server
+    made: list[QdrantBackend] = []
+
+    def factory(name: str = "c", dimension: int | None = None) -> QdrantBackend:
+        made.append(QdrantBackend(uri, collection_name=name, dimension=dimension, token=SECRET))
+        return made[-1]
+
+    try:
+        await check_keyword_search(factory)
+        # Texts and queries went to the server as qdrant/bm25 documents; the collection says which mode it has.
+        assert {d.model for d in fake.documents} == {"qdrant/bm25"}
+        assert any(d.text == "zebra river zebra" for d in fake.documents)
+        sparse = fake.local.get_collection("keyword").config.params.sparse_vectors or {}
+        assert set(sparse) == {"bm25-server"}
+        assert made[-1].keyword_mode == "server"  # the reopened object read it from the collection
+    finally:
+        for backend in made:
+            await backend.aclose()
+
+
+@pytest.mark.parametrize("fake_server", ["1.15.2"], indirect=True)
+async def test_keyword_mode_is_chosen_at_creation_and_kept_on_reopening(
+    fake_server: tuple[str, FakeQdrant], make: Factory
+) -> None:
+    uri, fake = fake_server
+    old = make(uri, token=SECRET)
+    assert old.keyword_mode is None  # nothing open yet
+    await old.insert([Record("a", unit(0), "quokka island", {})])
+    assert old.keyword_mode == "client"  # a server before 1.15.3: the terms are made here
+    # The server is upgraded: the existing collection keeps its mode, new collections get the server's.
+    fake.version = "1.17.1"
+    reopened = make(uri, token=SECRET)
+    await reopened.upsert([Record("b", unit(1), "another quokka", {})])
+    assert reopened.keyword_mode == "client" and fake.documents == []
+    assert [h.id for h in await reopened.keyword_search("quokka", top_k=5)] == ["b", "a"]
+    fresh = make(uri, name="fresh", token=SECRET)
+    await fresh.upsert([Record("c", unit(2), "quokka", {})])
+    assert fresh.keyword_mode == "server"
+    assert [h.id for h in await fresh.keyword_search("quokkas", top_k=5)] == ["c"]
+    assert [d.text for d in fake.documents] == ["quokka", "quokkas"]
+    # A server that does not tell its version: the terms are made here.
+    fake.version = None
+    unknown = make(uri, name="unknown", token=SECRET)
+    await unknown.upsert([Record("d", unit(3), "quokka", {})])
+    assert unknown.keyword_mode == "client"

@@ -290,7 +290,12 @@ class AgentRun:
                 {"role": "assistant", "content": answer},
                 {"role": "user", "content": REPAIR_PROMPT.format(error=str(first)[:500], schema=schema)},
             ]
-            completion = await self.llm.complete(repair)
+            # Where the model has JSON-schema structured outputs (OpenAI-compatible), the repair asks for them:
+            # the provider then guarantees the shape. Elsewhere the prompt's schema has to do.
+            if getattr(self.llm, "supports_response_format", False):
+                completion = await self.llm.complete(repair, response_format=self.output_model)
+            else:
+                completion = await self.llm.complete(repair)
             self.usage = self.usage + completion.usage
             try:
                 return _parse(self.output_model, completion.text)

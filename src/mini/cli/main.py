@@ -51,6 +51,8 @@ from mini.cli.config_cmd import config as _config_command
 from mini.cli.docs import docs_app
 from mini.cli.eval import eval_app
 from mini.cli.eval_run import eval_run as _eval_run  # noqa: F401  (registers `mini eval run` on eval_app)
+from mini.cli.mcp_cmd import mcp as _mcp_command
+from mini.cli.models import models_app
 from mini.cli.stream import chat as _chat_command
 from mini.cli.stream import print_response, stream_answer
 
@@ -353,8 +355,8 @@ def serve(
     try:
         import uvicorn
 
+        from mini.ingest.netguard import is_loopback
         from mini.server import create_app
-        from mini.server.guard import is_loopback
     except ImportError as exc:
         err.print(
             f"[bold red]error:[/] the server needs the server extra: pip install 'mini-rag[server]' ({exc})"
@@ -396,8 +398,10 @@ def _server_settings_or_exit() -> ServerSettings:
 
 app.command("config")(_config_command)
 app.command("chat")(_chat_command)
+app.command("mcp")(_mcp_command)
 app.add_typer(eval_app, name="eval")
 app.add_typer(docs_app, name="docs")
+app.add_typer(models_app, name="models")
 
 
 @app.callback(invoke_without_command=True)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
 
 from mini import _portal, _registry
@@ -15,6 +15,8 @@ from mini.errors import BadRequestError, ConfigurationError, InvalidInputError
 
 if TYPE_CHECKING:
     import numpy as np
+
+    from mini._http import ApiKey
 
 InputType = Literal["query", "document"]
 
@@ -48,7 +50,7 @@ def create_embedder(
     model: str,
     *,
     base_url: str | None,
-    api_key: str | None,
+    api_key: ApiKey | None,
     dimension: int | None,
     batch_size: int | None,
     **remote_options: Any,
@@ -56,7 +58,18 @@ def create_embedder(
     """`remote_options` (timeout, max_concurrency, max_retries, requests/tokens per minute) are given only
     when set; a local model rejects them with a clear error rather than silently ignoring them."""
     provider, name = _registry.split_model(model, default_provider="openai")
-    cls = _registry.load(_registry.lookup(_registry.EMBEDDERS, provider, "embedding provider"))
+    if remote_options.get("client") is not None:  # the user's own SDK client (mini.embeddings.sdk)
+        from mini.embeddings.sdk import SDKEmbedder
+
+        if provider not in ("openai", "azure"):
+            raise ConfigurationError(
+                f"EmbeddingModel(client=...) needs the client's model name, e.g. "
+                f"'openai:text-embedding-3-small', not {model!r}"
+            )
+
+        cls: Any = SDKEmbedder
+    else:
+        cls = _registry.load(_registry.lookup(_registry.EMBEDDERS, provider, "embedding provider"))
     try:
         embedder: Embedder = cls(
             name,
@@ -109,7 +122,9 @@ class EmbeddingModel:
     Concurrent small calls (questions) arriving within `batch_window_ms` share one request to the provider
     (or one local-model batch); each caller gets its own vectors. `batch_window_ms=0` turns that off.
     Remote providers also take `timeout`, `max_concurrency`, `max_retries`, `requests_per_minute` and
-    `tokens_per_minute`; limits are shared with every other caller of the same endpoint and key.
+    `tokens_per_minute`; limits are shared with every other caller of the same endpoint and key. And, as in
+    `LLMConfig`: `default_headers`, `default_query`, `api_version` (with `azure:<deployment>`), an `api_key`
+    callable, or `client=` your own `openai.AsyncOpenAI`/`AsyncAzureOpenAI`.
     """
 
     def __new__(cls, *args: Any, **kwargs: Any) -> EmbeddingModel:
@@ -126,7 +141,7 @@ class EmbeddingModel:
         model: str | None = None,
         *,
         base_url: str | None = None,
-        api_key: str | None = None,
+        api_key: ApiKey | None = None,
         dimension: int | None = None,
         batch_size: int | None = None,
         batch_window_ms: float = 2.0,
@@ -136,6 +151,10 @@ class EmbeddingModel:
         requests_per_minute: float | None = None,
         tokens_per_minute: float | None = None,
         embedder: Embedder | None = None,
+        default_headers: Mapping[str, str] | None = None,
+        default_query: Mapping[str, str] | None = None,
+        api_version: str | None = None,
+        client: Any = None,
     ) -> None:
         at_least(0, batch_window_ms=batch_window_ms)
         if embedder is None:
@@ -149,6 +168,10 @@ class EmbeddingModel:
                 "max_retries": max_retries,
                 "requests_per_minute": requests_per_minute,
                 "tokens_per_minute": tokens_per_minute,
+                "default_headers": default_headers,
+                "default_query": default_query,
+                "api_version": api_version,
+                "client": client,
             }
             embedder = create_embedder(
                 model,

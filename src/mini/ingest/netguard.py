@@ -179,6 +179,28 @@ class FetchPolicy:
         return any(ip.version == net.version and ip in net for net in self.allow_networks)
 
 
+def canonical_host(name: str) -> str:
+    """A host name lower-case without a trailing dot; an IP address in its canonical form (IPv4-mapped IPv6
+    as IPv4), so that `::FFFF:127.0.0.1`, `0:0::1` and `127.0.0.1.` compare as what they are."""
+    name = name.strip().strip("[]").lower().rstrip(".")
+    try:
+        address = ipaddress.ip_address(name)
+    except ValueError:
+        return name
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        return str(address.ipv4_mapped)
+    return str(address)
+
+
+def is_loopback(host: str) -> bool:
+    """`localhost` or a loopback IP (127.0.0.0/8, ::1): what a server without keys may bind to (`mini serve`, `mini mcp`)."""
+    name = canonical_host(host)
+    try:
+        return name == "localhost" or ipaddress.ip_address(name).is_loopback
+    except ValueError:
+        return False
+
+
 def literal_address(host: str) -> IPAddress | None:
     """The address `host` spells, or None for a name. The legacy IPv4 forms `inet_aton` accepts count
     (`2130706433`, `127.1`, `0x7f.1`): the socket layer would connect to them. ValueError for something aiohttp

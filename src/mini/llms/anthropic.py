@@ -10,7 +10,7 @@ import json
 from collections.abc import AsyncGenerator, AsyncIterable, Mapping, Sequence
 from typing import Any, ClassVar
 
-from mini._http import HttpClient, resolve_endpoint
+from mini._http import HttpClient, KeyAuth, credential_id, resolve_endpoint
 from mini._sse import SSEEvent
 from mini.config import LLMConfig
 from mini.errors import (
@@ -19,6 +19,7 @@ from mini.errors import (
     ProviderError,
     ProviderServerError,
     RateLimitError,
+    RefusalError,
 )
 from mini.llms.base import (
     Completion,
@@ -186,6 +187,20 @@ class _ToolUseAssembler:
         )
 
 
+async def decoded_events(stream: AsyncIterable[SSEEvent]) -> AsyncGenerator[dict[str, Any], None]:
+    """An SSE stream's events as JSON objects, each with its `type` (pings and empty events dropped)."""
+    async for event in stream:
+        if event.event == "ping" or not event.data:
+            continue
+        try:
+            data = json.loads(event.data)
+        except ValueError as exc:
+            raise malformed_event(event.data, PROVIDER) from exc
+        if isinstance(data, dict):
+            data.setdefault("type", event.event)
+            yield data
+
+
 class AnthropicChat(HttpChat):
     """Claude models over the Messages API (or anything speaking it, via base_url). Construction does no I/O."""
 
@@ -193,12 +208,23 @@ class AnthropicChat(HttpChat):
     stream_fields: ClassVar[Mapping[str, Any]] = {"stream": True}
 
     def __init__(self, config: LLMConfig) -> None:
-        base_url, api_key = resolve_credentials(config.base_url, config.api_key)
-        super().__init__(config, PROVIDER, base_url, api_key)
-        headers = {"anthropic-version": API_VERSION}
-        if api_key:
+        given = config.api_key
+        key_provider = (
+            None if given is None or isinstance(given, str) else given
+        )  # a key provider, called per request
+        base_url, api_key = resolve_credentials(config.base_url, "provider" if key_provider else given)  # type: ignore[arg-type]
+        super().__init__(config, PROVIDER, base_url, credential_id(key_provider or api_key))
+        headers = {**config.default_headers, "anthropic-version": API_VERSION}
+        if api_key and key_provider is None:
             headers["x-api-key"] = api_key
-        self._http = HttpClient(base_url, provider=PROVIDER, headers=headers, timeout=config.timeout)
+        self._http = HttpClient(
+            base_url,
+            provider=PROVIDER,
+            headers=headers,
+            query=config.default_query,
+            auth=KeyAuth(key_provider, header="x-api-key", scheme="") if key_provider is not None else None,
+            timeout=config.timeout,
+        )
 
     def _body(
         self, messages: Sequence[Message], temperature: float, limit: int | None, tools: Sequence[Tool] | None
@@ -243,6 +269,8 @@ class AnthropicChat(HttpChat):
                 f"malformed message: {str(data)[:200]}", provider=PROVIDER, model=self.model
             ) from exc
         stop = data.get("stop_reason")
+        if stop == "refusal":
+            raise RefusalError("".join(texts), provider=PROVIDER, model=self.model)
         return Completion(
             text="".join(texts),
             model=data.get("model") or self.model,
@@ -251,22 +279,19 @@ class AnthropicChat(HttpChat):
             tool_calls=tuple(calls),
         )
 
-    async def _deltas(self, stream: AsyncIterable[SSEEvent]) -> AsyncGenerator[Delta, None]:
-        """message_start, content blocks (start/delta/stop), message_delta, message_stop -> our deltas."""
+    def _deltas(self, stream: AsyncIterable[SSEEvent]) -> AsyncGenerator[Delta, None]:
+        return self._event_deltas(decoded_events(stream))
+
+    async def _event_deltas(self, events: AsyncIterable[dict[str, Any]]) -> AsyncGenerator[Delta, None]:
+        """message_start, content blocks (start/delta/stop), message_delta, message_stop -> our deltas, from
+        our SSE reader or an SDK stream; a refusal raises at the end."""
         calls = _ToolUseAssembler()
         usage = Usage()
         stop: str | None = None
         done = False
-        async for event in stream:
-            if event.event == "ping" or not event.data:
-                continue
-            try:
-                data = json.loads(event.data)
-            except ValueError as exc:
-                raise malformed_event(event.data, PROVIDER) from exc
-            if not isinstance(data, dict):
-                continue
-            kind = data.get("type") or event.event
+        said: list[str] = []
+        async for data in events:
+            kind = data.get("type")
             if kind == "error":
                 raise stream_error(data)
             if kind == "message_start":
@@ -276,10 +301,12 @@ class AnthropicChat(HttpChat):
                 if block.get("type") == "tool_use":
                     calls.start(int(data.get("index", 0)), block)
                 elif block.get("type") == "text" and block.get("text"):
+                    said.append(block["text"])
                     yield Delta(text=block["text"])
             elif kind == "content_block_delta":
                 delta = data.get("delta") or {}
                 if delta.get("type") == "text_delta" and delta.get("text"):
+                    said.append(delta["text"])
                     yield Delta(text=delta["text"])
                 elif delta.get("type") == "input_json_delta":
                     calls.feed(int(data.get("index", 0)), delta.get("partial_json") or "")
@@ -292,5 +319,7 @@ class AnthropicChat(HttpChat):
         if not done:
             raise ProviderConnectionError("the stream ended before the model finished", provider=PROVIDER)
         self.usage += usage
+        if stop == "refusal":
+            raise RefusalError("".join(said), provider=PROVIDER, model=self.model)
         # One closing delta with everything only known at the end.
         yield Delta(usage=usage, finish_reason=_FINISH.get(stop or "", stop), tool_calls=calls.calls())

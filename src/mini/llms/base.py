@@ -3,19 +3,36 @@
 from __future__ import annotations
 
 import contextlib
+import copy
 import json
 from abc import ABC, abstractmethod
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, ClassVar, Protocol, TypedDict, TypeVar, Unpack, runtime_checkable
+from typing import (
+    TYPE_CHECKING,
+    Any,
+    ClassVar,
+    Protocol,
+    TypeAlias,
+    TypedDict,
+    TypeVar,
+    Unpack,
+    runtime_checkable,
+)
 
 from mini import _registry
 from mini.config import OFFLINE_LLM_NAMES, LLMConfig, load_settings
-from mini.errors import ProviderError
+from mini.errors import InvalidInputError, ProviderError
 
 if TYPE_CHECKING:
+    from pydantic import BaseModel
+
     from mini._http import HttpClient, SSEStream
     from mini._limits import Limiter, RetryPolicy
+
+# A structured-output request: a pydantic model class, a JSON Schema, or a full OpenAI `response_format`
+# object ({"type": "json_schema", ...} or {"type": "json_object"}).
+ResponseFormat: TypeAlias = "type[BaseModel] | Mapping[str, Any]"
 
 # Provider-neutral conversation, in OpenAI's shape; each adapter translates it to its wire format:
 #   {"role": "system" | "user", "content": str}
@@ -53,6 +70,53 @@ def assistant_message(text: str, tool_calls: Sequence[ToolCall] = ()) -> dict[st
 def tool_result(call: ToolCall, output: str) -> dict[str, Any]:
     """A tool's output as the message that answers `call`."""
     return {"role": "tool", "tool_call_id": call.id, "content": output}
+
+
+def _strict_schema(schema: Any) -> Any:
+    """`schema` made fit for OpenAI's strict mode (`additionalProperties: false` on every object), or None when
+    it cannot be without changing its meaning (an optional property: strict mode wants every one required)."""
+    strict = copy.deepcopy(schema)
+    stack = [strict]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, list):
+            stack.extend(node)
+            continue
+        if not isinstance(node, dict):
+            continue
+        properties = node.get("properties")
+        if isinstance(properties, dict):
+            if set(node.get("required") or ()) != set(properties):
+                return None
+            node.setdefault("additionalProperties", False)
+        stack.extend(node.values())
+    return strict
+
+
+def json_schema_format(spec: ResponseFormat) -> dict[str, Any]:
+    """Any `ResponseFormat` as OpenAI's `response_format` object; strict when the schema allows it."""
+    if isinstance(spec, type) and hasattr(spec, "model_json_schema"):
+        name, schema = spec.__name__, spec.model_json_schema()
+    elif isinstance(spec, Mapping):
+        if spec.get("type") in ("json_schema", "json_object"):
+            return dict(spec)
+        name, schema = str(spec.get("title") or "response"), dict(spec)
+    else:
+        raise InvalidInputError(
+            f"response_format must be a pydantic model class or a JSON Schema dict, not {type(spec).__name__}"
+        )
+    strict = _strict_schema(schema)
+    body: dict[str, Any] = {"name": "".join(c if c.isalnum() or c in "_-" else "_" for c in name)[:64]}
+    body.update({"schema": strict, "strict": True} if strict is not None else {"schema": schema})
+    return {"type": "json_schema", "json_schema": body}
+
+
+def format_instruction(fmt: Mapping[str, Any]) -> str:
+    """The prompt that asks for JSON where the wire cannot (Anthropic, Bedrock): the schema spelled out."""
+    schema = (fmt.get("json_schema") or {}).get("schema")
+    if schema is None:
+        return "Reply with only a JSON object."
+    return "Reply with only a JSON object that matches this JSON Schema:\n" + json.dumps(schema)
 
 
 def provider_limiter(config: LLMConfig, base_url: str, credential: str | None) -> Limiter:
@@ -170,6 +234,7 @@ class ChatOptions(TypedDict, total=False):
     temperature: float | None
     max_tokens: int | None
     tools: Sequence[Tool] | None
+    response_format: ResponseFormat | None  # honoured where `supports_response_format`, else prompted
 
 
 @runtime_checkable
@@ -201,6 +266,8 @@ class ProviderChat(ABC):
 
     # Fields a streaming request adds to the payload (after the config's extra_params, so they win).
     stream_fields: ClassVar[Mapping[str, Any]] = {}
+    # Whether the wire has JSON-schema structured outputs (`_add_format`); without, the schema is prompted.
+    supports_response_format: ClassVar[bool] = False
 
     def __init__(self, config: LLMConfig, provider: str, endpoint: str, credential: str | None) -> None:
         _provider, self.model = _registry.split_model(config.model, default_provider=provider)
@@ -216,15 +283,26 @@ class ProviderChat(ABC):
         temperature: float | None,
         max_tokens: int | None,
         tools: Sequence[Tool] | None,
+        response_format: ResponseFormat | None = None,
     ) -> dict[str, Any]:
         """The request body, with the config's temperature and max_tokens where the call gave none."""
         config = self.config
-        return self._body(
+        fmt = None if response_format is None else json_schema_format(response_format)
+        if fmt is not None and not self.supports_response_format:
+            messages = [*messages, {"role": "system", "content": format_instruction(fmt)}]
+        payload = self._body(
             messages,
             config.temperature if temperature is None else temperature,
             config.max_tokens if max_tokens is None else max_tokens,
             tools,
         )
+        if fmt is not None and self.supports_response_format:
+            self._add_format(payload, fmt)
+        return payload
+
+    def _add_format(self, payload: dict[str, Any], fmt: dict[str, Any]) -> None:
+        """Put an OpenAI-shaped `response_format` into the request (wires with `supports_response_format`)."""
+        raise NotImplementedError
 
     @abstractmethod
     def _body(
@@ -258,8 +336,9 @@ class ProviderChat(ABC):
         temperature: float | None = None,
         max_tokens: int | None = None,
         tools: Sequence[Tool] | None = None,
+        response_format: ResponseFormat | None = None,
     ) -> Completion:
-        payload = self._payload(messages, temperature, max_tokens, tools)
+        payload = self._payload(messages, temperature, max_tokens, tools, response_format)
         try:
             data = await self._limiter.call(
                 lambda: self._send(payload), policy=self._policy, tokens=self._tokens(payload)
@@ -278,8 +357,9 @@ class ProviderChat(ABC):
         temperature: float | None = None,
         max_tokens: int | None = None,
         tools: Sequence[Tool] | None = None,
+        response_format: ResponseFormat | None = None,
     ) -> AsyncIterator[Delta]:
-        payload = self._payload(messages, temperature, max_tokens, tools)
+        payload = self._payload(messages, temperature, max_tokens, tools, response_format)
         payload.update(self.stream_fields)
         # Returned, not wrapped: closing the caller's iterator closes the stream (and the connection) at once.
         return stream_held(
@@ -296,7 +376,7 @@ class HttpChat(ProviderChat):
     """A provider spoken over our `HttpClient`: a JSON POST to `path` answers, the same POST asking for
     server-sent events streams. Subclasses set `path` and `self._http`."""
 
-    path: ClassVar[str]
+    path: str
     _http: HttpClient
 
     def _send(self, payload: dict[str, Any]) -> Awaitable[Any]:
@@ -322,6 +402,10 @@ def resolve_llm_config(config: LLMConfig | None) -> LLMConfig | None:
 
 
 def create_llm(config: LLMConfig) -> LLM:
+    if config.client is not None:  # the user's own SDK client: mini.llms.sdk wraps it
+        from mini.llms.sdk import sdk_chat
+
+        return sdk_chat(config)
     provider, _name = _registry.split_model(config.model, default_provider="openai")
     cls = _registry.load(_registry.lookup(_registry.LLMS, provider, "LLM provider"))
     llm: LLM = cls(config)

@@ -21,6 +21,7 @@ from urllib.parse import urlsplit
 from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from mini.ingest.netguard import canonical_host
 from mini.server.errors import error_response
 from mini.server.settings import ServerSettings
 
@@ -59,28 +60,6 @@ def authenticated(headers: Mapping[str, str], keys: Collection[str]) -> bool:
     # Constant time, against every key (no short cut): no timing hint about a prefix or which key matched.
     matches = [hmac.compare_digest(given.encode(), key.encode()) for key in keys]
     return any(matches)
-
-
-def canonical_host(name: str) -> str:
-    """A host name lower-case without a trailing dot; an IP address in its canonical form (IPv4-mapped IPv6
-    as IPv4), so that `::FFFF:127.0.0.1`, `0:0::1` and `127.0.0.1.` compare as what they are."""
-    name = name.strip().strip("[]").lower().rstrip(".")
-    try:
-        address = ipaddress.ip_address(name)
-    except ValueError:
-        return name
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        return str(address.ipv4_mapped)
-    return str(address)
-
-
-def is_loopback(host: str) -> bool:
-    """`localhost` or a loopback IP (127.0.0.0/8, ::1): what a server without keys may bind to."""
-    name = canonical_host(host)
-    try:
-        return name == "localhost" or ipaddress.ip_address(name).is_loopback
-    except ValueError:
-        return False
 
 
 def host_name(header: str) -> str | None:

@@ -13,11 +13,13 @@ write for COSINE, so `get(include_vectors=True)` returns unit-length vectors (sa
 On a server, keyword payload indexes are made for ``metadata.source`` and ``id`` when the collection is
 created (local mode has no payload indexes and warns if asked, so it is not asked).
 
-Keyword search: a named sparse vector ``"bm25"`` with Qdrant's IDF modifier holds each text's BM25 term
-weights, computed here (`mini.stores.sparse`: our tokenizer, stop words and stemmer, not the engine's);
-Qdrant multiplies the query terms by their IDF over the collection at search time. Collections created
-before keyword search lack the sparse vector: dense search works, `keyword_search` raises
-`UnsupportedOperationError` until the collection is re-created.
+Keyword search: a named sparse vector with Qdrant's IDF modifier holds each text's BM25 term weights; Qdrant
+applies the IDF over the collection at search time. Who makes the terms is chosen when the collection is
+created and recorded in the sparse vector's name, so reopening keeps it (`keyword_mode`): ``"bm25-server"``,
+a server 1.15.3+ analysing `Document(model="qdrant/bm25")` itself; ``"bm25"``, our terms
+(`mini.stores.sparse`) for older servers and local mode (why: docs/scaling.md, "Keyword search / hybrid").
+Collections created before keyword search have no sparse vector: dense search works, `keyword_search`
+raises `UnsupportedOperationError` until the collection is re-created.
 
 Local mode on disk commits every point separately (qdrant-client's sqlite storage): ~1 ms per row, 2,000
 rows in ~2.8 s here, all of it in a worker thread. It is meant for tests and small collections; qdrant-client
@@ -62,14 +64,16 @@ from mini.stores.qdrant.clients import (
 )
 from mini.stores.qdrant.filters import ID_KEY, has_ids, payload_key, point_id, to_qdrant
 from mini.stores.qdrant.points import (
-    SPARSE_VECTOR,
+    KeywordMode,
     collection_layout,
-    dense_only,
+    for_mode,
     hit,
+    keyword_query,
+    keyword_vector,
     records_from_points,
+    server_has_bm25,
     to_points,
 )
-from mini.stores.sparse import query_vector
 from mini.types import RetrievalResult
 
 if TYPE_CHECKING:
@@ -124,7 +128,8 @@ class QdrantBackend(BackendSkeleton[tuple[list["models.PointStruct"], int], "mod
         if kind != "memory":  # an in-memory client is this object's alone: so is its lock (the default)
             self.writes = WriterLock(f"qdrant:{location}", collection_name)
         self._opened = False  # the collection is known to exist and self._dimension is its dimension
-        self._keyword = False  # the open collection has the "bm25" sparse vector with the IDF modifier
+        self._keyword: KeywordMode | None = None  # the open collection's keyword mode (points.py)
+        self._server_bm25: bool | None = None  # the server analyses qdrant/bm25 documents (asked once)
         self._secret = token or None  # only ever used to redact messages and build the client
         self._conn: Connection
         if kind == "server":
@@ -151,6 +156,12 @@ class QdrantBackend(BackendSkeleton[tuple[list["models.PointStruct"], int], "mod
 
     def __repr__(self) -> str:
         return f"QdrantBackend({self.uri!r}, collection_name={self.collection_name!r})"
+
+    @property
+    def keyword_mode(self) -> KeywordMode | None:
+        """How the open collection's keyword terms are made: "server" (Qdrant's own BM25 analysis),
+        "client" (`mini.stores.sparse`), or None (no keyword index, or the collection is not open yet)."""
+        return self._keyword if self._opened else None
 
     # --- plumbing
 
@@ -186,7 +197,7 @@ class QdrantBackend(BackendSkeleton[tuple[list["models.PointStruct"], int], "mod
     def _forget(self) -> None:
         """The collection vanished (dropped elsewhere): the next call looks again."""
         self._opened = False
-        self._keyword = False
+        self._keyword = None
         self._dimension = self._configured_dimension
 
     async def _open(self) -> bool:
@@ -209,9 +220,36 @@ class QdrantBackend(BackendSkeleton[tuple[list["models.PointStruct"], int], "mod
     async def _collection_exists(self) -> bool:
         return await self._open()
 
+    async def _new_collection_mode(self) -> KeywordMode:
+        """The keyword mode a collection created now gets: "server" where the server analyses BM25 itself."""
+        if self._conn.local:
+            return "client"
+        if self._server_bm25 is None:
+            conn = self._connection()
+            try:
+                info = await conn.call("info")
+            except driver_errors() as exc:  # an old server, or one behind a proxy that hides `GET /`
+                logger.info(
+                    "Qdrant at %s did not tell its version (%s): keyword terms are made here",
+                    self.uri,
+                    type(exc).__name__,
+                )
+                self._server_bm25 = False
+            else:
+                self._server_bm25 = server_has_bm25(getattr(info, "version", None))
+        return "server" if self._server_bm25 else "client"
+
+    async def _expected_mode(self) -> KeywordMode | None:
+        """The keyword mode points are converted for: the open collection's, or the one a new collection gets
+        (`_write` adapts them if another process created the collection meanwhile with another one)."""
+        if await self._open():
+            return self._keyword
+        return await self._new_collection_mode()
+
     async def _create_collection(self, dimension: int) -> None:
         from qdrant_client import models
 
+        mode = await self._new_collection_mode()
         async with self._open_locks.get():
             if self._opened:
                 return
@@ -222,7 +260,7 @@ class QdrantBackend(BackendSkeleton[tuple[list["models.PointStruct"], int], "mod
                     collection_name=self.collection_name,
                     vectors_config=models.VectorParams(size=dimension, distance=models.Distance.COSINE),
                     sparse_vectors_config={
-                        SPARSE_VECTOR: models.SparseVectorParams(modifier=models.Modifier.IDF),
+                        keyword_vector(mode): models.SparseVectorParams(modifier=models.Modifier.IDF),
                     },
                 )
             except StoreError as exc:
@@ -231,9 +269,10 @@ class QdrantBackend(BackendSkeleton[tuple[list["models.PointStruct"], int], "mod
                     raise
             else:
                 logger.info(
-                    "created Qdrant collection %r (dimension %d) at %s",
+                    "created Qdrant collection %r (dimension %d, keyword terms made by the %s) at %s",
                     self.collection_name,
                     dimension,
+                    mode,
                     self.uri,
                 )
                 if not self._conn.local:  # local mode has no payload indexes (and warns if asked)
@@ -250,7 +289,8 @@ class QdrantBackend(BackendSkeleton[tuple[list["models.PointStruct"], int], "mod
     async def _points(self, records: Sequence[Record]) -> list[models.PointStruct]:
         # Validating and converting costs ~0.1 s per 1M floats (2,000 x 384: 80 ms), and the keyword terms
         # ~0.35 s per 1M characters of text (0.06 s once the stemmer's cache is warm).
-        return await convert(to_points, records, per_float=100e-9, per_char=350e-9)
+        mode = await self._expected_mode()
+        return await convert(lambda batch: to_points(batch, mode), records, per_float=100e-9, per_char=350e-9)
 
     async def _prepare(self, records: Sequence[Record]) -> tuple[list[models.PointStruct], int]:
         points = await self._points(records)
@@ -271,7 +311,7 @@ class QdrantBackend(BackendSkeleton[tuple[list["models.PointStruct"], int], "mod
                         action,
                         "upsert",
                         collection_name=self.collection_name,
-                        points=list(batch) if self._keyword else dense_only(batch),
+                        points=for_mode(batch, self._keyword),
                     )
                 return
             except CollectionMissing:  # dropped meanwhile (by another object or process): create it again
@@ -366,26 +406,24 @@ class QdrantBackend(BackendSkeleton[tuple[list["models.PointStruct"], int], "mod
     async def keyword_search(
         self, text: str, *, top_k: int, filter: Filter | None = None
     ) -> list[RetrievalResult]:
-        """Rows ranked by BM25 of their text to `text`, best first: the query's terms (weight 1 each, see
-        `mini.stores.sparse`) against the "bm25" sparse vectors, IDF applied by Qdrant. Rows sharing no term
-        with the query are not returned; a query of stop words only matches nothing."""
-        from qdrant_client import models
-
+        """Rows ranked by BM25 of their text to `text`, best first: the query's terms (weight 1 each) against
+        the collection's keyword sparse vectors, IDF applied by Qdrant; the terms are made by the server or
+        here (`keyword_mode`). Rows sharing no term with the query are not returned; a query of stop words
+        only (`mini.stores.sparse.ENGLISH_STOP_WORDS`) matches nothing."""
         check_top_k(top_k)
         check_query_text(text)
         flt = self._where(filter)
         if not await self._open():
             return []
-        if not self._keyword:
+        mode = self._keyword
+        if mode is None:
             raise no_keyword_index("Qdrant", self.collection_name, "keyword (BM25) sparse vector")
-        terms = query_vector(text)
-        if not terms:
+        query = keyword_query(text, mode)
+        if query is None:
             return []
-        query = models.SparseVector(indices=list(terms.indices), values=list(terms.values))
+        using = keyword_vector(mode)
         # Batched apart from dense searches: keyed by (vector name, filter).
-        return (
-            await self._searches.submit_many((SPARSE_VECTOR, filter), [(query, top_k, flt, SPARSE_VECTOR)])
-        )[0]
+        return (await self._searches.submit_many((using, filter), [(query, top_k, flt, using)]))[0]
 
     async def _search_batch(self, key: Any, items: list[_Query]) -> list[list[RetrievalResult]]:
         from qdrant_client import models

@@ -6,7 +6,8 @@ Converse (`/model/{id}/converse[-stream]`). They share the settings, the fault i
 a max-in-flight cap answered with 429 + Retry-After, 5xx fraction, slow responses, mid-stream disconnects),
 the deterministic answers (also to `mini.eval`'s judge prompts), the scripted replies and the statistics
 (`GET /stats`; `GET /arrivals`: every request's arrival, endpoint, status and retry count; `GET /gone`: when
-clients went away mid-response; `GET /wait`: block until counters reach given values).
+clients went away mid-response; `GET /requests`: the path, query and headers of each request;
+`GET /wait`: block until counters reach given values).
 
 Modules: `core` (settings, state, faults, errors), `answers` (what the model says), one per wire format
 (`openai`, `anthropic`, `bedrock`), `app` (the ASGI app and command line) and `launcher` (`SimServer`).

@@ -167,15 +167,55 @@ class Reply:
     tool_calls: list[dict[str, Any]]  # {"id", "name", "arguments": dict}
     prompt_tokens: int
     completion_tokens: int
+    refusal: str | None = None  # the model declines: each wire says so in its own shape
 
     @property
     def pieces(self) -> list[str]:
         return split_pieces(self.content)
 
 
-def make_reply(state: SimState, messages: list[dict[str, Any]]) -> Reply:
-    """The next scripted reply, else the deterministic answer; `messages` in OpenAI shape (text content)."""
-    scripted = state.scripts.pop(0) if state.scripts else {"content": answer_for(messages)}
+def fit_schema(schema: Any, text: str, defs: dict[str, Any] | None = None) -> Any:
+    """A value that validates against a JSON Schema (the subset pydantic emits), strings saying `text`."""
+    if not isinstance(schema, dict):
+        return text
+    defs = defs if defs is not None else schema.get("$defs") or schema.get("definitions") or {}
+    ref = schema.get("$ref")
+    if isinstance(ref, str):
+        return fit_schema(defs.get(ref.rsplit("/", 1)[-1], {}), text, defs)
+    if "enum" in schema:
+        return schema["enum"][0]
+    if "const" in schema:
+        return schema["const"]
+    for key in ("anyOf", "oneOf", "allOf"):
+        options = [o for o in schema.get(key) or () if not (isinstance(o, dict) and o.get("type") == "null")]
+        if options:
+            return fit_schema(options[0], text, defs)
+    kind = schema.get("type")
+    kind = next((k for k in kind if k != "null"), "string") if isinstance(kind, list) else kind
+    if kind == "object" or "properties" in schema:
+        return {name: fit_schema(sub, text, defs) for name, sub in (schema.get("properties") or {}).items()}
+    if kind == "array":
+        return [fit_schema(schema.get("items") or {}, text, defs)]
+    return {"integer": 1, "number": 1.0, "boolean": True, "null": None}.get(str(kind), text)
+
+
+def response_schema(body: dict[str, Any]) -> Any:
+    """The JSON Schema an OpenAI `response_format` asks the answer to fit ({} for plain json_object)."""
+    fmt = body.get("response_format")
+    if not isinstance(fmt, dict) or fmt.get("type") not in ("json_schema", "json_object"):
+        return None
+    return (fmt.get("json_schema") or {}).get("schema") or {}
+
+
+def make_reply(state: SimState, messages: list[dict[str, Any]], schema: Any = None) -> Reply:
+    """The next scripted reply, else the deterministic answer (as JSON fitting `schema`, when the request
+    asked for structured output); `messages` in OpenAI shape (text content)."""
+    if state.scripts:
+        scripted = state.scripts.pop(0)
+    elif schema is not None:
+        scripted = {"content": json.dumps(fit_schema(schema, answer_for(messages)))}
+    else:
+        scripted = {"content": answer_for(messages)}
     calls = []
     for i, call in enumerate(scripted.get("tool_calls") or []):
         arguments = call.get("arguments", {})
@@ -186,4 +226,5 @@ def make_reply(state: SimState, messages: list[dict[str, Any]]) -> Reply:
     # Whitespace tokens: crude, but deterministic and good enough for usage and token_ms latency.
     completion = len(content.split()) + sum(len(json.dumps(c["arguments"]).split()) for c in calls)
     prompt = sum(len(text_of(m).split()) for m in messages)
-    return Reply(content, calls, prompt, completion)
+    refusal = scripted.get("refusal")
+    return Reply(content, calls, prompt, completion, str(refusal) if refusal else None)

@@ -4,7 +4,8 @@ Answers come from the shared `make_reply` (same text, pieces and token counts as
 Anthropic's shapes: content blocks, `tool_use`/`tool_result`, the streamed event sequence, typed error bodies
 and the `request-id` header. Like the real API it requires `max_tokens` and the `anthropic-version` header,
 rejects tool results that do not answer the previous turn's `tool_use` blocks, and stops at `max_tokens`
-(`stop_reason: "max_tokens"`), so adapter mistakes show up as 400s here rather than in production.
+(`stop_reason: "max_tokens"`), so adapter mistakes show up as 400s here rather than in production. A scripted
+`{"refusal": "..."}` ends with `stop_reason: "refusal"`.
 """
 
 from __future__ import annotations
@@ -201,6 +202,8 @@ def routes(state: core.SimState) -> list[Route]:
             return _error(404, "not_found_error", f"model: {model}", request_id)
         reply = make_reply(state, conversation)
         pieces, calls, output_tokens, stop_reason = _truncated(reply, max_tokens)
+        if reply.refusal:  # the API's refusal: whatever text came, then stop_reason "refusal"
+            pieces, calls, stop_reason = [reply.refusal], [], "refusal"
         usage = {"input_tokens": reply.prompt_tokens, "output_tokens": output_tokens}
         message: dict[str, Any] = {
             "id": f"msg_sim{next(state.ids)}",

@@ -22,6 +22,7 @@ from mini.testing.sim import anthropic, bedrock, openai
 from mini.testing.sim.core import (
     COUNTERS,
     MAX_ARRIVALS,
+    MAX_RECORDED_REQUESTS,
     OUTCOMES,
     READY_PREFIX,
     BadRequest,
@@ -85,6 +86,16 @@ class _Accounting:
             return message
 
         headers = dict(scope["headers"])
+        if len(state.requests) < MAX_RECORDED_REQUESTS:
+            state.requests.append(
+                {
+                    "path": scope.get("path", ""),
+                    "query": scope.get("query_string", b"").decode(errors="replace"),
+                    "headers": {
+                        k.decode(errors="replace"): v.decode(errors="replace") for k, v in headers.items()
+                    },
+                }
+            )
         fault = state.fault_for(wire, headers, endpoint)
         if not endpoint:  # uncounted path: only credentials matter
             await (wire.render(fault) if fault else self.app)(scope, receive, send)
@@ -145,7 +156,7 @@ async def _bad_request(request: Request, exc: Exception) -> Response:
 
 
 def _control_routes(state: SimState) -> list[Route]:
-    """/stats, /arrivals, /gone, /wait, /config, /reset, /script: what tests read and change."""
+    """/stats, /arrivals, /gone, /requests, /wait, /config, /reset, /script: what tests read and change."""
 
     async def stats(request: Request) -> Response:
         return JSONResponse(state.snapshot())
@@ -155,6 +166,9 @@ def _control_routes(state: SimState) -> list[Route]:
 
     async def gone(request: Request) -> Response:
         return JSONResponse({"gone": state.gone})
+
+    async def requests(request: Request) -> Response:
+        return JSONResponse({"requests": state.requests})
 
     async def wait(request: Request) -> Response:
         """`?endpoint=chat&in_flight=0&timeout=10`: answers once every named counter of the endpoint ("total"
@@ -197,11 +211,13 @@ def _control_routes(state: SimState) -> list[Route]:
         responses = (await json_body(request)).get("responses")
         if not isinstance(responses, list) or not all(
             isinstance(r, dict)
-            and ("content" in r or "tool_calls" in r)
+            and ("content" in r or "tool_calls" in r or "refusal" in r)
             and all(isinstance(call, dict) and "name" in call for call in r.get("tool_calls") or [])
             for r in responses
         ):
-            raise BadRequest('responses must be a list of {"content": ...} or {"tool_calls": [...]} objects')
+            raise BadRequest(
+                'responses must be a list of {"content": ...}, {"tool_calls": [...]} or {"refusal": ...} objects'
+            )
         state.scripts.extend(responses)
         return JSONResponse({"queued": len(state.scripts)})
 
@@ -209,6 +225,7 @@ def _control_routes(state: SimState) -> list[Route]:
         Route("/stats", stats, methods=["GET"]),
         Route("/arrivals", arrivals, methods=["GET"]),
         Route("/gone", gone, methods=["GET"]),
+        Route("/requests", requests, methods=["GET"]),
         Route("/wait", wait, methods=["GET"]),
         Route("/reset", reset, methods=["POST"]),
         Route("/config", config, methods=["GET", "POST"]),

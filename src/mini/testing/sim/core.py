@@ -39,6 +39,7 @@ COUNTERS += (
     "clients_gone",
 )
 MAX_ARRIVALS = 200_000
+MAX_RECORDED_REQUESTS = 1_000  # headers are bigger than arrivals: the first thousand since a reset
 _FAULT_IDS = itertools.count(1)
 
 
@@ -150,6 +151,8 @@ class SimState:
         # Linux, so a test in another process can compare it with its own clock.
         self.gone: list[tuple[float, str]] = []
         self.scripts: list[dict[str, Any]] = []
+        # What each provider request carried (path, query, headers): tests assert auth, gateway headers, query.
+        self.requests: list[dict[str, Any]] = []
         self.rng = random.Random(config.seed)
         self.ids = itertools.count(1)
         self._changed: asyncio.Event | None = None  # created by the first waiter, inside the server's loop
@@ -169,6 +172,7 @@ class SimState:
         self.arrivals.clear()
         self.gone.clear()
         self.scripts.clear()
+        self.requests.clear()
         self.rng = random.Random(self.config.seed)
         self.ids = itertools.count(1)
         self.changed()

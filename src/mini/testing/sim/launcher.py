@@ -123,6 +123,11 @@ class SimServer:
         it saw the client go away, endpoint). Linux's monotonic clock is system-wide: compare it with yours."""
         return [(float(at), str(endpoint)) for at, endpoint in self._call("GET", "/gone")["gone"]]
 
+    def requests(self) -> list[dict[str, Any]]:
+        """What each provider request since the last reset carried: {"path", "query" (the raw query string),
+        "headers" (lower-case names)}; the first thousand."""
+        return list(self._call("GET", "/requests")["requests"])
+
     def wait_for(self, endpoint: str = "total", *, timeout: float = 10.0, **counters: int) -> dict[str, Any]:
         """Block until every named counter of `endpoint` has the given value, e.g. `wait_for("chat",
         in_flight=0)`; the server wakes us when its counters move (no polling). Returns that endpoint's

@@ -1,4 +1,8 @@
-"""The OpenAI wire format of the simulated provider: `/v1/chat/completions`, `/v1/embeddings`, `/v1/models`."""
+"""The OpenAI wire format of the simulated provider: `/v1/chat/completions`, `/v1/embeddings`, `/v1/models`, and
+Azure OpenAI's deployment paths (`/openai/deployments/{name}/chat/completions|embeddings?api-version=...`).
+
+`response_format` (json_schema) is honoured: the answer is JSON fitting the schema. A scripted
+`{"refusal": "..."}` is answered the way OpenAI refuses (`message.refusal`, content null)."""
 
 from __future__ import annotations
 
@@ -15,16 +19,31 @@ from starlette.routing import Route
 
 from mini import _sse
 from mini.testing.sim import core
-from mini.testing.sim.answers import WORD, Reply, embed_text, make_reply
+from mini.testing.sim.answers import WORD, Reply, embed_text, make_reply, response_schema
+
+AZURE_PREFIX = "/openai/deployments/"
+_AZURE_OPERATIONS = {"chat/completions": "chat", "embeddings": "embeddings"}
 
 
 def endpoint_of(path: str) -> str | None:
+    if path.startswith(AZURE_PREFIX):
+        _deployment, _, operation = path.removeprefix(AZURE_PREFIX).partition("/")
+        return _AZURE_OPERATIONS.get(operation)
     # "" = ours but not counted (listing models): credentials are checked, no other fault applies.
     return {"/v1/chat/completions": "chat", "/v1/embeddings": "embeddings", "/v1/models": ""}.get(path)
 
 
 def authorized(headers: dict[bytes, bytes], api_key: str) -> bool:
-    return headers.get(b"authorization", b"").decode() == f"Bearer {api_key}"
+    """A Bearer token (OpenAI, Azure Entra ID) or Azure's `api-key` header."""
+    if headers.get(b"api-key", b"").decode(errors="replace") == api_key:
+        return True
+    return headers.get(b"authorization", b"").decode(errors="replace") == f"Bearer {api_key}"
+
+
+def _azure_checked(request: Request) -> None:
+    """Azure answers a deployment path without `api-version` with an error, as here."""
+    if request.url.path.startswith(AZURE_PREFIX) and not request.query_params.get("api-version"):
+        raise core.BadRequest("the api-version query parameter is required (Azure OpenAI)")
 
 
 def render(fault: core.Fault) -> Response:
@@ -56,6 +75,7 @@ def routes(state: core.SimState) -> list[Route]:
     """The OpenAI-compatible endpoints under /v1."""
 
     async def embeddings(request: Request) -> Response:
+        _azure_checked(request)
         body = await core.json_body(request)
         inputs = body.get("input")
         inputs = [inputs] if isinstance(inputs, str) else inputs
@@ -82,7 +102,9 @@ def routes(state: core.SimState) -> list[Route]:
         )
 
     async def chat(request: Request) -> Response:
+        _azure_checked(request)
         body = await core.json_body(request)
+        body.setdefault("model", request.path_params.get("deployment"))
         messages = body.get("messages")
         if not isinstance(messages, list) or not all(isinstance(m, dict) for m in messages):
             raise core.BadRequest("messages must be a list of objects")
@@ -93,8 +115,10 @@ def routes(state: core.SimState) -> list[Route]:
             return JSONResponse(
                 error, status_code=404, headers={"x-request-id": f"req_sim_{next(state.ids)}"}
             )
-        reply = make_reply(state, messages)
+        reply = make_reply(state, messages, response_schema(body))
         content: str | None = reply.content if reply.content or not reply.tool_calls else None
+        if reply.refusal:
+            content = None
         tool_calls = _tool_calls(reply)
         finish = "tool_calls" if tool_calls else "stop"
         prompt, completion = reply.prompt_tokens, reply.completion_tokens
@@ -112,7 +136,7 @@ def routes(state: core.SimState) -> list[Route]:
         if not body.get("stream"):
             await asyncio.sleep((config.chat_ms + config.token_ms * completion) / 1000)
             counters["completion_tokens"] += completion
-            message: dict[str, Any] = {"role": "assistant", "content": content, "refusal": None}
+            message: dict[str, Any] = {"role": "assistant", "content": content, "refusal": reply.refusal}
             if tool_calls:
                 message["tool_calls"] = tool_calls
             choice = {"index": 0, "message": message, "finish_reason": finish, "logprobs": None}
@@ -132,6 +156,8 @@ def routes(state: core.SimState) -> list[Route]:
         async def events() -> AsyncIterator[bytes]:
             # Latency lives in the generator: headers go out at once, the first token after chat_ms (like TTFT).
             await asyncio.sleep(config.chat_ms / 1000)
+            if reply.refusal:
+                yield chunk({"role": "assistant", "content": None, "refusal": reply.refusal})
             for i, piece in enumerate(reply.pieces if content else []):
                 if i:
                     await asyncio.sleep(config.token_ms / 1000)
@@ -168,6 +194,8 @@ def routes(state: core.SimState) -> list[Route]:
         Route("/v1/embeddings", embeddings, methods=["POST"]),
         Route("/v1/chat/completions", chat, methods=["POST"]),
         Route("/v1/models", models, methods=["GET"]),
+        Route(AZURE_PREFIX + "{deployment}/embeddings", embeddings, methods=["POST"]),
+        Route(AZURE_PREFIX + "{deployment}/chat/completions", chat, methods=["POST"]),
     ]
 
 

@@ -1,0 +1,1 @@
+"""Adapters to the frameworks users already run: LangChain, LlamaIndex, MCP (each behind its optional extra)."""
