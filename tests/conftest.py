@@ -43,6 +43,19 @@ _ENV_TO_CLEAR = (
     "MINI_ALLOWED_HOSTS",
     "MINI_CORS_ORIGINS",
     "MINI_PUBLIC_DOCS",
+    # 0.1.3's names for our settings, and the Hub's: a developer's own would change what the tests see.
+    "MILVUS_URI",
+    "MILVUS_TOKEN",
+    "EMBEDDING_MODEL",
+    "HF_HUB_OFFLINE",
+    "HF_ENDPOINT",
+    # Provider requests honour proxy variables: the simulator on loopback must not go through a developer's.
+    "HTTP_PROXY",
+    "HTTPS_PROXY",
+    "ALL_PROXY",
+    "http_proxy",
+    "https_proxy",
+    "all_proxy",
 )
 
 

@@ -63,6 +63,8 @@ STATUS_BY_ERROR: dict[type[err.MiniError], tuple[int, str]] = {
     err.AuthenticationError: (502, "provider_rejected"),
     err.BadRequestError: (502, "provider_rejected"),
     err.RateLimitError: (429, "rate_limited"),
+    # The model declined this request's content: the client may rephrase (never an empty 200 answer).
+    err.RefusalError: (422, "model_refused"),
     err.ProviderServerError: (502, "provider_error"),
 }
 
@@ -92,6 +94,7 @@ _PUBLIC_MESSAGES = {
     "provider_timeout": "the model provider did not answer in time",
     "provider_rejected": "the model provider refused the server's request (see the server log)",
     "rate_limited": "the model provider is rate limiting the server; retry later",
+    "model_refused": "the model declined to answer this request; rephrase it",
     # Fallbacks of the types below, for a stream's error whose message is not at hand.
     "invalid_input": "invalid input",
     "conflict": "conflict",
