@@ -45,6 +45,28 @@ def mini(
     )
 
 
+def mini_in_process(
+    *args: str, cwd: Path, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """`mini` run in this process (typer's runner): the same app, flags, settings files and exit codes, without
+    the ~2 s of a new interpreter importing LanceDB. For what a command prints and returns; a check of what
+    a user's terminal shows for a failure (one error line, no traceback, log lines) needs the real process."""
+    import contextlib
+
+    from typer.testing import CliRunner
+
+    from mini.cli.main import app
+
+    keep = clean_env(env)
+    changes: dict[str, str | None] = {name: None for name in os.environ if name not in keep}
+    changes.update(keep)
+    with contextlib.chdir(cwd):
+        result = CliRunner(env=changes).invoke(app, list(args))
+    if result.exception is not None and not isinstance(result.exception, SystemExit):
+        raise result.exception  # a bug: the real process would print its traceback
+    return subprocess.CompletedProcess(["mini", *args], result.exit_code, result.stdout, result.stderr)
+
+
 class Terminal:
     """`mini` with stdin and stdout on a pseudo-terminal, driven like a user: wait for a prompt, type a line.
 

@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from tests.cli.terminal import mini_in_process
 from tests.conftest import SAMPLE_CORPUS
 
 MINI = Path(sys.executable).with_name("mini")
@@ -48,7 +49,7 @@ def test_ingest_then_query_offline_prints_an_answer_with_numbered_sources(tmp_pa
     assert "*[1]" in out and "recycling_schedule.pdf, page 2" in out
     assert "offline, extractive" in out
 
-    again = mini("ingest", str(SAMPLE_CORPUS), "--json", cwd=tmp_path)
+    again = mini_in_process("ingest", str(SAMPLE_CORPUS), "--json", cwd=tmp_path)
     report = json.loads(again.stdout)
     assert (report["files_skipped"], report["chunks_added"]) == (8, 0)
 
@@ -101,7 +102,7 @@ def test_ingest_flags_json_report_and_prune(tmp_path: Path) -> None:
     assert first["files_added"] == 12 and first["embedding_requests"] >= 1
     assert first["chunks_embedded"] == first["chunks_added"] > 0
     (docs / "doc00003.txt").unlink()
-    pruned = json.loads(mini("ingest", str(docs), *args, "--prune", cwd=tmp_path).stdout)
+    pruned = json.loads(mini_in_process("ingest", str(docs), *args, "--prune", cwd=tmp_path).stdout)
     assert (pruned["files_skipped"], pruned["files_pruned"], pruned["chunks_embedded"]) == (11, 1, 0)
 
 
@@ -194,7 +195,7 @@ def test_query_needs_a_question_or_a_file_and_profile_prints_the_stage_table(
     neither = mini("query", cwd=tmp_path)
     assert neither.returncode == 2 and "give a question or --file" in neither.stderr
     shutil.copytree(sample_store, tmp_path / "mini_data")  # the default store, where `mini` runs
-    profiled = mini("query", "When is glass collected for recycling?", "--profile", cwd=tmp_path)
+    profiled = mini_in_process("query", "When is glass collected for recycling?", "--profile", cwd=tmp_path)
     assert profiled.returncode == 0, profiled.stderr
     for stage in ("rewrite", "embed", "search", "rerank", "generate", "total", "waiting on I/O"):
         assert stage in profiled.stderr

@@ -13,6 +13,7 @@ from typer.testing import CliRunner
 
 from mini import VectorStore
 from mini.cli.main import app
+from tests.cli.terminal import mini_in_process
 from tests.cli.test_cli import mini
 from tests.query.conftest import make_rag
 from tests.test_documents import ROWS, plant_copies, write_corpus
@@ -52,11 +53,11 @@ def test_ingest_list_and_delete_a_jsonl_file_by_its_relative_path(tmp_path: Path
     assert mini("ingest", "corpus", *store, cwd=tmp_path).returncode == 0
     jsonl = (tmp_path / "corpus" / "faq.jsonl").as_posix()
 
-    listed = json.loads(mini("docs", "list", *store, "--json", cwd=tmp_path).stdout)
+    listed = json.loads(mini_in_process("docs", "list", *store, "--json", cwd=tmp_path).stdout)
     assert [d["source"] for d in listed["documents"]].count(jsonl) == 1
     [faq] = [d for d in listed["documents"] if d["source"] == jsonl]
     assert faq["chunks"] == len(ROWS) and listed["total"] == 3
-    table = mini("docs", "list", *store, cwd=tmp_path).stdout
+    table = mini_in_process("docs", "list", *store, cwd=tmp_path).stdout
     assert table.count("corpus/faq.jsonl") == 1 and "#" not in table  # shown relative, rows not listed
     assert "3 document(s)" in table
 
@@ -66,7 +67,7 @@ def test_ingest_list_and_delete_a_jsonl_file_by_its_relative_path(tmp_path: Path
     assert json.loads(deleted.stdout)["deleted"] == [{"source": jsonl, "chunks": len(ROWS)}]
     assert count(tmp_path / "store") == before - len(ROWS)
     assert count(tmp_path / "store", origin=jsonl) == 0
-    after = json.loads(mini("docs", "list", *store, "--json", cwd=tmp_path).stdout)
+    after = json.loads(mini_in_process("docs", "list", *store, "--json", cwd=tmp_path).stdout)
     assert jsonl not in [d["source"] for d in after["documents"]] and after["total"] == 2
 
 
@@ -90,7 +91,7 @@ def test_delete_prints_what_went_and_stats_count_what_is_left(
 ) -> None:
     store, files = indexed
     options = ("--uri", str(store), "--collection", "sim")
-    stats = json.loads(mini("docs", "stats", *options, "--json", cwd=tmp_path).stdout)
+    stats = json.loads(mini_in_process("docs", "stats", *options, "--json", cwd=tmp_path).stdout)
     assert (stats["documents"], stats["chunks"]) == (3, count(store, "sim"))
     assert stats["by_type"] == {"jsonl": 1, "md": 1, "txt": 1}
 
@@ -98,7 +99,7 @@ def test_delete_prints_what_went_and_stats_count_what_is_left(
     assert deleted.returncode == 0, deleted.stderr
     assert f"({len(ROWS)} chunk(s))" in deleted.stdout and "Deleted 1 document(s)" in deleted.stdout
 
-    shown = mini("docs", "stats", *options, cwd=tmp_path).stdout
+    shown = mini_in_process("docs", "stats", *options, cwd=tmp_path).stdout
     assert f"2 document(s), {count(store, 'sim')} chunk(s)" in shown
 
 
@@ -109,11 +110,11 @@ def test_an_empty_or_mistyped_store_is_one_clear_error(tmp_path: Path) -> None:
     deleted = mini("docs", "delete", "a.md", *options, cwd=tmp_path)
     assert deleted.returncode == 2 and "the store is empty" in one_error_line(deleted.stderr)
     # For programs an empty store is an answer: empty JSON, exit 0.
-    as_json = mini("docs", "list", *options, "--json", cwd=tmp_path)
+    as_json = mini_in_process("docs", "list", *options, "--json", cwd=tmp_path)
     assert as_json.returncode == 0 and json.loads(as_json.stdout) == {"documents": [], "total": 0}
-    stats = json.loads(mini("docs", "stats", *options, "--json", cwd=tmp_path).stdout)
+    stats = json.loads(mini_in_process("docs", "stats", *options, "--json", cwd=tmp_path).stdout)
     assert (stats["documents"], stats["chunks"]) == (0, 0)
-    assert "--uri" in mini("docs", "delete", "--help", cwd=tmp_path).stdout
+    assert "--uri" in mini_in_process("docs", "delete", "--help", cwd=tmp_path).stdout
 
 
 def test_repair_reports_and_removes_duplicate_rows(

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
-from tests.cli.terminal import build_store, mini, mini_tty
+from tests.cli.terminal import build_store, mini, mini_in_process, mini_tty
 from tests.conftest import SAMPLE_CORPUS
 
 QUESTION = "When is glass collected for recycling?"
@@ -77,7 +77,7 @@ def test_tokens_reach_the_terminal_as_they_arrive_and_a_failed_stream_ends_with_
 def test_filters_parse_values_as_json_and_combine_with_and(store: str, tmp_path: Path) -> None:
     def chunks(*filters: str) -> list[dict[str, Any]]:
         args = [a for f in filters for a in ("--filter", f)]
-        result = mini(
+        result = mini_in_process(
             "query",
             "library budget recycling",
             "--uri",
@@ -133,8 +133,12 @@ def test_mode_and_top_k_come_from_flags_over_env_over_mini_toml(store: str, tmp_
     assert from_toml["metadata"]["retrieval"]["mode"] == "keyword" and len(from_toml["retrieved_chunks"]) == 3
     assert set(from_toml["metadata"]["retrieval"]["legs"]) == {"keyword"}
     dense = {"MINI_RETRIEVAL_MODE": "dense"}
-    assert _retrieval(mini(*args, cwd=tmp_path, env=dense))["mode"] == "dense"  # env over mini.toml
-    flagged = _retrieval(mini(*args, "--mode", "hybrid", cwd=tmp_path, env=dense))  # the flag over both
+    assert (
+        _retrieval(mini_in_process(*args, cwd=tmp_path, env=dense))["mode"] == "dense"
+    )  # env over mini.toml
+    flagged = _retrieval(
+        mini_in_process(*args, "--mode", "hybrid", cwd=tmp_path, env=dense)
+    )  # the flag over both
     assert flagged["mode"] == "hybrid" and set(flagged["legs"]) == {"dense", "keyword"}
 
 
