@@ -147,9 +147,9 @@ def test_rewrite_flag_overrides_mini_toml(store: str, tmp_path: Path, sim: Any) 
     env = {"OPENAI_BASE_URL": sim.base_url, "OPENAI_API_KEY": "sim"}
     args = ("query", QUESTION, "--uri", store, "--llm", "openai:sim-chat", "--json")
     (tmp_path / "mini.toml").write_text("use_query_rewriting = false\n")
-    assert mini(*args, cwd=tmp_path, env=env).returncode == 0
+    assert mini_in_process(*args, cwd=tmp_path, env=env).returncode == 0
     assert sim.stats()["chat"]["requests"] == 1  # the answer only
-    assert mini(*args, "--rewrite", cwd=tmp_path, env=env).returncode == 0
+    assert mini_in_process(*args, "--rewrite", cwd=tmp_path, env=env).returncode == 0
     assert sim.stats()["chat"]["requests"] == 3  # a rewrite and an answer more
 
 

@@ -358,7 +358,7 @@ def test_kill_9_midway_then_rerun_embeds_only_the_missing_chunks(sim: Any, tmp_p
 
 @pytest.mark.slow
 async def test_local_model_ingestion_keeps_the_loop_responsive(tmp_path: Path, lag_probe: Any) -> None:
-    write_corpus(tmp_path / "docs", 40)
+    write_corpus(tmp_path / "docs", 20)
     model = EmbeddingModel()  # the bundled local model: batches run in worker threads, one per core
     # Loading the model and tokenizer is measured elsewhere (one-time stalls of ~20 ms while Rust code holds
     # the GIL); the budget here is for ingestion itself.
@@ -369,7 +369,7 @@ async def test_local_model_ingestion_keeps_the_loop_responsive(tmp_path: Path, l
     ing = Ingestor(VectorStore(str(tmp_path / "store"), collection_name="t"), model)
     async with lag_probe:
         report = await ing.run([tmp_path / "docs"])
-    assert report.files_added == 40 and report.ok
+    assert report.files_added == 20 and report.ok
     # Local chunks are sized by the model's own tokenizer, so none is cut off at its 256-token limit.
     tokenizer = model.embedder.chunk_tokenizer()  # type: ignore[attr-defined]
     texts = [r.text for r in await ing.store.get_async()]
