@@ -31,7 +31,15 @@ try:
 except ImportError as exc:
     raise MissingDependencyError("mini mcp (mini.integrations.mcp)", "mcp", "mcp") from exc
 
-__all__ = ["Answer", "IngestSummary", "Passage", "SearchResult", "check_paths", "create_server", "is_loopback"]
+__all__ = [
+    "Answer",
+    "IngestSummary",
+    "Passage",
+    "SearchResult",
+    "check_paths",
+    "create_server",
+    "is_loopback",
+]
 
 MAX_TOP_K = 50  # a model asking for more would flood its own context
 FETCH_HINT = "mini mcp fetches only public addresses"

@@ -33,6 +33,7 @@ from mini.config import LLMConfig, load_settings
 from mini.errors import (
     AuthenticationError,
     BadRequestError,
+    ConfigurationError,
     ProviderConnectionError,
     ProviderError,
     ProviderServerError,
@@ -279,6 +280,12 @@ class BedrockChat(ProviderChat):
     def __init__(self, config: LLMConfig) -> None:
         self.region = config.region or load_settings().aws_region or DEFAULT_REGION
         self.endpoint_url = config.base_url.rstrip("/") if config.base_url else None
+        if config.api_key is not None and not isinstance(config.api_key, str):
+            # Bedrock API keys are long-lived bearer keys; refreshing credentials come from the AWS chain.
+            raise ConfigurationError(
+                "a callable api_key is not supported for Bedrock: pass the Bedrock API key as a string, or use "
+                "AWS credentials (the AWS credential chain refreshes them)"
+            )
         self._api_key = config.api_key or None
         # Quotas are per account and region: key the shared limits by endpoint and the credential in use
         # (read from the environment without I/O; a profile name stands in for the keys it holds).
