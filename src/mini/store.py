@@ -140,13 +140,19 @@ async def search_dicts(
 ) -> list[dict[str, Any]]:
     """0.1.3's search on any store: the `top_k` nearest rows as its dicts, `filter_expr` as in the module
     docstring. Also what `mini.VectorStore.search(filter_expr=..., output_fields=...)` runs."""
-    where = _where(store, filter_expr, filter)
-    if isinstance(where, RawExpression):
-        ranking = (await store.backend.search_many([query_embedding], top_k=top_k, filter=where))[0]  # type: ignore[arg-type]
-    else:
-        ranking = await _VectorStore.search_async(store, query_embedding, top_k, where)
+    ranking = await _nearest(store, query_embedding, top_k, _where(store, filter_expr, filter))
     fields = DEFAULT_OUTPUT_FIELDS if output_fields is None else output_fields
     return [_as_dict(hit, fields) for hit in ranking]
+
+
+async def _nearest(
+    store: _VectorStore, query_embedding: Sequence[float], top_k: int, where: Any
+) -> list[RetrievalResult]:
+    """The dense ranking under `_where`'s filter: raw Milvus text goes to the backend as written, a filter dict
+    through the facade's checks."""
+    if isinstance(where, RawExpression):
+        return (await store.backend.search_many([query_embedding], top_k=top_k, filter=where))[0]  # type: ignore[arg-type]
+    return await _VectorStore.search_async(store, query_embedding, top_k, where)
 
 
 class VectorStore(_VectorStore):
@@ -239,11 +245,10 @@ class VectorStore(_VectorStore):
         from mini.query.fusion import rrf
 
         where = _where(self, filter_expr, None)
+        dense = await _nearest(self, query_embedding, top_k, where)
         if isinstance(where, RawExpression):
-            dense = (await self.backend.search_many([query_embedding], top_k=top_k, filter=where))[0]  # type: ignore[arg-type]
             keyword = await self.backend.keyword_search(query, top_k=top_k, filter=where)  # type: ignore[arg-type]
         else:
-            dense = await super().search_async(query_embedding, top_k, where)
             keyword = await self.keyword_search_async(query, top_k, where)
         fields = DEFAULT_OUTPUT_FIELDS if output_fields is None else output_fields
         return [_as_dict(hit, fields) for hit in rrf([dense, keyword])[:top_k]]
