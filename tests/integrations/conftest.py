@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
+import threading
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -32,3 +35,20 @@ def rag(store_dir: Path) -> Iterator[AgenticRAG]:
     assert report.ok and report.chunks_added == len(TEXTS), report.failures
     yield rag
     rag.close()
+
+
+@pytest.fixture
+def search_calls(
+    rag: AgenticRAG, monkeypatch: pytest.MonkeyPatch
+) -> list[tuple[asyncio.AbstractEventLoop, threading.Thread]]:
+    """Where each `rag.search_async` call ran (its loop and thread): an async retriever must await it on the
+    caller's loop, not hop to a thread."""
+    seen: list[tuple[asyncio.AbstractEventLoop, threading.Thread]] = []
+    search_async = rag.search_async
+
+    async def spy(*args: Any, **kwargs: Any) -> Any:
+        seen.append((asyncio.get_running_loop(), threading.current_thread()))
+        return await search_async(*args, **kwargs)
+
+    monkeypatch.setattr(rag, "search_async", spy)
+    return seen

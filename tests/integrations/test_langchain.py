@@ -6,7 +6,6 @@ import asyncio
 import threading
 from typing import Any
 
-import pytest
 from langchain_core.documents import Document
 from langchain_core.language_models.fake_chat_models import ParrotFakeChatModel
 from langchain_core.output_parsers import StrOutputParser
@@ -35,22 +34,14 @@ def rag_chain(retriever: MiniRetriever) -> Runnable[str, str]:
 
 
 async def test_chain_ainvoke_awaits_search_async_on_the_callers_loop(
-    rag: AgenticRAG, monkeypatch: pytest.MonkeyPatch
+    rag: AgenticRAG, search_calls: list[Any]
 ) -> None:
-    seen: list[tuple[asyncio.AbstractEventLoop, threading.Thread]] = []
-    search_async = rag.search_async
-
-    async def spy(*args: Any, **kwargs: Any) -> Any:
-        seen.append((asyncio.get_running_loop(), threading.current_thread()))
-        return await search_async(*args, **kwargs)
-
-    monkeypatch.setattr(rag, "search_async", spy)
     answer = await rag_chain(MiniRetriever(rag=rag, top_k=1)).ainvoke(GLASS_QUESTION)
     assert f"[recycling.md] Glass is collected for recycling on the {GLASS_ANSWER}" in answer
     assert "library.md" not in answer and "parks.md" not in answer  # top_k=1 reached the search
     # LangChain's default async path would run the sync one in an executor thread: this one awaited the search
     # on the caller's own loop and thread.
-    assert seen == [(asyncio.get_running_loop(), threading.current_thread())]
+    assert search_calls == [(asyncio.get_running_loop(), threading.current_thread())]
 
 
 def test_chain_invoke_and_documents_carry_id_score_and_metadata(rag: AgenticRAG) -> None:

@@ -6,7 +6,6 @@ import asyncio
 import threading
 from typing import Any
 
-import pytest
 from llama_index.core.llms.mock import MockLLM
 from llama_index.core.query_engine import RetrieverQueryEngine
 
@@ -21,20 +20,14 @@ def engine(rag: AgenticRAG) -> RetrieverQueryEngine:
 
 
 async def test_query_engine_aquery_answers_from_the_expected_chunk(
-    rag: AgenticRAG, monkeypatch: pytest.MonkeyPatch
+    rag: AgenticRAG, search_calls: list[Any]
 ) -> None:
-    seen: list[tuple[asyncio.AbstractEventLoop, threading.Thread]] = []
-    search_async = rag.search_async
-
-    async def spy(*args: Any, **kwargs: Any) -> Any:
-        seen.append((asyncio.get_running_loop(), threading.current_thread()))
-        return await search_async(*args, **kwargs)
-
-    monkeypatch.setattr(rag, "search_async", spy)
     response = await engine(rag).aquery(GLASS_QUESTION)
-    assert seen == [(asyncio.get_running_loop(), threading.current_thread())]  # awaited, no thread hop
+    assert search_calls == [
+        (asyncio.get_running_loop(), threading.current_thread())
+    ]  # awaited, no thread hop
     [node] = response.source_nodes
-    [hit] = await search_async(GLASS_QUESTION, top_k=1)
+    [hit] = await rag.search_async(GLASS_QUESTION, top_k=1)  # after the check above: the spy records it too
     assert (node.node.node_id, node.score, node.node.metadata) == (hit.id, hit.score, hit.metadata)
     assert node.node.metadata["source"] == "recycling.md"
     assert GLASS_ANSWER in str(response)
