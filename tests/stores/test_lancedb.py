@@ -3,6 +3,8 @@ translation, foreign tables, the FTS and IVF indexes `optimize` builds, and `rep
 
 from __future__ import annotations
 
+import asyncio
+from collections import Counter
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -16,6 +18,7 @@ from mini.errors import DuplicateIdError, InvalidInputError, StoreError
 from mini.stores.base import Record, VectorStore, VectorStoreBackend
 from mini.stores.filters import parse_filter
 from mini.stores.lancedb import LanceDBBackend, map_lancedb_errors
+from mini.stores.lancedb.keyword import query_words
 from mini.testing.contracts import rows, unit
 
 
@@ -128,3 +131,40 @@ async def test_replace_swaps_a_scope_in_one_commit(tmp_path: Path) -> None:
     ]
     assert await backend.replace(new, scope=parse_filter({"source": "s0"})) == 1  # type: ignore[arg-type]
     assert await table.version() == version + 1  # one commit: never a moment with the scope half replaced
+
+
+async def test_cached_keyword_scores_rank_like_lancedb_and_see_writes(tmp_path: Path) -> None:
+    rng = np.random.default_rng(5)
+    texts = [
+        "The runners were running to the library",
+        "A quiet library with a budget for 2025",
+        "Glass is recycled monthly; the library recycles paper",
+        "Parking permits cost 40 EUR per year",
+        "The lighthouse run starts at the harbour",
+    ]
+    backend = make(tmp_path)
+    backend._keyword_scores.settle = 0.0  # cache every version at once (by default, once it stood 1 s)
+    await backend.insert([Record(f"t{i}", rng.standard_normal(8), t, {"i": i}) for i, t in enumerate(texts)])
+    await backend.optimize()
+    table = await backend._get_table()
+    assert table is not None
+    queries = ["library budget", "Running to the LIBRARY's run?\nrun run", "recycled glass-paper", "nothing"]
+    # Concurrent questions share one batch; each ranking (ids, scores, rows) is LanceDB's own query's.
+    cached = await asyncio.gather(*(backend.keyword_search(q, top_k=3) for q in queries))
+    for query, hits in zip(queries, cached, strict=True):
+        direct = await backend._keyword_direct(table, query, 3)
+        assert [(h.id, h.text, h.metadata) for h in hits] == [(h.id, h.text, h.metadata) for h in direct]
+        assert [h.score for h in hits] == pytest.approx([h.score for h in direct], rel=1e-5)
+    # Writes change every BM25 score: a new table version starts a new cache, whoever wrote it.
+    await backend.insert([Record("t9", rng.standard_normal(8), "budget budget library", {})])
+    assert [h.id for h in await backend.keyword_search("library budget", top_k=1)] == ["t9"]
+    await make(tmp_path).delete(ids=["t9"])
+    assert "t9" not in {h.id for h in await backend.keyword_search("library budget", top_k=5)}
+
+
+def test_keyword_query_words_are_cut_only_where_lancedb_cuts_tokens() -> None:
+    # ASCII non-alphanumerics are token boundaries for LanceDB's simple tokenizer; other characters are left
+    # to LanceDB (a word may hold several of its tokens, never part of one).
+    assert query_words("Don't-stop\nRUN run_fast École?") == Counter(
+        {"don": 1, "t": 1, "stop": 1, "run": 2, "fast": 1, "École": 1}
+    )

@@ -156,6 +156,7 @@ def ingest(
 
         policy = FetchPolicy.refusing(hint="--refuse-private-urls is on")
     ingestor = rag.ingestor(concurrency=concurrency, batch_size=batch_size, fetch_policy=policy)
+    _load_store_writer(rag)
 
     async def main() -> IngestReport:
         async with rag:
@@ -175,6 +176,17 @@ def ingest(
     _emit_report(report, as_json)
     if report.files_failed:
         raise typer.Exit(1)
+
+
+def _load_store_writer(rag: AgenticRAG) -> None:
+    """LanceDB writes go through the `lancedb` package, 1.5-2 s of imports that reads no longer pay
+    (mini.stores.lancedb.native). A command that writes imports it before its work starts, as it always did,
+    rather than in a worker thread while its first commit waits (an interrupted ingestion would then have
+    written nothing)."""
+    from mini import _registry
+
+    if rag.vector_store.uri is not None and _registry.store_kind(rag.vector_store.uri) == "lancedb":
+        import lancedb  # noqa: F401
 
 
 def _emit_report(report: IngestReport, as_json: bool) -> None:

@@ -3,21 +3,19 @@
 from __future__ import annotations
 
 import asyncio
+import importlib
 import json
 import logging
 import os
+import sys
 import threading
 import time
 from collections.abc import Sequence
 from datetime import timedelta
+from typing import TYPE_CHECKING, Any
 
-import lancedb
 import numpy as np
 import pyarrow as pa
-from lancedb import _lancedb as lancedb_native
-from lancedb.db import AsyncConnection
-from lancedb.index import FTS, IvfFlat
-from lancedb.table import AsyncTable
 
 from mini._batching import Coalescer
 from mini._portal import PerLoop
@@ -33,7 +31,10 @@ from mini.stores._common import (
 )
 from mini.stores.base import Record
 from mini.stores.filters import Filter
+from mini.stores.lancedb import native
 from mini.stores.lancedb.commits import commit, delete_extra_copies, is_commit_conflict, map_lancedb_errors
+from mini.stores.lancedb.hits import rankings_from_hits
+from mini.stores.lancedb.keyword import KeywordScores
 from mini.stores.lancedb.rows import (
     TEXT_COLUMN,
     VECTOR_COLUMN,
@@ -45,6 +46,11 @@ from mini.stores.lancedb.rows import (
 from mini.stores.lancedb.sql import ID_COLUMN, METADATA_COLUMN, id_in, to_where
 from mini.types import RetrievalResult
 
+if TYPE_CHECKING:
+    from lancedb.db import AsyncConnection
+    from lancedb.index import FTS
+    from lancedb.table import AsyncTable
+
 logger = logging.getLogger("mini.stores")
 
 # Ids per `id IN (...)` predicate: keeps SQL strings and DataFusion IN-lists small for big batches.
@@ -55,9 +61,22 @@ _KEEP_VERSIONS = timedelta(minutes=10)
 # Other processes' (or other backend objects') writes become visible to reads after at most this long.
 # Zero costs nothing measurable locally (search 6.02 vs 6.07 ms, count 1.41 vs 1.37 ms at 2k rows).
 _READ_CONSISTENCY = timedelta(seconds=0)
-# DeleteResult.num_deleted_rows exists at runtime in 0.40 (not in its type stub) but not in older releases,
-# which pyproject still allows: there, matching rows are counted before deleting.
-_DELETE_REPORTS_ROWS = hasattr(getattr(lancedb_native, "DeleteResult", None), "num_deleted_rows")
+_python_layer_ready: list[bool] = []  # [True] once `lancedb` (the Python layer) is imported
+
+
+async def import_lancedb() -> None:
+    """Import the `lancedb` package (1.5-2 s of Python, see `mini.stores.lancedb.native`) in a worker thread
+    the first time an operation needs it, so the event loop keeps running meanwhile."""
+    if not _python_layer_ready:
+        await asyncio.to_thread(importlib.import_module, "lancedb.table")
+        _python_layer_ready.append(True)
+
+
+def _delete_reports_rows() -> bool:
+    # DeleteResult.num_deleted_rows exists at runtime in 0.40 (not in its type stub) but not in older releases,
+    # which pyproject still allows: there, matching rows are counted before deleting.
+    engine = sys.modules.get(native.EXTENSION)
+    return hasattr(getattr(engine, "DeleteResult", None), "num_deleted_rows")
 
 
 def _path_from_uri(uri: str) -> str:
@@ -66,17 +85,20 @@ def _path_from_uri(uri: str) -> str:
     return os.path.abspath(os.path.expanduser(path or "./mini_data"))
 
 
-# Measured on BEIR SciFact (5,183 abstracts): nDCG@10 0.684 with these settings (the library's defaults,
-# spelled out so an upgrade cannot change them silently); BEIR's BM25 0.665, bm25s 0.687.
-_FTS_CONFIG = FTS(
-    base_tokenizer="simple",
-    language="English",
-    lower_case=True,
-    stem=True,
-    remove_stop_words=True,
-    ascii_folding=True,
-    with_position=False,
-)
+def _fts_config() -> FTS:
+    """Measured on BEIR SciFact (5,183 abstracts): nDCG@10 0.684 with these settings (the library's defaults,
+    spelled out so an upgrade cannot change them silently); BEIR's BM25 0.665, bm25s 0.687."""
+    from lancedb.index import FTS
+
+    return FTS(
+        base_tokenizer="simple",
+        language="English",
+        lower_case=True,
+        stem=True,
+        remove_stop_words=True,
+        ascii_folding=True,
+        with_position=False,
+    )
 
 
 async def _has_fts_index(table: AsyncTable) -> bool:
@@ -89,13 +111,17 @@ def _id_predicates(ids: Sequence[str]) -> list[str]:
     return [id_in(ids[start : start + _ID_BATCH]) for start in range(0, len(ids), _ID_BATCH)]
 
 
-class LanceDBBackend(BackendSkeleton[tuple[AsyncTable, pa.Table], str | None]):
+class LanceDBBackend(BackendSkeleton[tuple["AsyncTable", pa.Table], str | None]):
     """Vectors, text and JSON metadata in one LanceDB table; cosine distance, score = 1 - distance.
 
     LanceDB's async handles are not tied to the event loop that created them (checked: one table handle
     works from successive `asyncio.run` calls and from other threads' loops), so one connection and one
     table handle are shared by every loop. Only asyncio primitives are per loop (`PerLoop`): the lock that
     serialises opening and the semaphore that bounds concurrent scans.
+
+    The handles are LanceDB's native (Rust) connection and table when `mini.stores.lancedb.native` can load
+    the engine alone: opening and vector search then never import the `lancedb` package, and the other
+    operations wrap the same table in `AsyncTable` (importing `lancedb` in a thread the first time).
     """
 
     def __init__(
@@ -116,8 +142,11 @@ class LanceDBBackend(BackendSkeleton[tuple[AsyncTable, pa.Table], str | None]):
         lock_file = os.path.join(self.path, f"{collection_name}.lance.lock")
         self.writes = WriterLock(self.path, collection_name, lock_file=lock_file)
         self.index_threshold = index_threshold
-        self._db: AsyncConnection | None = None
-        self._table: AsyncTable | None = None
+        # Native handles (see the class docstring), or lancedb's AsyncConnection/AsyncTable when the native
+        # path is off; `_native` says which, once connected.
+        self._db: Any = None
+        self._table: Any = None
+        self._native: bool = False
         self._handles = threading.Lock()  # guards the shared handles; never held across an await
         self._open_locks: PerLoop[asyncio.Lock] = PerLoop(asyncio.Lock)
         # Unbounded, 64 concurrent flat searches over 20k x 384 took 4-8 s (64 sequential: 1-2 s) and stalled
@@ -129,38 +158,82 @@ class LanceDBBackend(BackendSkeleton[tuple[AsyncTable, pa.Table], str | None]):
         self._searches: Coalescer[tuple[int, str | None], np.ndarray, list[RetrievalResult]] = Coalescer(
             self._search_batch, max_batch=256, max_concurrent=limit
         )
+        # Unfiltered keyword queries: concurrent ones share a batch, served from cached per-word BM25 scores.
+        self._keyword_scores = KeywordScores()
+        self._keyword_batches: Coalescer[int, str, list[RetrievalResult] | None] = Coalescer(
+            self._keyword_batch, max_batch=256, max_concurrent=limit
+        )
 
     def __repr__(self) -> str:
         return f"LanceDBBackend({self.path!r}, collection_name={self.collection_name!r})"
 
-    async def _connection(self) -> AsyncConnection:
+    async def _connection(self) -> Any:
+        """The connection handle: native, or lancedb's AsyncConnection (`self._native` says which)."""
         db = self._db
         if db is None:
+            engine = await asyncio.to_thread(native.extension)  # a first load reads a 185 MB library
             with map_lancedb_errors("connect"):
-                db = await lancedb.connect_async(self.path, read_consistency_interval=_READ_CONSISTENCY)
+                if engine is not None:
+                    consistency = _READ_CONSISTENCY.total_seconds()
+                    db = await native.connect(engine, self.path, read_consistency_s=consistency)
+                else:
+                    await import_lancedb()
+                    import lancedb
+
+                    db = await lancedb.connect_async(self.path, read_consistency_interval=_READ_CONSISTENCY)
             with self._handles:
-                db = self._db = self._db or db
+                if self._db is None:
+                    self._db, self._native = db, engine is not None
+                db = self._db
         return db
 
+    async def _async_connection(self) -> AsyncConnection:
+        db = await self._connection()
+        if not self._native:
+            return db
+        await import_lancedb()
+        from lancedb.db import AsyncConnection
+
+        return AsyncConnection(db)
+
     async def _get_table(self, *, create_dimension: int | None = None) -> AsyncTable | None:
-        """The open table; None if it does not exist and `create_dimension` is not given."""
+        """The open table as lancedb's AsyncTable; None if it does not exist and `create_dimension` is not
+        given."""
+        handle = await self._open_handle(create_dimension=create_dimension)
+        if handle is None or not self._native:
+            return handle
+        await import_lancedb()
+        from lancedb.table import AsyncTable
+
+        return AsyncTable(handle)  # what AsyncConnection.open_table returns for this handle
+
+    async def _read_table(self) -> Any:
+        """The open table for reading (searches, counts): a `native.ReadTable` on the native path, which offers
+        the same read calls as an AsyncTable without importing `lancedb`; None if there is no table."""
+        handle = await self._open_handle()
+        if handle is None or not self._native:
+            return handle
+        return native.ReadTable(handle)
+
+    async def _open_handle(self, *, create_dimension: int | None = None) -> Any:
+        """The open table's handle (native, or an AsyncTable: see `_connection`); None if it does not exist
+        and `create_dimension` is not given."""
         table = self._table
         if table is not None:
             return table
         async with self._open_locks.get():
             if self._table is not None:
                 return self._table
-            db = await self._connection()
-            table = await self._open(db)
+            table = await self._open()
             if table is not None:
                 return await self._keep(table)
         if create_dimension is None:
             return None
         # Created outside the open lock: creating takes the store's writer lock, and a writer holding that lock
         # (a section, see `exclusive`) may itself be waiting to open the table.
-        return await self._keep(await self._create(db, create_dimension))
+        return await self._keep(await self._create(create_dimension))
 
-    async def _keep(self, table: AsyncTable) -> AsyncTable:
+    async def _keep(self, table: Any) -> Any:
         """The table handle every caller shares: `table`, unless another caller (or loop) kept one first."""
         with map_lancedb_errors("read schema"):
             schema = await table.schema()
@@ -170,20 +243,25 @@ class LanceDBBackend(BackendSkeleton[tuple[AsyncTable, pa.Table], str | None]):
                 self._table, self._dimension = table, dimension
             return self._table
 
-    async def _open(self, db: AsyncConnection) -> AsyncTable | None:
+    async def _open(self) -> Any:
+        """The table's handle (the connection's kind), None if there is no such table."""
+        db = await self._connection()
         with map_lancedb_errors("open table"):
             try:
+                if self._native:
+                    return await native.open_table(db, self.collection_name)
                 return await db.open_table(self.collection_name)
             except ValueError as exc:
                 if "was not found" in str(exc):
                     return None
                 raise
 
-    async def _create(self, db: AsyncConnection, dimension: int) -> AsyncTable:
+    async def _create(self, dimension: int) -> Any:
         # Two concurrent creates can both succeed in LanceDB (the second commits an Overwrite), after which
         # the first creator's writes fail or vanish: creators take turns, in this process and across them.
+        db = await self._async_connection()
         async with self.writes.hold():
-            table = await self._open(db)  # created by whoever held the lock before us
+            table = await self._open()  # created by whoever held the lock before us
             if table is not None:
                 return table
             # Not exist_ok=True: it compares our schema with the stored one, whose pa.json_() column became
@@ -194,15 +272,15 @@ class LanceDBBackend(BackendSkeleton[tuple[AsyncTable, pa.Table], str | None]):
                 except ValueError as exc:
                     if "already exists" not in str(exc):
                         raise
-                    table = await self._open(db)
+                    table = await self._open()
                     if table is None:
                         raise StoreError(f"table {self.collection_name!r} vanished while created") from exc
                     return table
         logger.info("created table %r (dimension %d) in %s", self.collection_name, dimension, self.path)
-        return table
+        return table._inner if self._native else table  # the handle kind `_open` returns
 
     async def _collection_exists(self) -> bool:
-        return await self._get_table() is not None
+        return await self._open_handle() is not None
 
     async def _create_collection(self, dimension: int) -> None:
         await self._get_table(create_dimension=dimension)
@@ -219,6 +297,23 @@ class LanceDBBackend(BackendSkeleton[tuple[AsyncTable, pa.Table], str | None]):
     async def _write_new(self, prepared: tuple[AsyncTable, pa.Table]) -> None:
         table, rows = prepared
         await commit(self.writes, "insert", lambda: table.add(rows))
+
+    async def append(self, records: Sequence[Record]) -> None:
+        """Write rows whose ids are not stored, as the caller has checked inside a writer-lock section it still
+        holds (`exclusive`): one plain append. An upsert's merge joins the batch against every stored id, which
+        grows with the table (ingestion's commits of new files use this instead; see `mini.ingest.state`)."""
+        if records:
+            await self._write_new(await self._prepare(records))
+
+    async def write_state(self) -> tuple[int, int] | None:
+        """The table's (version, row count), None if there is no table. The version changes with every commit,
+        whoever makes it: a writer that finds the state it left after its own last commit knows no one else
+        wrote since. (The row count too: a table dropped and re-created elsewhere counts versions from 1 again.)"""
+        table = await self._get_table()
+        if table is None:
+            return None
+        with map_lancedb_errors("read version"):
+            return int(await table.version()), int(await table.count_rows())
 
     async def upsert(self, records: Sequence[Record]) -> None:
         if not records:
@@ -237,8 +332,10 @@ class LanceDBBackend(BackendSkeleton[tuple[AsyncTable, pa.Table], str | None]):
         if table is None:
             return 0
 
+        reports_rows = _delete_reports_rows()
+
         async def delete_one(predicate: str) -> int:
-            before = None if _DELETE_REPORTS_ROWS else await table.count_rows(predicate)
+            before = None if reports_rows else await table.count_rows(predicate)
             result = await table.delete(predicate)
             return before if before is not None else int(getattr(result, "num_deleted_rows", 0))
 
@@ -308,7 +405,7 @@ class LanceDBBackend(BackendSkeleton[tuple[AsyncTable, pa.Table], str | None]):
         return records
 
     async def drop(self) -> None:
-        db = await self._connection()
+        db = await self._async_connection()
         await commit(
             self.writes, "drop table", lambda: db.drop_table(self.collection_name, ignore_missing=True)
         )
@@ -317,6 +414,7 @@ class LanceDBBackend(BackendSkeleton[tuple[AsyncTable, pa.Table], str | None]):
             self._fts_ready = False
             self._table = None
             self._dimension = self._configured_dimension
+            self._keyword_scores.forget()  # a re-created table counts its versions from 1 again
 
     async def search_many(
         self, vectors: Sequence[Sequence[float]], *, top_k: int, filter: Filter | None = None
@@ -327,8 +425,7 @@ class LanceDBBackend(BackendSkeleton[tuple[AsyncTable, pa.Table], str | None]):
         if len(vectors) == 0:
             return []
         where = self._where(filter)
-        table = await self._get_table()
-        if table is None:
+        if await self._open_handle() is None:
             return [[] for _ in vectors]
         return await self._searches.submit_many((top_k, where), query_vectors(vectors, self._dimension))
 
@@ -339,7 +436,7 @@ class LanceDBBackend(BackendSkeleton[tuple[AsyncTable, pa.Table], str | None]):
         # the whole table; one query with 64 vectors costs ~0.08 ms per vector at 21 rows and ~2.4 ms per
         # vector at 20k rows (vs ~25 ms each alone), because the vectors share one scan.
         top_k, where = key
-        table = await self._get_table()
+        table = await self._read_table()
         if table is None:
             return [[] for _ in vectors]
         query = (
@@ -354,41 +451,50 @@ class LanceDBBackend(BackendSkeleton[tuple[AsyncTable, pa.Table], str | None]):
             query = query.where(where)
         with map_lancedb_errors("search"):
             hits = await to_the_end(query.to_arrow())
-        names = (ID_COLUMN, TEXT_COLUMN, METADATA_COLUMN, "_distance")
-        columns = [hits.column(name).to_pylist() for name in names]
-        owners = hits.column("query_index").to_pylist() if len(vectors) > 1 else [0] * hits.num_rows
-        rankings: list[list[RetrievalResult]] = [[] for _ in vectors]
-        for owner, i, t, m, d in zip(owners, *columns, strict=True):
-            rankings[owner].append(
-                RetrievalResult(id=i, text=t or "", score=1.0 - float(d), metadata=json.loads(m or "{}"))
-            )
-        for ranking in rankings:
-            ranking.sort(key=lambda hit: -hit.score)
-        return rankings
+        return rankings_from_hits(hits, len(vectors))
 
     async def keyword_search(
         self, text: str, *, top_k: int, filter: Filter | None = None
     ) -> list[RetrievalResult]:
         """BM25 over the `text` column through LanceDB's native full-text index (English stemming, stop words
         removed, lower case, ASCII folding). The index is built on first use or by `optimize()`; rows written
-        since are still searched (by a slower flat scan) until the next `optimize()` adds them."""
+        since are still searched (by a slower flat scan) until the next `optimize()` adds them. Unfiltered
+        searches are ranked from per-word scores cached per table version (`mini.stores.lancedb.keyword`)."""
         check_top_k(top_k)
         check_query_text(text)
-        table = await self._get_table()
+        table = await self._read_table()
         if table is None or not text.strip():
             return []
         await self._ensure_fts(table)
+        if filter is None:
+            hits = await self._keyword_batches.submit(top_k, text)
+            if hits is not None:
+                return hits
+        where = to_where(filter) if filter is not None else None
+        async with self._search_slots.get():  # filtered, or not answered from the cache
+            return await self._keyword_direct(table, text, top_k, where)
+
+    async def _keyword_batch(self, top_k: int, texts: list[str]) -> list[list[RetrievalResult] | None]:
+        table = await self._read_table()
+        if table is None:  # dropped meanwhile
+            return [[] for _ in texts]
+        async with self._search_slots.get():
+            return await self._keyword_scores.search_batch(table, texts, top_k)
+
+    async def _keyword_direct(
+        self, table: AsyncTable, text: str, top_k: int, where: str | None = None
+    ) -> list[RetrievalResult]:
+        """One LanceDB full-text query: filtered searches, and what the keyword cache does not answer."""
         query = (
             table.query()
             .nearest_to_text(text, columns=TEXT_COLUMN)
             .select([ID_COLUMN, TEXT_COLUMN, METADATA_COLUMN, "_score"])
             .limit(top_k)
         )
-        if filter is not None:
-            query = query.where(to_where(filter))
-        async with self._search_slots.get():
-            with map_lancedb_errors("keyword search"):
-                hits = await to_the_end(query.to_arrow())
+        if where is not None:
+            query = query.where(where)
+        with map_lancedb_errors("keyword search"):
+            hits = await to_the_end(query.to_arrow())
         names = (ID_COLUMN, TEXT_COLUMN, METADATA_COLUMN, "_score")
         columns = [hits.column(name).to_pylist() for name in names]
         ranking = [
@@ -413,10 +519,12 @@ class LanceDBBackend(BackendSkeleton[tuple[AsyncTable, pa.Table], str | None]):
                     if not present:
                         started = time.perf_counter()
                         # Native Rust build, awaited: seconds for 100k rows; the loop stays free meanwhile.
+                        writable = await self._get_table()
+                        assert writable is not None  # open: `table` is its read view
                         await commit(
                             self.writes,
                             "full-text index",
-                            lambda: table.create_index(TEXT_COLUMN, config=_FTS_CONFIG),
+                            lambda: writable.create_index(TEXT_COLUMN, config=_fts_config()),
                         )
                         elapsed = time.perf_counter() - started
                         logger.info("built full-text index on %r in %.1f s", self.collection_name, elapsed)
@@ -424,7 +532,7 @@ class LanceDBBackend(BackendSkeleton[tuple[AsyncTable, pa.Table], str | None]):
 
     async def count(self, filter: Filter | None = None) -> int:
         where = self._where(filter)
-        table = await self._get_table()
+        table = await self._read_table()
         if table is None:
             return 0
         async with self._search_slots.get():
@@ -474,6 +582,8 @@ class LanceDBBackend(BackendSkeleton[tuple[AsyncTable, pa.Table], str | None]):
                 if any(VECTOR_COLUMN in ix.columns for ix in await table.list_indices()):
                     return
             started = time.perf_counter()
+            from lancedb.index import IvfFlat
+
             # IVF_FLAT: exact distances inside the probed partitions (recall 1.0 in DESIGN.md's measurements)
             # and a build of seconds, where HNSW takes tens of seconds.
             await commit(
@@ -490,6 +600,7 @@ class LanceDBBackend(BackendSkeleton[tuple[AsyncTable, pa.Table], str | None]):
             self._table = None
             self._db = None
             self._fts_ready = False
+            self._keyword_scores.forget()
         self._open_locks.pop_current()
         self._fts_locks.pop_current()
         self._search_slots.pop_current()

@@ -6,15 +6,17 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import pyarrow as pa
-from lancedb.table import AsyncTable
 
 from mini._limits import RetryPolicy, backoff_delay
 from mini.errors import MiniError, StoreError
 from mini.stores._common import WriterLock
 from mini.stores.lancedb.sql import ID_COLUMN
+
+if TYPE_CHECKING:
+    from lancedb.table import AsyncTable
 
 logger = logging.getLogger("mini.stores")
 

@@ -68,14 +68,32 @@ def arrow_rows(records: Sequence[Record]) -> pa.Table:
         raise InvalidInputError(f"records cannot be converted for LanceDB: {exc}") from exc
 
 
+def float_values(column: pa.Array | pa.ChunkedArray) -> np.ndarray:
+    """A float column as a numpy array without `to_numpy()` or `combine_chunks()`: in pyarrow 26 both import
+    pandas the first time (~0.3-0.6 s of a cold `mini query`, bench/cold_start.py)."""
+    chunks = column.chunks if isinstance(column, pa.ChunkedArray) else [column]
+    if not pa.types.is_floating(column.type) or column.null_count:
+        return np.array(column.to_pylist(), dtype=np.float64)
+    dtype = np.dtype(f"f{column.type.bit_width // 8}")
+    parts = [
+        np.frombuffer(chunk.buffers()[1], dtype=dtype, count=len(chunk), offset=chunk.offset * dtype.itemsize)
+        for chunk in chunks
+        if len(chunk)
+    ]
+    if len(parts) == 1:
+        return parts[0]
+    return np.concatenate(parts) if parts else np.empty(0, dtype=dtype)
+
+
 def records_from_arrow(rows: pa.Table, include_vectors: bool) -> list[Record]:
     """Rows read back as `Record`s (CPU only: big reads call this in a thread)."""
     ids = rows.column(ID_COLUMN).to_pylist()
     texts = rows.column(TEXT_COLUMN).to_pylist()
     metadata = [json.loads(m or "{}") for m in rows.column(METADATA_COLUMN).to_pylist()]
     if include_vectors and rows.num_rows:
-        column = rows.column(VECTOR_COLUMN).combine_chunks()
-        matrix = column.flatten().to_numpy(zero_copy_only=False).reshape(rows.num_rows, column.type.list_size)
+        column = rows.column(VECTOR_COLUMN)
+        flat = pa.chunked_array([chunk.flatten() for chunk in column.chunks], column.type.value_type)
+        matrix = float_values(flat).reshape(rows.num_rows, column.type.list_size)
         vectors: list[Any] = list(matrix.astype(np.float32, copy=False))
     else:
         vectors = [None] * rows.num_rows
