@@ -126,7 +126,7 @@ async def test_a_query_produces_the_span_tree_with_durations(corpus_rag: Agentic
     assert generate.attributes["mini.answer_type"] == "extractive"
     assert "gen_ai.request.model" not in generate.attributes  # no model wrote it
     embed = tree.one("mini.embed")
-    assert embed.attributes["gen_ai.request.model"] == "all-MiniLM-L6-v2"
+    assert embed.attributes["gen_ai.request.model"] == "all-MiniLM-L6-v2-int8"
     assert {s.status.status_code.name for s in tree.spans} == {"UNSET"}
 
 

@@ -80,8 +80,10 @@ class Settings(BaseSettings):
     # -- embeddings -------------------------------------------------------------------------------------------
     # Offline by default even when OPENAI_API_KEY is set (an index's vectors must not change with a key's
     # presence); EMBEDDING_MODEL=text-embedding-3-small (0.1.3's setting) selects OpenAI's, as it did there.
+    # The bundled model quantized to int8 on first use (mini.embeddings.quantize): 2-3x the float model's speed
+    # at cosine >= 0.99 to it on SciFact; `local:all-MiniLM-L6-v2` is the float model.
     embedding_model: str = Field(
-        default="local:all-MiniLM-L6-v2",
+        default="local:all-MiniLM-L6-v2-int8",
         validation_alias=AliasChoices("MINI_EMBEDDING_MODEL", "EMBEDDING_MODEL"),
     )
     model_path: str | None = None  # a local model directory instead of the bundled package

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from mini.embeddings import _bert_onnx, local_onnx
+from mini.embeddings import _bert_onnx, _bert_spec, local_onnx
 from mini.embeddings.base import create_embedder
 from mini.embeddings.local_onnx import INSTALL_COMMAND, LocalOnnxEmbedder, mean_pool_normalized
 from mini.errors import ConfigurationError, ModelNotFoundError
@@ -100,7 +100,7 @@ class _GatedRuntime(_FakeRuntime):
 def _count_loads(monkeypatch: pytest.MonkeyPatch, make: Any) -> list[str]:
     loads: list[str] = []
 
-    def counting_open_runtime(model_path: str | None, cache_dir: str | None, name: str) -> Any:
+    def counting_open_runtime(model_path: str | None, cache_dir: str | None, name: str, **_: Any) -> Any:
         loads.append(name)
         return make(model_path, cache_dir, name)
 
@@ -163,6 +163,16 @@ def test_registry_builds_the_local_embedder_without_io() -> None:
     )
     assert isinstance(embedder, LocalOnnxEmbedder)
     assert embedder.name == "local:all-MiniLM-L6-v2"
+    assert embedder.dimension == 384
+
+
+def test_int8_variant_is_named_apart_and_knows_its_dimension_without_io() -> None:
+    embedder = create_embedder(
+        "local:all-MiniLM-L6-v2-int8", base_url=None, api_key=None, dimension=None, batch_size=None
+    )
+    assert isinstance(embedder, LocalOnnxEmbedder)
+    # Its own name: a store keyed by the float model's name never mixes in int8 vectors silently.
+    assert embedder.name == "local:all-MiniLM-L6-v2-int8"
     assert embedder.dimension == 384
 
 
@@ -274,9 +284,9 @@ def test_graph_cache_key_changes_when_the_weights_change(tmp_path: Path) -> None
     _write_safetensors(tmp_path / "a.safetensors", {"w": np.zeros(4, dtype=np.float32)})
     _write_safetensors(tmp_path / "b.safetensors", {"w": np.zeros(5, dtype=np.float32)})
     _write_safetensors(tmp_path / "c.safetensors", {"w": np.zeros(4, dtype=np.float32)})
-    key_a = _bert_onnx.graph_cache_key(tmp_path / "a.safetensors")
-    assert key_a != _bert_onnx.graph_cache_key(tmp_path / "b.safetensors")
-    assert key_a == _bert_onnx.graph_cache_key(tmp_path / "c.safetensors")
+    key_a = _bert_spec.graph_cache_key(tmp_path / "a.safetensors")
+    assert key_a != _bert_spec.graph_cache_key(tmp_path / "b.safetensors")
+    assert key_a == _bert_spec.graph_cache_key(tmp_path / "c.safetensors")
 
 
 def _tiny_bert(hidden: int = 8, layers: int = 2, intermediate: int = 16) -> dict[str, np.ndarray]:
@@ -315,7 +325,7 @@ def test_streamed_graph_equals_the_in_memory_model_and_runs() -> None:
     import onnx
     import onnxruntime as ort
 
-    config = _bert_onnx.BertConfig(
+    config = _bert_spec.BertConfig(
         hidden_size=8, num_hidden_layers=2, num_attention_heads=2, intermediate_size=16
     )
     graph = _bert_onnx.build_bert_encoder(_tiny_bert(), config)
@@ -407,33 +417,103 @@ async def test_aclose_releases_the_model_and_the_next_call_reloads(monkeypatch: 
     assert len(loads) == 2
 
 
+async def test_start_loading_loads_in_the_background_and_the_first_embed_waits_for_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    loading, release = threading.Event(), threading.Event()
+
+    def slow_load(*_: object) -> _FakeRuntime:
+        loading.set()
+        assert release.wait(30), "the test never released the load"
+        return _FakeRuntime()
+
+    loads = _count_loads(monkeypatch, slow_load)
+    monkeypatch.setattr(LocalOnnxEmbedder, "_on_disk", lambda self: True)
+    embedder = LocalOnnxEmbedder()
+    embedder.start_loading()
+    assert await asyncio.to_thread(loading.wait, 30), "start_loading did not start a load"
+    call = asyncio.create_task(embedder.embed(["a"]))
+    await asyncio.sleep(0)
+    assert not call.done()  # waits for the background load instead of starting a second one
+    release.set()
+    assert (await call).shape == (1, local_onnx.DIMENSION)
+    assert loads == ["all-MiniLM-L6-v2"]
+
+
+def test_start_loading_leaves_a_model_that_needs_a_download_or_a_build_to_the_first_embed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert not LocalOnnxEmbedder(cache_dir=str(tmp_path))._on_disk()  # no graph built in this cache yet
+    monkeypatch.setattr(local_onnx, "bundled_model_dir", lambda: None)
+    assert not LocalOnnxEmbedder(cache_dir=str(tmp_path))._on_disk()  # not bundled: from the Hub
+
+
+async def test_a_failed_background_load_is_raised_by_the_first_embed(monkeypatch: pytest.MonkeyPatch) -> None:
+    attempts: list[int] = []
+    tried = threading.Event()
+
+    def missing(*_: object) -> _FakeRuntime:
+        attempts.append(1)
+        tried.set()
+        raise ModelNotFoundError("no model here")
+
+    _count_loads(monkeypatch, missing)
+    monkeypatch.setattr(LocalOnnxEmbedder, "_on_disk", lambda self: True)
+    embedder = LocalOnnxEmbedder()
+    embedder.start_loading()
+    assert await asyncio.to_thread(tried.wait, 30)
+    with pytest.raises(ModelNotFoundError, match="no model here"):
+        await embedder.embed(["a"])
+    assert len(attempts) == 2  # the caller sees the error from its own attempt
+
+
 async def test_batches_group_similar_lengths_and_results_keep_input_order(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     runtime = _FakeRuntime()
     _count_loads(monkeypatch, lambda *_: runtime)
+    monkeypatch.setattr(local_onnx.os, "cpu_count", lambda: 2)
     texts = ["x" * n for n in (50, 3, 40, 1, 30, 2, 20, 4)]
     vectors = await LocalOnnxEmbedder(batch_size=3).embed(texts)
-    assert [[len(t) for t in batch] for batch in runtime.batches] == [[1, 2, 3], [4, 20, 30], [40, 50]]
+    # Two batches run at once (one per core), so they may reach the runtime in either order.
+    batches = sorted([len(t) for t in batch] for batch in runtime.batches)
+    assert batches == [[1, 2, 3], [4, 20, 30], [40, 50]]
     assert vectors.argmax(axis=1).tolist() == [len(t) for t in texts]
+
+
+async def test_batches_run_one_per_core_and_a_small_call_is_split_across_cores(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    runtime = _GatedRuntime()
+    _count_loads(monkeypatch, lambda *_: runtime)
+    monkeypatch.setattr(local_onnx.os, "cpu_count", lambda: 2)
+    task = asyncio.create_task(LocalOnnxEmbedder(batch_size=32).embed([f"text {i}" for i in range(10)]))
+    for _ in range(2):  # both halves are in worker threads at the same time
+        assert await asyncio.to_thread(runtime.started.acquire, timeout=30), "a batch did not start"
+    runtime.release.set()
+    assert (await task).shape == (10, local_onnx.DIMENSION)
+    assert sorted(len(batch) for batch in runtime.batches) == [5, 5]
 
 
 async def test_cancelled_embed_stops_between_batches(monkeypatch: pytest.MonkeyPatch) -> None:
     runtime = _GatedRuntime()
     _count_loads(monkeypatch, lambda *_: runtime)
+    monkeypatch.setattr(local_onnx.os, "cpu_count", lambda: 2)
     embedder = LocalOnnxEmbedder(batch_size=1)
     task = asyncio.create_task(embedder.embed([f"text {i}" for i in range(20)]))
-    assert await asyncio.to_thread(runtime.started.acquire, timeout=30), "no batch started"
-    task.cancel()  # while the first batch is in its worker thread
+    for _ in range(2):  # one batch per core
+        assert await asyncio.to_thread(runtime.started.acquire, timeout=30), "no batch started"
+    task.cancel()  # while the first two batches are in their worker threads
     with pytest.raises(asyncio.CancelledError):
         await task
     runtime.release.set()
-    assert await asyncio.to_thread(runtime.finished.acquire, timeout=30), "the running batch never finished"
-    # The batch already in a worker thread finished; the cancelled call started no other, and gave its core
-    # back: the next call runs.
-    assert len(runtime.batches) == 1
-    assert (await embedder.embed(["next"])).shape == (1, local_onnx.DIMENSION)
+    for _ in range(2):
+        assert await asyncio.to_thread(runtime.finished.acquire, timeout=30), "a running batch never finished"
+    # The batches already in worker threads finished; the cancelled call started no other, and gave its
+    # cores back: the next call runs.
     assert len(runtime.batches) == 2
+    assert (await embedder.embed(["next"])).shape == (1, local_onnx.DIMENSION)
+    assert len(runtime.batches) == 3
 
 
 # Chunk text for the loop-lag test: ~100-200 words (~150 on average) of plausible vocabulary.
@@ -462,3 +542,38 @@ async def test_event_loop_stays_responsive_while_embedding_48_chunks(
     assert vectors.shape == (48, 384)
     assert len(lag_probe.ticks) > 100, f"the ticker ran {len(lag_probe.ticks)} times: embedding held the loop"
     assert lag_probe.own_max_ms < 50, lag_probe.summary()
+
+
+@needs_model
+@pytest.mark.slow
+async def test_int8_variant_stays_close_to_sentence_transformers_and_is_cached(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from mini.embeddings import quantize
+
+    vectors = await LocalOnnxEmbedder("all-MiniLM-L6-v2-int8", cache_dir=str(tmp_path)).embed(TEXTS)
+    # A sanity bar on these 13 short-to-long texts (0.980 measured at worst, a 4-word sentence); the 0.99 bar
+    # for making int8 the default is on SciFact abstracts, measured by bench/local_embeddings.py.
+    assert _cosines(vectors).min() >= 0.97
+    int8_graph, float_graph = _files(tmp_path)  # cached next to the float graph, no temp file left behind
+    assert int8_graph == quantize.int8_graph_file(float_graph)
+    # The FFN output of the first layers stays float (see quantize.FLOAT_FFN_OUT_LAYERS), the other MatMuls not.
+    import onnx
+
+    nodes = onnx.load(str(int8_graph), load_external_data=False).graph.node
+    consumers = {name: node.op_type for node in nodes for name in node.input}
+    assert consumers["encoder.layer.0.ffn_out.weight_t"] == "MatMul"
+    assert consumers["encoder.layer.1.ffn_out.weight_t"] == "MatMul"
+    assert not any(
+        name.startswith("encoder.layer.2.ffn_out.weight") and op == "MatMul" for name, op in consumers.items()
+    )
+
+    def no_requantize(*_: object) -> None:
+        raise AssertionError("the cached int8 graph should have been reused")
+
+    monkeypatch.setattr(quantize, "_quantize_in_child", no_requantize)
+    reused = LocalOnnxEmbedder("all-MiniLM-L6-v2-int8", cache_dir=str(tmp_path))
+    # Each text runs alone (activations are quantized with one scale per run): its vector is the same whatever
+    # it is batched with.
+    alone = np.concatenate([await reused.embed([text]) for text in TEXTS[:4]])
+    np.testing.assert_allclose(alone, vectors[:4], atol=1e-6)

@@ -34,7 +34,10 @@ UriOpt = Annotated[
 CollectionOpt = Annotated[str | None, typer.Option("--collection", help="Collection name (default docs).")]
 EmbeddingOpt = Annotated[
     str | None,
-    typer.Option("--embedding-model", help="e.g. local:all-MiniLM-L6-v2 (default) or openai:MODEL."),
+    typer.Option(
+        "--embedding-model",
+        help="e.g. local:all-MiniLM-L6-v2-int8 (default), local:all-MiniLM-L6-v2 (float) or openai:MODEL.",
+    ),
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")]
 
@@ -154,10 +157,16 @@ def rag_from_settings(settings: Settings) -> AgenticRAG:
     from mini.errors import MiniError
 
     try:
+        embedding_model = EmbeddingModel(settings.embedding_model)
+        # A local model loads (~0.2-0.3 s, mostly in onnxruntime's C++) while this process goes on importing and
+        # opening the store: every command that builds a RAG embeds something.
+        start_loading = getattr(embedding_model.embedder, "start_loading", None)
+        if start_loading is not None:
+            start_loading()
         # LLMConfig.from_settings is "none" (offline) unless MINI_LLM/--llm or OPENAI_API_KEY selects a model.
         return AgenticRAG(
             VectorStore(settings.uri, collection_name=settings.collection),
-            EmbeddingModel(settings.embedding_model),
+            embedding_model,
             llm_config=LLMConfig.from_settings(settings),
             retrieval_config=RetrievalConfig.from_settings(settings),
             reranker_config=RerankerConfig.from_settings(settings),

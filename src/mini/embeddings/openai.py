@@ -48,7 +48,7 @@ class OpenAIEmbedder:
         dimension: int | None = None,
         batch_size: int | None = None,
         timeout: float = 60.0,
-        max_concurrency: int = 64,
+        max_concurrency: int | None = None,  # None: the endpoint's configured cap, else 64
         max_retries: int = 3,
         requests_per_minute: float | None = None,
         tokens_per_minute: float | None = None,

@@ -80,10 +80,10 @@ def _optional_json(path: Path) -> Any:
 
 def check_architecture(model_dir: Path, config: Mapping[str, Any]) -> None:
     """Refuse what the ONNX builder cannot run (it raises ValueError), before any weight is read."""
-    from mini.embeddings import _bert_onnx
+    from mini.embeddings._bert_spec import BertConfig
 
     try:
-        _bert_onnx.BertConfig.from_dict(config)
+        BertConfig.from_dict(config)
     except (ValueError, KeyError, TypeError) as exc:
         detail = f"missing {exc}" if isinstance(exc, KeyError) else str(exc)
         raise ConfigurationError(
