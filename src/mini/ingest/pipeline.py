@@ -18,9 +18,10 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import itertools
 import logging
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -35,12 +36,13 @@ from mini.errors import (
     ConfigurationError,
     DimensionMismatchError,
 )
-from mini.ingest import chunking, state
+from mini.ingest import chunking, grouped, state
 from mini.ingest import units as units_
 from mini.ingest.cache import CacheKey, EmbeddingCache
 from mini.ingest.limits import ParseLimits
 from mini.ingest.report import IngestIssue, IngestProgress, IngestReport
 from mini.ingest.units import Unit
+from mini.ingest.vectors import Vector, Vectors
 from mini.stores.filters import Compare
 from mini.types import Document
 
@@ -57,8 +59,6 @@ log = logging.getLogger("mini.ingest")
 DEFAULT_CONCURRENCY = 8
 DEFAULT_BATCH_SIZE = 64
 DEFAULT_LOAD_CONCURRENCY = 16
-# A partial batch waits this long for more chunks before it is sent anyway (the producer may be slow).
-_LINGER_S = 0.02
 # A commit is made when this many rows are ready, or when the oldest waited _WRITE_LINGER_S, or at the end.
 # Few large commits matter on LanceDB: every commit adds a fragment and a version, and scans, merges and
 # memory grow with their number (700 commits of 64 rows: each upsert 26 -> 58 ms, a lookup 330 ms).
@@ -66,6 +66,8 @@ _WRITE_ROWS = 2048
 _WRITE_LINGER_S = 0.25
 
 ProgressCallback = Callable[[IngestProgress], None]
+# What `_prepare` finds: None (nothing to embed or write), else the vectors already known, by cache key.
+Needed = dict[CacheKey, np.ndarray] | None
 
 
 def _fatal(exc: BaseException) -> bool:
@@ -178,19 +180,18 @@ class _Run:
         self.files_done = 0
         self.chunks_total = 0
         self.chunks_written = 0
-        self.inflight: dict[CacheKey, asyncio.Future[np.ndarray]] = {}
         self.tokenizer: Any = None
-        self.embed_key = ""
         self.config_key = ""
         self.seen_origins: set[str] = set()
         self.budget = CountingBudget(ingestor.max_chunks_in_flight)
-        # Texts from many files share embedding requests; a partial batch waits _LINGER_S for more texts (a slow
-        # producer never stalls the pipeline, a fast one always fills its batches).
-        self.batcher: LingerBatcher[str, np.ndarray] = LingerBatcher(
-            self._embed_batch,
-            max_size=ingestor.batch_size,
-            linger=_LINGER_S,
+        self.vectors = Vectors(
+            ingestor.embedding_model,
+            ingestor.cache,
+            self.report,
+            batch_size=ingestor.batch_size,
             concurrency=ingestor.concurrency,
+            progress=self.emit,
+            timed=self.time,
         )
         # Finished files share commits: one per _WRITE_ROWS ready rows, or once the oldest waited _WRITE_LINGER_S.
         self.committer = state.Committer(self.store.backend, fatal=_fatal, timed=self.time)
@@ -201,6 +202,11 @@ class _Run:
             size=lambda unit: len(unit.records),
         )
         self.lookup: state.StoredLookup | None = None
+        # Units still waiting for vectors, and whether workers may add more: when neither, every unit left is
+        # in the writer, and its commit is sent at once instead of after the linger (250 ms on every run).
+        self.awaiting_vectors = 0
+        self.producing = True
+        self.group_files = 1  # files per read hop, set once the units are known
         self.unit_tasks: set[asyncio.Task[None]] = set()
         self.fetcher: UrlFetcher | None = None
         self.own_fetcher = False
@@ -257,6 +263,9 @@ class _Run:
         self.seen_origins = {unit.origin for unit in units}
         self.time("discover", since)
         self.files_total = len(units) + self.report.files_failed
+        self.group_files = grouped.group_size(
+            len(units), self.ing.load_concurrency, self.ing.max_chunks_in_flight
+        )
         self.report.files_seen = self.files_total
         self.emit()
         if units:
@@ -280,27 +289,33 @@ class _Run:
         # remote models accept thousands, and character sizing is ~100x cheaper (no tokenizer pass).
         self.tokenizer = await asyncio.to_thread(load) if callable(load) else None
         sizing = (
-            f"tokens:{embedder.name}" if self.tokenizer is not None else f"chars:{chunking.CHARS_PER_TOKEN}"
+            f"tokens:{state.vector_space(embedder.name)}"  # an int8 variant has the float model's tokenizer
+            if self.tokenizer is not None
+            else f"chars:{chunking.CHARS_PER_TOKEN}"
         )
-        self.embed_key = state.embed_key(embedder.name, embedder.dimension)
+        self.vectors.key = state.embed_key(state.vector_space(embedder.name), embedder.dimension)
         self.config_key = state.config_key(self.ing.chunk_tokens, self.ing.overlap_tokens, sizing)
         if self.metadata:  # other metadata, other rows: a file given with new metadata is re-indexed
             self.config_key += units_.metadata_key(self.metadata)
 
     async def _process(self, units: list[Unit]) -> None:
+        before = await self.committer.write_state()  # before the count: a write in between shows as a change
         empty = await self.store.backend.count() == 0
+        self.committer.start(empty=empty, state=before)
         self.lookup = state.StoredLookup(self.store.backend, [u.origin for u in units], empty=empty)
         queue = iter(enumerate(units))
         try:
             # The batchers outlive the task group: on an error or cancellation, the group's tasks stop first,
             # then the batchers cancel their requests and commits in flight.
-            async with self.writer, self.batcher, asyncio.TaskGroup() as group:
+            async with self.writer, self.vectors.batcher, asyncio.TaskGroup() as group:
                 workers = [
                     group.create_task(self._worker(queue, group))
                     for _ in range(min(self.ing.load_concurrency, len(units)))
                 ]
                 await asyncio.gather(*workers)
-                self.batcher.close()  # every chunk is submitted: flush partial batches now
+                self.vectors.batcher.close()  # every chunk is submitted: flush partial batches now
+                self.producing = False
+                self._flush_if_all_written()
                 if self.unit_tasks:
                     await asyncio.gather(*self.unit_tasks)
         except BaseExceptionGroup as group_error:
@@ -309,44 +324,93 @@ class _Run:
             raise (errors or group_error.exceptions)[0] from None
 
     async def _worker(self, queue: Any, group: asyncio.TaskGroup) -> None:
-        for index, unit in queue:
-            try:
-                needed = await self._prepare(index, unit)
-            except Exception as exc:
-                if _fatal(exc):
-                    raise
-                self.fail(unit.origin, exc)
-                continue
-            if needed is None:
-                continue
-            # Waiting here (with the file's chunks parsed) stops this worker from reading more files while the
-            # pipeline is full: memory is bounded by the budget plus one file per worker.
-            held = await self.budget.acquire(len(unit.chunks))
-            try:
-                futures = self._resolve_vectors(unit, needed)
-            except BaseException:
-                await self.budget.release(held)
+        size = self.group_files
+        while batch := list(itertools.islice(queue, size)):
+            while batch:
+                if batch[0][1].kind == "file":
+                    # Consecutive files share one thread hop (see `mini.ingest.grouped`).
+                    files = list(itertools.takewhile(lambda item: item[1].kind == "file", batch))
+                    done = await self._prepare_files(files)
+                else:
+                    done = [(batch[0][1], await self._guarded(self._prepare(*batch[0]), batch[0][1]))]
+                del batch[: len(done)]
+                for unit, needed in done:
+                    if needed is not None:
+                        await self._submit(unit, needed, group)
+
+    async def _guarded(self, prepared: Awaitable[Needed], unit: Unit) -> Needed:
+        """`prepared`'s result, or None after reporting the unit failed (fatal errors are raised)."""
+        try:
+            return await prepared
+        except Exception as exc:
+            if _fatal(exc):
                 raise
-            task = group.create_task(self._finish(unit, futures, held))
-            self.unit_tasks.add(task)
-            task.add_done_callback(self.unit_tasks.discard)
+            self.fail(unit.origin, exc)
+            return None
+
+    async def _submit(self, unit: Unit, needed: dict[CacheKey, np.ndarray], group: asyncio.TaskGroup) -> None:
+        # Waiting here (with the file's chunks parsed) stops this worker from reading more files while the
+        # pipeline is full: memory is bounded by the budget plus one group of files per worker.
+        held = await self.budget.acquire(len(unit.chunks))
+        try:
+            futures = self.vectors.resolve(unit.chunks, needed)
+        except BaseException:
+            await self.budget.release(held)
+            raise
+        self.awaiting_vectors += 1
+        task = group.create_task(self._finish(unit, futures, held))
+        self.unit_tasks.add(task)
+        task.add_done_callback(self.unit_tasks.discard)
 
     # -- per unit -------------------------------------------------------------------------------------------
 
-    async def _prepare(self, index: int, unit: Unit) -> dict[CacheKey, np.ndarray] | None:
+    async def _prepare_files(self, files: list[tuple[int, Unit]]) -> list[tuple[Unit, Needed]]:
+        """`_prepare` for consecutive file units, read and parsed in one thread hop; returns those done (a
+        prefix: the hop stops once it holds `grouped.GROUP_CHARS` of text)."""
+        assert self.lookup is not None
+        for index, unit in files:
+            unit.stored = await self.lookup.get(index)
+        outcomes, read_s, parse_s = await asyncio.to_thread(
+            functools.partial(
+                grouped.read_files,
+                [unit for _, unit in files],
+                fingerprint=functools.partial(state.fingerprint, self.vectors.key, self.config_key),
+                parse_limits=self.ing.parse_limits,
+                chunk_tokens=self.ing.chunk_tokens,
+                overlap_tokens=self.ing.overlap_tokens,
+                tokenizer=self.tokenizer,
+                metadata=self.metadata,
+                max_chars=grouped.GROUP_CHARS,
+            )
+        )
+        timings = self.report.timings_ms
+        timings["read"] = round(timings.get("read", 0.0) + read_s * 1000.0, 3)
+        timings["parse"] = round(timings.get("parse", 0.0) + parse_s * 1000.0, 3)
+        done: list[tuple[Unit, Needed]] = []
+        for (_, unit), outcome in zip(files, outcomes, strict=False):
+            if outcome.error is not None:
+                if _fatal(outcome.error):
+                    raise outcome.error
+                self.fail(unit.origin, outcome.error)
+                needed = None
+            elif outcome.unchanged:
+                needed = self._unchanged(unit)
+            else:
+                needed = await self._guarded(self._chunked(unit, outcome.encoding), unit)
+            done.append((unit, needed))
+        return done
+
+    async def _prepare(self, index: int, unit: Unit) -> Needed:
         """Read, fingerprint, compare with the store, parse and chunk. None when there is nothing to embed or
         write (unchanged, or empty and already absent); else the vectors known from the store."""
         since = time.perf_counter()
         content_key, parse = await units_.load(unit, self._fetcher, self.ing.parse_limits)
         self.time("read", since)
-        unit.fingerprint = state.fingerprint(self.embed_key, self.config_key, content_key)
+        unit.fingerprint = state.fingerprint(self.vectors.key, self.config_key, content_key)
         assert self.lookup is not None
         unit.stored = await self.lookup.get(index)
         if unit.stored is not None and unit.stored.fingerprint == unit.fingerprint:
-            self.report.files_skipped += 1
-            self.report.chunks_unchanged += len(unit.stored.ids)
-            self.done_one()
-            return None
+            return self._unchanged(unit)
         since = time.perf_counter()
         unit.chunks, encoding = await asyncio.to_thread(
             functools.partial(
@@ -359,6 +423,18 @@ class _Run:
             )
         )
         self.time("parse", since)
+        return await self._chunked(unit, encoding)
+
+    def _unchanged(self, unit: Unit) -> Needed:
+        """Counts a file skipped as unchanged; nothing to embed or write."""
+        assert unit.stored is not None
+        self.report.files_skipped += 1
+        self.report.chunks_unchanged += len(unit.stored.ids)
+        self.done_one()
+        return None
+
+    async def _chunked(self, unit: Unit, encoding: str | None) -> Needed:
+        """The rest of `_prepare`, once the unit is parsed and chunked."""
         if encoding:
             self.warn(unit.origin, f"not UTF-8; decoded as {encoding}")
         if not unit.chunks:
@@ -375,10 +451,10 @@ class _Run:
             self.done_one()
             return None
         self.chunks_total += len(unit.chunks)
-        if unit.stored is None or not state.reusable(unit.stored, self.embed_key):
+        if unit.stored is None or not state.reusable(unit.stored, self.vectors.key):
             return {}
         stored = await state.stored_vectors(self.store.backend, unit.origin)
-        return {(self.embed_key, digest): vector for digest, vector in stored.items()}
+        return {(self.vectors.key, digest): vector for digest, vector in stored.items()}
 
     async def _fetcher(self) -> UrlFetcher:
         if self.fetcher is None:
@@ -390,40 +466,9 @@ class _Run:
                 self.fetcher, self.own_fetcher = UrlFetcher(policy=self.ing.fetch_policy), True
         return self.fetcher
 
-    def _resolve_vectors(
-        self, unit: Unit, known: dict[CacheKey, np.ndarray]
-    ) -> list[np.ndarray | asyncio.Future[np.ndarray]]:
-        """Each chunk's vector, or a future for it: from the file's stored rows, the cache, an embedding already
-        in flight for the same text, or a new request."""
-        out: list[np.ndarray | asyncio.Future[np.ndarray]] = []
-        for chunk in unit.chunks:
-            key = (self.embed_key, chunk.content_hash)
-            vector = known.get(key)
-            if vector is None:
-                vector = self.ing.cache.get(key)
-            if vector is not None:
-                self.report.cache_hits += 1
-                out.append(vector)
-                continue
-            future = self.inflight.get(key)
-            if future is None:
-                future = self.batcher.submit(chunk.text)
-                self.inflight[key] = future
-                future.add_done_callback(functools.partial(self._embedded, key))
-            else:
-                self.report.cache_hits += 1
-            out.append(future)
-        return out
-
-    def _embedded(self, key: CacheKey, future: asyncio.Future[np.ndarray]) -> None:
-        self.inflight.pop(key, None)
-        if not future.cancelled() and future.exception() is None:
-            self.ing.cache.put(key, future.result())
-
-    async def _finish(
-        self, unit: Unit, parts: list[np.ndarray | asyncio.Future[np.ndarray]], held: int
-    ) -> None:
+    async def _finish(self, unit: Unit, parts: list[Vector], held: int) -> None:
         """Wait for the unit's vectors, then for its write; report the outcome."""
+        awaiting = True
         try:
             try:
                 vectors = [p if isinstance(p, np.ndarray) else await p for p in parts]
@@ -431,7 +476,10 @@ class _Run:
                 unit.records = units_.to_records(unit, vectors)
                 unit.chunks = []  # the records hold the text and vectors now
                 del vectors
-                await self.writer.submit(unit)
+                written = self.writer.submit(unit)
+                awaiting = False
+                self._vectors_done()
+                await written
             except Exception as exc:
                 if _fatal(exc):
                     raise
@@ -451,32 +499,19 @@ class _Run:
             self.chunks_written += len(unit.records)
             self.done_one()
         finally:
+            if awaiting:
+                self._vectors_done()
             unit.records = []
             await self.budget.release(held)
 
-    # -- stages shared by all units -------------------------------------------------------------------------
+    def _vectors_done(self) -> None:
+        self.awaiting_vectors -= 1
+        self._flush_if_all_written()
 
-    async def _embed_batch(self, texts: list[str]) -> list[np.ndarray | BaseException]:
-        """One request. A rejected batch is retried text by text, so one bad text fails only its own file."""
-        from mini.embeddings.base import embed_splitting_rejected
-
-        since = time.perf_counter()
-        # The embedder itself: the facade's micro-batching is for small concurrent calls, not batches.
-        embedder = self.ing.embedding_model.embedder
-        try:
-            with tracing.span("mini.ingest.embed_batch", {"mini.batch_size": len(texts)}) as span:
-                tracing.set_model_call(span, embedder.name, operation="embeddings")
-                results, requests = await embed_splitting_rejected(embedder, texts, input_type="document")
-                span.set_attribute("mini.requests", requests)
-        except BaseException:
-            self.report.embedding_requests += 1  # a failed request was still made
-            raise
-        finally:
-            self.time("embed", since)
-        self.report.embedding_requests += requests
-        self.report.chunks_embedded += sum(not isinstance(r, BaseException) for r in results)
-        self.emit()
-        return results
+    def _flush_if_all_written(self) -> None:
+        """Once no unit can reach the writer any more, what it holds is the last commit: sent now."""
+        if not self.producing and self.awaiting_vectors == 0:
+            self.writer.flush()
 
     async def _prune(self, roots: list[Path], glob: str | None) -> None:
         since = time.perf_counter()

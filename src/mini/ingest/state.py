@@ -6,7 +6,7 @@ import asyncio
 import hashlib
 import logging
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING
@@ -52,6 +52,16 @@ def short_hash(*parts: str) -> str:
 def digest(data: bytes) -> str:
     """The content part of a fingerprint."""
     return hashlib.sha256(data).hexdigest()[:32]
+
+
+def vector_space(model_name: str) -> str:
+    """The model whose vectors `model_name` makes: itself, or for an int8 variant (`local:...-int8`) the float
+    model it was quantized from. The default model became the int8 variant because its vectors stay within
+    cosine 0.99 of the float model's (docs/design-decisions.md): they mix in one index, so files already
+    embedded by one are not embedded again by the other."""
+    from mini.embeddings.quantize import split_variant
+
+    return split_variant(model_name)[0] if model_name.startswith("local:") else model_name
 
 
 def embed_key(model_name: str, dimension: int | None) -> str:
@@ -221,6 +231,14 @@ class Committer:
     there. So `unit.stored` describes the store as this commit found it, and the report built from it is true:
     of two ingestors racing on a file, one adds it and the other finds it unchanged (`already_stored`).
 
+    Units whose rows are all new (no file replaced, none of their ids stored) are appended rather than merged
+    (a backend's `append`, where it has one): the merge joins every commit against all stored ids, and at 100k
+    rows that made commits, and the run, slow down as the table grew. A run that started on an empty store
+    (`start(empty=True)`) skips the id lookup too while the store's `write_state()` is the one its own last
+    commit left: no one else wrote, and its own commits hold other files' ids. Such a run also leaves
+    periodic compaction out (appends add one fragment each and are not slowed by them) and compacts once at
+    the end.
+
     `fatal(exc)`: errors that would fail every unit alike (then no unit is retried alone).
     `timed(stage, since)`: records the time spent since `since` (perf_counter) in "store" or "compact".
     """
@@ -238,6 +256,21 @@ class Committer:
         self._timed = timed
         self._compact_every = compact_every
         self.commits = 0
+        self._fresh = False  # the run started on an empty store, and no one else has written since
+        self._state: object = None  # the store's write_state() when last known to hold only our rows
+        # Optional backend methods (LanceDB has both): see the class docstring.
+        self._state_of: Callable[[], Awaitable[object]] | None = getattr(backend, "write_state", None)
+        self._append: Callable[[list[Record]], Awaitable[None]] | None = getattr(backend, "append", None)
+
+    def start(self, *, empty: bool, state: object = None) -> None:
+        """Before the run's first commit: `empty` says the store held no rows, when its `write_state()` was
+        `state` (read before that count, so a write in between shows as a changed state)."""
+        self._fresh = empty and self._state_of is not None
+        self._state = state
+
+    async def write_state(self) -> object:
+        """The backend's `write_state()` (None without one); read before `start`."""
+        return await self._state_of() if self._state_of is not None else None
 
     async def write(self, units: list[Unit]) -> list[BaseException | None]:
         """One commit for several finished units; if it fails, each unit is retried alone so one bad file
@@ -263,30 +296,39 @@ class Committer:
 
     async def finish(self) -> None:
         """At the end of a run: many small writes make later searches slower, so merge them now."""
-        if self.commits >= 4 and self.commits % self._compact_every:
+        if self.commits >= 4 and (self._fresh or self.commits % self._compact_every):
             await self._compact()
 
     async def _commit(self, units: list[Unit]) -> None:
         async with exclusive(self._backend):
-            await self._recheck(units)
+            if self._fresh and await self.write_state() != self._state:
+                self._fresh = False  # someone else wrote: check every commit from now on
+                log.info("another writer changed the store during this run")
+            present = set() if self._fresh else await self._recheck(units)
             units = [unit for unit in units if not already_stored(unit)]
             if not units:
                 return
             records = [r for unit in units for r in unit.records]
             replaced = tuple(unit.origin for unit in units if unit.stored is not None)
+            append = self._append if not replaced and not present else None
             attributes = {"mini.files": len(units), "mini.rows": len(records), "mini.replaced": len(replaced)}
-            with tracing.span("mini.ingest.write", attributes):
+            with tracing.span("mini.ingest.write", {**attributes, "mini.appended": append is not None}):
                 if replaced:
                     # Rows of these files that the new versions do not produce are deleted in the same commit.
                     await self._backend.replace(records, scope=In("origin", replaced))
+                elif append is not None:
+                    await append(records)
                 else:
                     await self._backend.upsert(records)
+            if self._fresh:
+                self._state = await self.write_state()
         self.commits += 1
-        if self.commits % self._compact_every == 0:
+        if not self._fresh and self.commits % self._compact_every == 0:
             await self._compact()
 
-    async def _recheck(self, units: list[Unit]) -> None:
-        """Refresh `unit.stored` for the units whose rows the store no longer holds as the lookup saw them.
+    async def _recheck(self, units: list[Unit]) -> set[str]:
+        """Refresh `unit.stored` for the units whose rows the store no longer holds as the lookup saw them;
+        returns the units' ids that are stored.
 
         One id lookup per commit (the units' new ids): a unit's ids that are stored should be exactly those
         the lookup found for its file. Where they are not, someone wrote the file meanwhile, and its stored
@@ -304,6 +346,7 @@ class Committer:
             for unit in changed:
                 unit.stored = fresh.get(unit.origin)
             log.info("%d file(s) were written by another ingestor meanwhile", len(changed))
+        return present
 
     async def _compact(self) -> None:
         optimize = getattr(self._backend, "optimize", None)
