@@ -9,6 +9,7 @@ from collections.abc import Callable
 import pytest
 
 from mini._limits import (
+    DEFAULT_MAX_IN_FLIGHT,
     AdaptiveConfig,
     Limiter,
     RateBudget,
@@ -22,6 +23,7 @@ from mini._limits import (
 from mini.errors import (
     AuthenticationError,
     BadRequestError,
+    InvalidInputError,
     ProviderConnectionError,
     ProviderServerError,
     ProviderStatusError,
@@ -153,6 +155,32 @@ def test_limiter_for_shares_one_limiter_per_endpoint_with_the_strictest_settings
     limiter_for("http://x/v1", max_in_flight=16, requests_per_minute=6000)  # looser: ignored
     assert a.max_in_flight == 4 and a.requests.interval == pytest.approx(0.1)
     assert limiter_for("http://y/v1", max_in_flight=8) is not a
+
+
+def test_a_caller_without_a_cap_does_not_hold_back_one_that_set_it() -> None:
+    """The embedding model and the chat model on one key share a limiter: a cap only one of them set wins,
+    higher or lower than the default; only caps set by callers compete for the lowest."""
+    chat_first = limiter_for("http://a/v1", max_in_flight=1000)
+    assert limiter_for("http://a/v1", max_in_flight=None) is chat_first  # the embedder, no cap given
+    assert chat_first.cap == 1000
+    default_first = limiter_for("http://b/v1", max_in_flight=None)
+    assert default_first.cap == DEFAULT_MAX_IN_FLIGHT
+    limiter_for("http://b/v1", max_in_flight=500)
+    assert (default_first.max_in_flight, default_first.cap) == (500, 500)
+    limiter_for("http://b/v1", max_in_flight=200)  # a second configured cap: the lower one wins
+    limiter_for("http://b/v1", max_in_flight=None)
+    assert (default_first.max_in_flight, default_first.cap) == (200, 200)
+
+
+def test_llm_and_embedding_models_without_caps_get_the_default_and_one_set_applies_to_both() -> None:
+    from mini import EmbeddingModel, LLMConfig
+    from mini.llms.base import provider_limiter
+
+    EmbeddingModel("openai:m", base_url="http://c/v1", api_key="k")
+    chat = provider_limiter(LLMConfig("openai:gpt", max_concurrency=300), "http://c/v1", "k")
+    assert chat.cap == 300 and chat is limiter_for(endpoint_key("http://c/v1", "k"), max_in_flight=None)
+    with pytest.raises(InvalidInputError, match="max_concurrency"):
+        LLMConfig(max_concurrency=0)
 
 
 def test_endpoint_keys_separate_credentials_without_keeping_them() -> None:

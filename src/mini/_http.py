@@ -236,8 +236,11 @@ class HttpClient:
         query: Mapping[str, str] | None = None,
         auth: KeyAuth | None = None,
         timeout: float = 60.0,
-        max_connections: int = 1000,
+        max_connections: int = 0,
     ) -> None:
+        """`max_connections`: 0 (the default) leaves the bound to the endpoint's `Limiter`, which every caller
+        goes through; a second, lower bound here (it was 1,000) queued requests past it in aiohttp's connector
+        when a user allowed more (`bench/scale_process.py`: 1,000 of 1,024 chats in flight)."""
         self.base_url = base_url.rstrip("/")
         self.provider = provider
         self.timeout = timeout

@@ -201,6 +201,7 @@ class Limiter:
         self.requests = RateBudget(requests_per_minute) if requests_per_minute else None
         self.tokens = RateBudget(tokens_per_minute) if tokens_per_minute else None
         self._cap = float(max_in_flight)
+        self.cap_configured = True  # False: max_in_flight is the default, which a configured cap replaces
         self._last_decrease = -float("inf")
         # The most requests we had in flight when one of them succeeded, recently: refusals at or below it
         # cannot be about our concurrency.
@@ -357,29 +358,44 @@ _registry_lock = threading.Lock()
 _limiters: dict[str, Limiter] = {}
 
 
+# Requests in flight to one endpoint when no caller of it configured a cap.
+DEFAULT_MAX_IN_FLIGHT = 64
+
+
 def limiter_for(
     endpoint: str,
     *,
-    max_in_flight: int,
+    max_in_flight: int | None,
     requests_per_minute: float | None = None,
     tokens_per_minute: float | None = None,
 ) -> Limiter:
     """The limiter shared by every caller of `endpoint` (see `endpoint_key`) in this process.
 
     Callers that configure the same endpoint differently share the strictest setting: the lowest cap and the
-    lowest rates any of them asked for. Retry policies stay per caller (`Limiter.call(policy=...)`).
+    lowest rates any of them asked for. A caller that sets no cap (`max_in_flight=None`) has no opinion: it
+    gets DEFAULT_MAX_IN_FLIGHT only while no caller set one, so `LLMConfig(max_concurrency=1000)` is not held
+    at 64 by the embedding model that shares its key. Retry policies stay per caller (`Limiter.call(policy=)`).
     """
     with _registry_lock:
         limiter = _limiters.get(endpoint)
         if limiter is None:
             limiter = _limiters[endpoint] = Limiter(
                 endpoint,
-                max_in_flight,
+                max_in_flight or DEFAULT_MAX_IN_FLIGHT,
                 requests_per_minute=requests_per_minute,
                 tokens_per_minute=tokens_per_minute,
             )
+            limiter.cap_configured = max_in_flight is not None
             return limiter
-        if max_in_flight < limiter.max_in_flight:
+        if max_in_flight is not None and not limiter.cap_configured:
+            # The first configured cap replaces the default, higher or lower; one the adaptive cap already
+            # lowered after refusals climbs back to it by additive increase.
+            limiter.cap_configured = True
+            unreduced = limiter._cap >= limiter.max_in_flight
+            limiter.max_in_flight = max_in_flight
+            if unreduced or max_in_flight < limiter._cap:
+                limiter._set_cap(float(max_in_flight), "a caller configured the cap")
+        elif max_in_flight is not None and max_in_flight < limiter.max_in_flight:
             limiter.max_in_flight = max_in_flight
             limiter._set_cap(min(limiter._cap, float(max_in_flight)), "a caller configured a lower cap")
         if requests_per_minute and (

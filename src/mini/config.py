@@ -46,7 +46,8 @@ class LLMConfig:
     chain, `region` or AWS_REGION, and `base_url` as its endpoint URL).
 
     Limits are per endpoint and credential, shared by every caller in the process: at most `max_concurrency`
-    requests in flight (lowered automatically while the provider answers 429, restored on success), and
+    requests in flight (unset: 64, unless another caller of the endpoint, e.g. the embedding model on the
+    same key, configured a cap) (lowered automatically while the provider answers 429, restored on success), and
     optionally `requests_per_minute`/`tokens_per_minute`. `timeout` bounds each request; `max_retries`
     retries 429/5xx/timeouts with jittered backoff, never longer than `retry_deadline` seconds in total.
     `extra_params` go into the request body as given (e.g. `{"top_p": 0.9}`); `reasoning_effort` is sent to
@@ -67,7 +68,7 @@ class LLMConfig:
     max_tokens: int | None = None
     timeout: float = 60.0
     max_retries: int = 3
-    max_concurrency: int = 64
+    max_concurrency: int | None = None  # None: 64, unless another caller of the endpoint set a cap
     requests_per_minute: float | None = None
     tokens_per_minute: float | None = None
     retry_deadline: float = 120.0
@@ -81,7 +82,7 @@ class LLMConfig:
     client: Any = field(default=None, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        at_least(1, max_concurrency=self.max_concurrency)
+        at_least(1, max_concurrency=self.max_concurrency)  # None passes: no cap of its own
         at_least(0, max_retries=self.max_retries)
         # None: no rate limit.
         positive(

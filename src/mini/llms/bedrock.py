@@ -28,6 +28,7 @@ from botocore.config import Config
 from botocore.eventstream import ParserError as EventStreamParserError
 
 from mini._http import parse_retry_after, request_id, retry_headers
+from mini._limits import DEFAULT_MAX_IN_FLIGHT
 from mini._portal import PerLoop
 from mini.config import LLMConfig, load_settings
 from mini.errors import (
@@ -310,7 +311,7 @@ class BedrockChat(ProviderChat):
         session.register_component("data_loader", _shared_loader())
         options: dict[str, Any] = {
             "retries": {"total_max_attempts": 1, "mode": "standard"},  # the Limiter retries, not botocore
-            "max_pool_connections": max(self.config.max_concurrency, 10),
+            "max_pool_connections": max(self.config.max_concurrency or DEFAULT_MAX_IN_FLIGHT, 10),
             "connect_timeout": self.config.timeout,
             "read_timeout": self.config.timeout,
         }

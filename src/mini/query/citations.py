@@ -42,6 +42,8 @@ class CitationStream:
 
     def feed(self, delta: str) -> list[Citation]:
         text = self._pending + delta
+        if "[" not in text:  # most deltas: no marker, none begun (a pending one starts with "[")
+            return []
         new: list[Citation] = []
         for number in cited_numbers(text):
             if number in self._emitted:

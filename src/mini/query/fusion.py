@@ -30,7 +30,15 @@ def rrf(
             fused[hit.id] = fused.get(hit.id, 0.0) + weight / (k + rank)
             first.setdefault(hit.id, hit)
     order = sorted(fused, key=lambda id_: -fused[id_])  # stable: ties keep first-seen order
-    return [replace(first[id_], score=fused[id_]) for id_ in order]
+    return [_rescored(first[id_], fused[id_]) for id_ in order]
+
+
+def _rescored(hit: RetrievalResult, score: float) -> RetrievalResult:
+    # The constructor, not `dataclasses.replace` (~9x slower): at 1,024 concurrent questions rrf rebuilds
+    # tens of thousands of hits a second. A subclass keeps its own fields through `replace`.
+    if type(hit) is RetrievalResult:
+        return RetrievalResult(hit.id, hit.text, score, hit.metadata, hit.rank)
+    return replace(hit, score=score)
 
 
 def merge_by_score(rankings: Sequence[Sequence[RetrievalResult]], k: int) -> list[RetrievalResult]:

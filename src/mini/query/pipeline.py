@@ -106,6 +106,14 @@ class Run:
     queries: list[str] = field(default_factory=list)
     chunks: list[RetrievalResult] = field(default_factory=list)
     usage: Usage = field(default_factory=Usage)
+    _context: tuple[list[RetrievalResult], str] | None = field(default=None, repr=False, compare=False)
+
+    def context(self) -> str:
+        """The numbered sources of `chunks` as the answer prompt shows them; built once per set of chunks, since
+        the prompt and the response's `context_used` both need it (a few thousand characters to normalise)."""
+        if self._context is None or self._context[0] is not self.chunks:
+            self._context = (self.chunks, prompts.format_context(self.chunks))
+        return self._context[1]
 
     def add_time(self, stage: str, since: float) -> None:
         self.timings[stage] = self.timings.get(stage, 0.0) + (time.perf_counter() - since) * 1000.0
@@ -255,7 +263,7 @@ class QueryPipeline:
         return run.chunks
 
     def _messages(self, run: Run) -> list[dict[str, str]]:
-        messages = prompts.answer_messages(run.question, prompts.format_context(run.chunks))
+        messages = prompts.answer_messages(run.question, run.context())
         if run.options.instructions:
             messages[0] = {
                 "role": "system",
@@ -308,7 +316,7 @@ class QueryPipeline:
             original_query=run.question,
             rewritten_queries=run.queries,
             retrieved_chunks=run.chunks,
-            context_used=prompts.format_context(run.chunks),
+            context_used=run.context(),
             metadata=ResponseMetadata(run.finish_metadata()),
             citations=build_citations(answer, run.chunks),
         )

@@ -33,6 +33,12 @@ class SimServer:
     def base_url(self) -> str:
         return f"{self.url}/v1"
 
+    @property
+    def pid(self) -> int:
+        """The server process's id (benchmarks read its CPU time); the server must be running."""
+        assert self._process is not None, "the sim server is not running"
+        return self._process.pid
+
     def start(self) -> SimServer:
         argv = [sys.executable, "-m", "mini.testing.sim", f"--host={self.host}", f"--port={self.port}"]
         for name, value in self.settings.items():
