@@ -14,6 +14,8 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
+_escape = json.encoder.encode_basestring  # JSON string literal, non-ASCII kept (the C version)
+
 # Sent after this many seconds without an event, so proxies and load balancers that cut idle connections
 # (nginx's proxy_read_timeout defaults to 60 s, many LBs to 30-60 s) keep a long generation open.
 KEEPALIVE_SECONDS = 15.0
@@ -44,18 +46,35 @@ def encode(data: str, *, event: str | None = None, id: str | None = None) -> byt
     return ("\n".join(lines) + "\n\n").encode()
 
 
+# What `json.dumps(payload, ensure_ascii=..., default=str)` would build, made once: `dumps` with any option
+# constructs a new encoder per call, and this runs once a token.
+_JSON = json.JSONEncoder(ensure_ascii=False, default=str)
+_JSON_ASCII = json.JSONEncoder(ensure_ascii=True, default=str)
+
+
 def encode_json(payload: Any, *, event: str | None = None) -> bytes:
     """One frame whose data is `payload` as compact JSON (non-ASCII kept, unknown types via `str`)."""
     # JSON escapes every control character, so the data is one line: no splitting (this runs once a token).
-    data = json.dumps(payload, ensure_ascii=False, default=str)
+    data = _JSON.encode(payload)
     head = "" if event is None else f"event: {_one_line(event)}\n"
     try:
         return f"{head}data: {data}\n\n".encode()
     except UnicodeEncodeError:
         # A lone surrogate (a model's half of an emoji, say) has no UTF-8 form; as a JSON escape it travels,
         # and the client's parser decides. Only then: escaping everything makes every frame larger.
-        data = json.dumps(payload, ensure_ascii=True, default=str)
+        data = _JSON_ASCII.encode(payload)
         return f"{head}data: {data}\n\n".encode()
+
+
+def encode_text_json(key: str, text: str, *, event: str | None = None) -> bytes:
+    """`encode_json({key: text}, event=event)`, the same bytes, without the generic encoder: the shape of a
+    streamed token, so the per-token cost is one string escape (measured at 1,000 streams: the encoder's
+    call overhead was most of the frame's cost)."""
+    head = "" if event is None else f"event: {_one_line(event)}\n"
+    try:
+        return f"{head}data: {{{_escape(key)}: {_escape(text)}}}\n\n".encode()
+    except UnicodeEncodeError:  # a lone surrogate: escaped, as encode_json does
+        return encode_json({key: text}, event=event)
 
 
 def comment(text: str = "") -> bytes:

@@ -89,12 +89,15 @@ def _tracer() -> trace.Tracer | None:
     global _cached
     if not _langfuse_checked:
         _langfuse_from_env()
+    cached = _cached
+    if cached is not None:
+        # Valid until `use_tracer_provider` clears it; and the global provider can be set only once (OTel's
+        # rule), so asking for it again (an environment lookup per span) could only give the same answer.
+        # Until a real provider is there nothing is cached: one configured after the first span is seen.
+        return cached[1]
     provider = _own_provider if _own_provider is not None else trace.get_tracer_provider()
     if isinstance(provider, trace.ProxyTracerProvider | trace.NoOpTracerProvider):
         return None
-    cached = _cached
-    if cached is not None and cached[0] is provider:
-        return cached[1]
     from mini._version import __version__
 
     tracer = provider.get_tracer(TRACER_NAME, __version__)

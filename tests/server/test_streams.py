@@ -170,12 +170,12 @@ def test_a_client_leaving_a_held_stream_closes_it_and_leaves_no_task(
     assert not held.gate.is_set()
 
     async def pumps() -> list[asyncio.Task[Any]]:
-        return [t for t in asyncio.all_tasks() if t.get_name() == "mini-sse-keepalive"]
+        return [t for t in asyncio.all_tasks() if t.get_name() == "mini-sse-frames"]
 
     assert server.loop is not None
     wait_until(
         lambda: not asyncio.run_coroutine_threadsafe(pumps(), server.loop).result(),  # type: ignore[arg-type]
-        "a keep-alive task outlived its stream",
+        "a stream's frame task outlived it",
     )
 
 

@@ -6,14 +6,15 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncGenerator, AsyncIterator
-from typing import Any, Literal
+from typing import Any
 
 from starlette.responses import StreamingResponse
 from starlette.types import Message, Receive, Scope, Send
 
-from mini._sse import KEEPALIVE, KEEPALIVE_SECONDS, encode_json
+from mini._sse import KEEPALIVE, KEEPALIVE_SECONDS, encode_json, encode_text_json
 from mini.errors import log_failure
 from mini.server.errors import public_error, public_event
+from mini.server.monitor import StreamGauge
 from mini.server.settings import ServerSettings
 from mini.types import StreamEvent
 
@@ -40,7 +41,10 @@ def error_frame(exc: BaseException) -> dict[str, str]:
 async def _frames(events: AsyncIterator[StreamEvent]) -> AsyncGenerator[bytes, None]:
     try:
         async for event in events:
-            yield encode_json(event_data(event), event=event.type)
+            if event.type == "token" and isinstance(event.data, str):  # most frames: the short way
+                yield encode_text_json("text", event.data, event="token")
+            else:
+                yield encode_json(event_data(event), event=event.type)
     except Exception as exc:
         # The RAG's streams answer their own failures with an `error` event; one escaping here is unexpected.
         yield encode_json(error_frame(exc), event="error")
@@ -67,63 +71,71 @@ class SSEResponse(StreamingResponse):
         self._keepalive_s = keepalive_s
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        state = scope["app"].state
         if self._keepalive_s is None:
-            settings = getattr(scope["app"].state, "settings", None)
+            settings = getattr(state, "settings", None)
             self._keepalive_s = (
                 settings.sse_keepalive_s if isinstance(settings, ServerSettings) else KEEPALIVE_SECONDS
             )
+        gauge = getattr(state, "streams", None)  # `GET /v1/stats` reports streams open and their peak
+        if isinstance(gauge, StreamGauge):
+            gauge.opened()
         try:
             await super().__call__(scope, receive, send)
         finally:
+            if isinstance(gauge, StreamGauge):
+                gauge.closed()
             # Starlette stops iterating on a disconnect but does not close the iterator (garbage collection
             # would, later): close it now. A no-op when the stream ran to its end.
             await self._frames.aclose()
 
     async def stream_response(self, send: Send) -> None:
+        await send({"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers})
+        # A task pulls the frames into `pending`; this one sends what has piled up as one body message. Idle,
+        # that is one frame per message, as before; under load, the frames that arrived together (an upstream
+        # read brings several tokens when the loop is late) go out in one write instead of one each: at 1,000
+        # streams the socket writes and the middleware chain per message were a quarter of the server's loop
+        # (bench/server_load.py --profile). Keep-alives are one timer per interval, not a task per stream.
+        loop = asyncio.get_running_loop()
+        pending: list[bytes] = []
+        wake = asyncio.Event()
+        puller = loop.create_task(_pull(self._frames, pending, wake), name="mini-sse-frames")
         interval = self._keepalive_s or 0.0
-        if interval <= 0:
-            await super().stream_response(send)
-            return
-        # The frames are pulled and sent by this task as without keep-alives (no extra task or queue per
-        # frame: this path runs once a token); a second task sends a keep-alive when the line has been quiet
-        # for `interval`, the lock keeping the two `send`s from interleaving.
-        sender = _KeepaliveSender(send)
-        ticker = asyncio.create_task(sender.keepalives(interval), name="mini-sse-keepalive")
+        last = loop.time()
+        timer = loop.call_later(interval, wake.set) if interval > 0 else None
         try:
-            await super().stream_response(sender.send)
+            while True:
+                await wake.wait()
+                wake.clear()
+                while pending:  # more may arrive while a send waits for the socket
+                    body = b"".join(pending) if len(pending) > 1 else pending[0]
+                    pending.clear()
+                    await send({"type": "http.response.body", "body": body, "more_body": True})
+                    last = loop.time()
+                if puller.done():
+                    break
+                if timer is not None and timer.when() <= loop.time():  # the timer woke us: quiet, or not yet
+                    if loop.time() - last >= interval:
+                        await send(_KEEPALIVE_MESSAGE)
+                        last = loop.time()
+                    timer = loop.call_at(last + interval, wake.set)
+            puller.result()  # a failure of the frames themselves (`_frames` answers its own with an event)
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
         finally:
-            ticker.cancel()
-            await asyncio.wait({ticker})
+            if timer is not None:
+                timer.cancel()
+            puller.cancel()
+            await asyncio.wait({puller})
 
 
 _KEEPALIVE_MESSAGE: Message = {"type": "http.response.body", "body": KEEPALIVE, "more_body": True}
 
 
-class _KeepaliveSender:
-    """Wraps a response's `send`, noting when the last message went out and whether the body is open."""
-
-    def __init__(self, send: Send) -> None:
-        self._send = send
-        self._lock = asyncio.Lock()
-        self._loop = asyncio.get_running_loop()
-        self._last = self._loop.time()
-        self._state: Literal["new", "open", "ended"] = "new"
-
-    async def send(self, message: Message) -> None:
-        async with self._lock:
-            await self._send(message)
-            self._last = self._loop.time()
-            if message["type"] == "http.response.start":
-                self._state = "open"
-            elif not message.get("more_body", False):
-                self._state = "ended"
-
-    async def keepalives(self, interval: float) -> None:
-        while self._state != "ended":
-            await asyncio.sleep(max(0.0, self._last + interval - self._loop.time()))
-            async with self._lock:
-                if self._state == "new":
-                    self._last = self._loop.time()  # not started yet: look again after another interval
-                elif self._state == "open" and self._loop.time() - self._last >= interval:
-                    await self._send(_KEEPALIVE_MESSAGE)
-                    self._last = self._loop.time()
+async def _pull(frames: AsyncGenerator[bytes, None], pending: list[bytes], wake: asyncio.Event) -> None:
+    """Appends each frame to `pending` and wakes the sender; wakes it once more when the frames end."""
+    try:
+        async for frame in frames:
+            pending.append(frame)
+            wake.set()
+    finally:
+        wake.set()
