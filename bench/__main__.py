@@ -2,6 +2,7 @@
 
     python -m bench                 # or: make bench   (all, ~5 minutes on 2 cores)
     python -m bench --only agentic,batch_file --no-write
+    python -m bench --long          # also the long runs (scale, 100,000 documents, SciFact int8: ~30 min)
 
 Each benchmark is its own script under bench/ (run alone for more options) and runs in its own process
 against the simulated provider (`mini.testing.sim`, its own process too). The suite collects their
@@ -49,6 +50,50 @@ SUITE: list[tuple[str, str, list[str]]] = [
         "Evaluation: 50 questions, --concurrency 16 vs --sequential",
         ["bench/eval_concurrency.py"],
     ),
+    (
+        "cold_start",
+        "Cold start: `mini query --llm none` in a fresh process on the demo store, and where its time goes",
+        ["bench/cold_start.py", "--no-write"],
+    ),
+    (
+        "local_embeddings",
+        "Local embeddings: float vs int8, one core vs every core (sentence-transformers if installed here)",
+        ["bench/local_embeddings.py", "--no-write"],
+    ),
+    (
+        "keyword_leg",
+        "Keyword leg: hybrid vs dense CPU per question at concurrency 64",
+        ["bench/query_concurrency.py", "--mode", "hybrid", "--levels", "64"],
+    ),
+]
+
+# Long runs (minutes each), only with --long.
+LONG: list[tuple[str, str, list[str]]] = [
+    (
+        "ingest_scale",
+        "Ingestion at scale: `Ingestor` vs a raw aiohttp + LanceDB pipeline (500 docs), then 100,000 documents",
+        ["bench/ingest_scale.py", "--scale-docs", "100000"],
+    ),
+    (
+        "scale_process",
+        "Scale of one process: 2,048 questions at concurrency 64/256/512/1,024 (dense), loop lag, CPU",
+        ["bench/scale_process.py"],
+    ),
+    (
+        "server_load",
+        "Scale of one server: `mini serve` holding up to 1,000 SSE streams, then a burst, then queries",
+        ["bench/server_load.py"],
+    ),
+    (
+        "scifact_index",
+        "Indexing all of BEIR SciFact with the default local model (5,183 abstracts, 13,071 chunks)",
+        ["bench/scifact_index.py"],
+    ),
+    (
+        "int8_quality",
+        "int8 vs float all-MiniLM-L6-v2 on SciFact: the int8 default's bar",
+        ["bench/local_embeddings.py", "--ndcg", "--no-write"],
+    ),
 ]
 
 
@@ -86,9 +131,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--only", help="comma-separated names: " + ", ".join(name for name, _, _ in SUITE))
     parser.add_argument("--no-write", action="store_true", help="print only; leave BENCHMARKS.md alone")
+    parser.add_argument(
+        "--long", action="store_true", help="also the long runs: " + ", ".join(n for n, _, _ in LONG)
+    )
     args = parser.parse_args()
-    chosen = [item for item in SUITE if not args.only or item[0] in args.only.split(",")]
-    command = "python -m bench" + (f" --only {args.only}" if args.only else "")
+    suite = SUITE + LONG if args.long else SUITE
+    chosen = [item for item in suite if not args.only or item[0] in args.only.split(",")]
+    command = (
+        "python -m bench" + (" --long" if args.long else "") + (f" --only {args.only}" if args.only else "")
+    )
     parts = [
         BEGIN,
         "## The suite: `python -m bench`\n",

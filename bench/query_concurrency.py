@@ -1,7 +1,7 @@
 """Query concurrency: 64 questions against the simulated provider at concurrency 1, 8, 32, 64, measured vs ideal.
 
     python bench/query_concurrency.py [--questions 64] [--chat-ms 300] [--token-ms 5] [--embed-ms 50]
-                                      [--levels 1,8,32,64]
+                                      [--levels 1,8,32,64] [--mode dense|keyword|hybrid] [--no-keyword-cache]
 
 A question's critical path is the simulated waits it cannot avoid: rewrite chat + query embedding + answer
 chat, each chat chat-ms + token-ms x its completion tokens (read from the response's usage). The ideal wall
@@ -9,12 +9,18 @@ time of a level is max(longest critical path, sum of critical paths / c): c pipe
 near 1.0 means the client adds nothing but the provider's own latency; the search itself (embedded LanceDB)
 is real work included in "measured". Client CPU is the process CPU time per question (the simulator runs in
 its own process and is not counted).
+
+The keyword leg ranks from per-word BM25 scores cached per table version (`mini.stores.lancedb.keyword`),
+filled once a version has stood 1 s (the warm-up waits for that and runs again, in every mode); with a
+keyword leg, a last row runs the highest level again right after that cache is emptied, as after a write to
+the store (`--mode dense` vs `hybrid` gives the leg's cost; `--no-keyword-cache`: one LanceDB query each).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import math
 import tempfile
 import time
 
@@ -60,6 +66,13 @@ async def main_async(args: argparse.Namespace) -> str:
         )
         # Warm-up at full width: a long-running process has its connection pool and table handles open.
         await asyncio.gather(*(rag.query_async(q) for q in questions))
+        if args.no_keyword_cache:  # what every question paid before: one LanceDB full-text query each
+            rag.vector_store.backend._keyword_scores.settle = math.inf
+        # Twice, in every mode alike: the keyword cache is filled once the store has stood SETTLE_S unchanged.
+        from mini.stores.lancedb.keyword import SETTLE_S
+
+        await asyncio.sleep(SETTLE_S)
+        await asyncio.gather(*(rag.query_async(q) for q in questions))
         sim.configure(chat_ms=args.chat_ms, embed_ms=args.embed_ms, token_ms=args.token_ms)
         mean_path = 0.0
         for level in args.levels:
@@ -71,6 +84,17 @@ async def main_async(args: argparse.Namespace) -> str:
             rows.append(
                 f"| {level} | {wall:.2f} | {ideal:.2f} | **{wall / ideal:.2f}** | {cpu / len(questions) * 1000:.1f} "
                 f"| {stats['chat']['peak_in_flight']} | {cited}/{len(questions)} |"
+            )
+        if args.mode != "dense" and not args.no_keyword_cache:
+            rag.vector_store.backend._keyword_scores.forget()  # as after a write: every word fetched again
+            sim.reset()
+            level = args.levels[-1]
+            wall, cpu, cited, paths = await run_level(rag, questions, level, args)
+            ideal = max(max(paths), sum(paths) / level)
+            rows.append(
+                f"| {level}, keyword cache emptied | {wall:.2f} | {ideal:.2f} | **{wall / ideal:.2f}** "
+                f"| {cpu / len(questions) * 1000:.1f} | {sim.stats()['chat']['peak_in_flight']} "
+                f"| {cited}/{len(questions)} |"
             )
         await rag.aclose()
     header = (
@@ -93,6 +117,11 @@ def main() -> None:
         "--mode", choices=["dense", "keyword", "hybrid"], default="hybrid", help="retrieval mode"
     )
     options.add_argument("--levels", type=int_list, default=[1, 8, 32, 64])
+    options.add_argument(
+        "--no-keyword-cache",
+        action="store_true",
+        help="one LanceDB query per question's keyword leg (before)",
+    )
     run(main_async, options)
 
 
