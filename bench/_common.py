@@ -96,3 +96,17 @@ async def sim_rag(
     report = await rag.index_documents_async([REPO / "examples" / "corpus"])
     assert report.ok, report.failures
     return rag
+
+
+def write_section(section: str, heading: str) -> None:
+    """Replace the section under `heading` (a "## " line, up to the next "## " heading) in BENCHMARKS.md with
+    `section` (which starts with that heading), or append it."""
+    path = REPO / "BENCHMARKS.md"
+    text = path.read_text()  # read just before writing: other scripts write their own sections
+    if heading + "\n" in text:
+        head, rest = text.split(heading + "\n", 1)
+        following = rest.find("\n## ")
+        text = head + section + (rest[following:] if following != -1 else "")
+    else:
+        text = text.rstrip("\n") + "\n\n" + section
+    path.write_text(text.rstrip("\n") + "\n")

@@ -24,9 +24,9 @@ import time
 from pathlib import Path
 
 try:  # `python bench/cold_start.py`; `python -m bench.cold_start` finds it as bench._common
-    from _common import REPO, machine
+    from _common import REPO, machine, write_section
 except ModuleNotFoundError:
-    from bench._common import REPO, machine
+    from bench._common import REPO, machine, write_section
 
 HEADING = "## Cold start (issue 21)"
 QUESTION = "How much is the 2025 library budget?"
@@ -161,7 +161,7 @@ def main() -> None:
     section = render(args, walls, python_start, phases, imports)
     print(section)
     if not args.no_write:
-        write_section(section)
+        write_section(section, HEADING)
         print("BENCHMARKS.md updated", file=sys.stderr)
 
 
@@ -209,19 +209,6 @@ def render(
         READING,
     ]
     return "\n".join(lines)
-
-
-def write_section(section: str) -> None:
-    """Replace the section under HEADING (up to the next "## " heading) in BENCHMARKS.md, or append it."""
-    path = REPO / "BENCHMARKS.md"
-    text = path.read_text()  # read just before writing: other scripts write their own sections
-    if HEADING + "\n" in text:
-        head, rest = text.split(HEADING + "\n", 1)
-        following = rest.find("\n## ")
-        text = head + section + (rest[following:] if following != -1 else "")
-    else:
-        text = text.rstrip("\n") + "\n\n" + section
-    path.write_text(text.rstrip("\n") + "\n")
 
 
 if __name__ == "__main__":

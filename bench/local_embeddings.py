@@ -36,9 +36,9 @@ from typing import Any
 import numpy as np
 
 try:  # `python bench/local_embeddings.py`; `python -m bench.local_embeddings` finds it as bench._common
-    from _common import REPO, machine
+    from _common import REPO, machine, write_section
 except ModuleNotFoundError:
-    from bench._common import REPO, machine
+    from bench._common import REPO, machine, write_section
 
 HEADING = "## Local embeddings on every core (issue 21)"
 QUALITY_HEADING = "## int8 vs float all-MiniLM-L6-v2 on SciFact (issue 21)"
@@ -276,19 +276,6 @@ async def quality() -> str:
             "docs/design-decisions.md (issue 21).",
         ]
     )
-
-
-def write_section(section: str, heading: str) -> None:
-    """Replace the section under `heading` (up to the next "## " heading) in BENCHMARKS.md, or append it."""
-    path = REPO / "BENCHMARKS.md"
-    text = path.read_text()  # read just before writing: other scripts write their own sections
-    if heading + "\n" in text:
-        head, rest = text.split(heading + "\n", 1)
-        following = rest.find("\n## ")
-        text = head + section + (rest[following:] if following != -1 else "")
-    else:
-        text = text.rstrip("\n") + "\n\n" + section
-    path.write_text(text.rstrip("\n") + "\n")
 
 
 def main() -> None:

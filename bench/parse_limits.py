@@ -29,9 +29,9 @@ from pathlib import Path
 from typing import Any
 
 try:  # `python bench/parse_limits.py`; `python -m bench.parse_limits` finds it as bench._common
-    from _common import REPO, machine
+    from _common import machine, write_section
 except ModuleNotFoundError:
-    from bench._common import REPO, machine
+    from bench._common import machine, write_section
 
 HEADING = "## Bounded parsing"
 READING = """Reading it: the bomb is refused from the zip's central directory (declared sizes, ratio) before
@@ -264,21 +264,8 @@ def main() -> None:
     )
     print(section)
     if not args.no_write:
-        write_section(section)
+        write_section(section, HEADING)
         print("BENCHMARKS.md updated", file=sys.stderr)
-
-
-def write_section(section: str) -> None:
-    """Replace the section under HEADING (up to the next "## " heading) in BENCHMARKS.md, or append it."""
-    path = REPO / "BENCHMARKS.md"
-    text = path.read_text()  # read just before writing: other scripts write their own sections
-    if HEADING + "\n" in text:
-        head, rest = text.split(HEADING + "\n", 1)
-        following = rest.find("\n## ")
-        text = head + section + (rest[following:] if following != -1 else "")
-    else:
-        text = text.rstrip("\n") + "\n\n" + section
-    path.write_text(text.rstrip("\n") + "\n")
 
 
 if __name__ == "__main__":

@@ -157,22 +157,11 @@ def test_mean_pooling_ignores_padding_and_normalises() -> None:
 # --- construction and configuration ------------------------------------------------------------------------
 
 
-def test_registry_builds_the_local_embedder_without_io() -> None:
-    embedder = create_embedder(
-        "local:all-MiniLM-L6-v2", base_url=None, api_key=None, dimension=None, batch_size=None
-    )
+@pytest.mark.parametrize("model", ["local:all-MiniLM-L6-v2", "local:all-MiniLM-L6-v2-int8"])
+def test_registry_builds_the_local_embedder_without_io(model: str) -> None:
+    embedder = create_embedder(model, base_url=None, api_key=None, dimension=None, batch_size=None)
     assert isinstance(embedder, LocalOnnxEmbedder)
-    assert embedder.name == "local:all-MiniLM-L6-v2"
-    assert embedder.dimension == 384
-
-
-def test_int8_variant_is_named_apart_and_knows_its_dimension_without_io() -> None:
-    embedder = create_embedder(
-        "local:all-MiniLM-L6-v2-int8", base_url=None, api_key=None, dimension=None, batch_size=None
-    )
-    assert isinstance(embedder, LocalOnnxEmbedder)
-    # Its own name: a store keyed by the float model's name never mixes in int8 vectors silently.
-    assert embedder.name == "local:all-MiniLM-L6-v2-int8"
+    assert embedder.name == model  # the int8 variant shows as itself (responses, traces, /v1/stats)
     assert embedder.dimension == 384
 
 
