@@ -58,3 +58,18 @@ async def test_a_first_ingestion_appends_and_looks_ids_up_once_another_writer_co
     assert sorted(ids) == [f"id-{n}" for n in "abcdef"] and max(ids.values()) == 1
     await ours.aclose()
     await other.aclose()
+
+
+async def test_a_run_too_small_to_compact_still_builds_the_keyword_index(tmp_path: Path) -> None:
+    """So the first query after `mini ingest` of a few files does not build it (and import lancedb) itself."""
+    from mini.stores.lancedb.backend import _has_fts_index
+
+    backend = LanceDBBackend(str(tmp_path), collection_name="t")
+    committer = Committer(backend, fatal=lambda exc: False, timed=lambda stage, since: None)
+    committer.start(empty=True, state=await committer.write_state())
+    await committer.write([unit("a"), unit("b")])
+    table = await backend._get_table()
+    assert table is not None and not await _has_fts_index(table)
+    await committer.finish()
+    assert await _has_fts_index(table)
+    await backend.aclose()

@@ -298,6 +298,20 @@ class Committer:
         """At the end of a run: many small writes make later searches slower, so merge them now."""
         if self.commits >= 4 and (self._fresh or self.commits % self._compact_every):
             await self._compact()
+        elif self.commits:
+            await self._prepare_search()
+
+    async def _prepare_search(self) -> None:
+        """A run too small to compact still leaves the store ready to search: a first query after `mini
+        ingest` of a few files otherwise built LanceDB's full-text index itself (~1 s, importing `lancedb`)."""
+        prepare = getattr(self._backend, "prepare_search", None)
+        if callable(prepare):
+            since = time.perf_counter()
+            try:
+                await prepare()
+            except StoreError as exc:  # only makes the first search faster: the rows are committed
+                log.warning("search index not built: %s", exc)
+            self._timed("compact", since)
 
     async def _commit(self, units: list[Unit]) -> None:
         async with exclusive(self._backend):

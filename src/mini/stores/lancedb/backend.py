@@ -504,6 +504,13 @@ class LanceDBBackend(BackendSkeleton[tuple["AsyncTable", pa.Table], str | None])
         ranking.sort(key=lambda hit: -hit.score)
         return ranking
 
+    async def prepare_search(self) -> None:
+        """Build the full-text index now if the table has none (what the first keyword search would build), e.g.
+        at the end of an ingestion, whose process has imported `lancedb` already."""
+        table = await self._read_table()
+        if table is not None:
+            await self._ensure_fts(table)
+
     async def _ensure_fts(self, table: AsyncTable) -> None:
         if self._fts_ready:
             return
