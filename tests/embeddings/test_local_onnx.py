@@ -308,6 +308,26 @@ def _tiny_bert(hidden: int = 8, layers: int = 2, intermediate: int = 16) -> dict
     return weights
 
 
+def test_quantizing_leaves_the_files_next_to_the_float_graph_alone(tmp_path: Path) -> None:
+    """onnxruntime's quantizer writes, then deletes, `<stem>-inferred.onnx` next to its input: two first uses at
+    once (two test workers, two `mini` commands) deleted each other's and one failed. The child quantizes a
+    private link to the float graph, so another process's file there survives (here: a stand-in for it)."""
+    from mini.embeddings import quantize
+
+    config = _bert_spec.BertConfig(
+        hidden_size=8, num_hidden_layers=2, num_attention_heads=2, intermediate_size=16
+    )
+    source = tmp_path / "bert-tiny.onnx"
+    with source.open("wb") as f:
+        _bert_onnx.build_bert_encoder(_tiny_bert(), config).write(f)
+    in_progress = tmp_path / "bert-tiny-inferred.onnx"
+    in_progress.write_bytes(b"another process's shape-inferred copy")
+    assert quantize.load_or_quantize(str(source), rebuild=True) == str(quantize.int8_graph_file(source))
+    assert in_progress.read_bytes() == b"another process's shape-inferred copy"
+    names = sorted(p.name for p in tmp_path.iterdir())
+    assert names == ["bert-tiny-inferred.onnx", "bert-tiny-int8-q2.onnx", "bert-tiny.onnx"]
+
+
 def test_streamed_graph_equals_the_in_memory_model_and_runs() -> None:
     import io
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -54,18 +55,31 @@ def int8_graph_file(float_graph: Path) -> Path:
 def quantize_file(source: str | Path, target: str | Path) -> None:
     """Quantize the float graph at `source` into `target` (in this process; blocking, holds the GIL)."""
     import onnx
-    from onnx import TensorProto
-    from onnxruntime.quantization import QuantType, quantize_dynamic
 
     graph = onnx.load(str(source)).graph
     kept_float = {f"encoder.layer.{i}.ffn_out.weight_t" for i in range(FLOAT_FFN_OUT_LAYERS)}
     exclude = [node.name for node in graph.node if node.op_type == "MatMul" and kept_float & set(node.input)]
+    # onnxruntime's quantizer writes a shape-inferred copy next to its input under a fixed name
+    # (`<stem>-inferred.onnx`) and deletes it after: two processes quantizing the same cached graph at once
+    # (two test workers, two first `mini` commands) deleted each other's. Each quantizes its own link to it.
+    with tempfile.TemporaryDirectory(dir=Path(target).parent, prefix=".mini-quantize-") as work:
+        private = Path(work) / "float.onnx"
+        try:
+            os.link(source, private)
+        except OSError:  # another filesystem, or no hard links there
+            shutil.copyfile(source, private)
+        _quantize(private, Path(target), exclude)
+
+
+def _quantize(source: Path, target: Path, exclude: list[str]) -> None:
+    from onnx import TensorProto
+    from onnxruntime.quantization import QuantType, quantize_dynamic
 
     # Per-channel scales (one per output column) are what keep the vectors close: one scale per weight
     # matrix gave cosine 0.89-0.94 to the float model on SciFact abstracts, per-channel >= 0.99.
     quantize_dynamic(
-        Path(source),
-        Path(target),
+        source,
+        target,
         weight_type=QuantType.QInt8,
         op_types_to_quantize=OPS_TO_QUANTIZE,
         per_channel=True,
