@@ -43,6 +43,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -140,27 +141,43 @@ async def one_wave(
     await asyncio.to_thread(sim.reset)
     await asyncio.sleep(1.0)  # the previous wave's loop lag out of this one's window
 
-    async def delayed(i: int) -> tuple[float, int, bool]:
+    async def delayed(i: int, start: float) -> tuple[float, int, bool]:
         await asyncio.sleep(ramp_s * i / count)
         return await one_stream(session, url, QUESTIONS[i % len(QUESTIONS)] + f" ({i})")
 
+    summary, _, _ = await measured_phase(
+        session, url, sim, pid, lambda start: [delayed(i, start) for i in range(count)]
+    )
+    return summary
+
+
+async def measured_phase(
+    session: aiohttp.ClientSession,
+    url: str,
+    sim: Any,
+    pid: int,
+    streams: Callable[[float], list[Awaitable[tuple[float, int, bool]]]],
+) -> tuple[dict[str, Any], dict[str, Any], list[tuple[float, int, bool]]]:
+    """Run the streams `streams(start)` makes (each returning (seconds to first token, tokens, ended with
+    done)) while probing the simulator's own time to first token; the summary every phase reports, the
+    server's `/v1/stats` over the phase, and the streams that ended well."""
     done = asyncio.Event()
     probe_tasks = [asyncio.create_task(probes(session, sim.base_url, done)) for _ in range(4)]
     server_cpu, client_cpu = cpu_s(pid), time.process_time()
     start = time.perf_counter()
-    results = await asyncio.gather(*(delayed(i) for i in range(count)), return_exceptions=True)
+    results = await asyncio.gather(*streams(start), return_exceptions=True)
     wall = time.perf_counter() - start
     server_cpu, client_cpu = cpu_s(pid) - server_cpu, time.process_time() - client_cpu
     done.set()
     probed = sorted(t for times in await asyncio.gather(*probe_tasks) for t in times)
     window = {"lag_last_s": str(time.perf_counter() - start)}
-    # Its own connection: one kept from the wave may have been idle for uvicorn's 5 s keep-alive timeout.
+    # Its own connection: one kept from the phase may have been idle for uvicorn's 5 s keep-alive timeout.
     async with aiohttp.ClientSession() as fresh, fresh.get(f"{url}/v1/stats", params=window) as response:
         stats = await response.json()
     provider = await asyncio.to_thread(sim.stats)
     ok = [r for r in results if isinstance(r, tuple) and r[2]]
     ttft = sorted(r[0] for r in ok)
-    return {
+    summary = {
         "completed": len(ok),
         "errors": [repr(r)[:200] for r in results if not isinstance(r, tuple)][:3],
         "failed": len(results) - len(ok),
@@ -177,6 +194,7 @@ async def one_wave(
         "lag": stats["loop_lag"],
         "provider_peak": provider["chat"]["peak_in_flight"],
     }
+    return summary, stats, ok
 
 
 TOKEN_MARK = b"event: token\n"  # how a token frame starts (mini.server.sse); the client counts, not parses
@@ -231,49 +249,22 @@ async def one_hold(
     gauge = {"open": 0, "peak": 0}
     timeout = aiohttp.ClientTimeout(total=300)
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0), timeout=timeout) as session:
-        done = asyncio.Event()
-        probe_tasks = [asyncio.create_task(probes(session, sim.base_url, done)) for _ in range(4)]
-        server_cpu, client_cpu = cpu_s(pid), time.process_time()
-        start = time.perf_counter()
 
-        async def arriving(i: int) -> tuple[float, int, bool]:
+        async def arriving(i: int, start: float) -> tuple[float, int, bool]:
             await asyncio.sleep(max(0.0, start + i / rate - time.perf_counter()))
             return await held_stream(session, url, QUESTIONS[i % len(QUESTIONS)] + f" ({i})", gauge)
 
-        results = await asyncio.gather(*(arriving(i) for i in range(streams)), return_exceptions=True)
-        wall = time.perf_counter() - start
-        server_cpu, client_cpu = cpu_s(pid) - server_cpu, time.process_time() - client_cpu
-        done.set()
-        probed = sorted(t for times in await asyncio.gather(*probe_tasks) for t in times)
-    window = {"lag_last_s": str(time.perf_counter() - start)}
-    async with aiohttp.ClientSession() as fresh, fresh.get(f"{url}/v1/stats", params=window) as response:
-        stats = await response.json()
-    provider = await asyncio.to_thread(sim.stats)
-    ok = [r for r in results if isinstance(r, tuple) and r[2]]
-    ttft = sorted(r[0] for r in ok)
-    relayed = sum(r[1] for r in ok) or 1
+        summary, stats, ok = await measured_phase(
+            session, url, sim, pid, lambda start: [arriving(i, start) for i in range(streams)]
+        )
     return {
         "rate": rate,
         "streams": streams,
         "tokens_asked": tokens,
-        "completed": len(ok),
-        "errors": [repr(r)[:200] for r in results if not isinstance(r, tuple)][:3],
-        "failed": len(results) - len(ok),
         "peak_client": gauge["peak"],
         "peak_server": stats.get("streams", {}).get("peak", 0),
-        "ttft_p50": statistics.median(ttft) if ttft else 0.0,
-        "ttft_p99": pick(ttft, 0.99),
-        "sim_p50": statistics.median(probed) if probed else 0.0,
-        "sim_p99": pick(probed, 0.99),
-        "sim_n": len(probed),
-        "tokens": statistics.median(r[1] for r in ok) if ok else 0,
-        "relayed": relayed,
-        "wall": wall,
-        "server_cpu": server_cpu,
-        "client_cpu": client_cpu,
-        "peak_rss": status_mb(pid, "VmHWM"),
-        "lag": stats["loop_lag"],
-        "provider_peak": provider["chat"]["peak_in_flight"],
+        "relayed": sum(r[1] for r in ok) or 1,
+        **summary,
     }
 
 
