@@ -1,4 +1,11 @@
-"""The embedded LanceDB backend: one table per collection in a local directory, driven by LanceDB's async API."""
+"""The embedded LanceDB backend: one table per collection in a local directory, driven by LanceDB's async API.
+
+Past ~500 lines (~610) because one class holds the table's shared handles, locks and coalescers, and every
+operation uses them; the parts without that state already live beside it (`native` reads, `keyword` scores,
+`hits` results, `rows`, `sql`, `commits`). The next cut, when it grows again: the keyword operations
+(`keyword_search`, `_keyword_batch`, `_keyword_direct`, `_ensure_fts`, `prepare_search`) into a component that
+takes the table handles and locks it needs, as `KeywordScores` does.
+"""
 
 from __future__ import annotations
 
