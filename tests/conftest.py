@@ -43,6 +43,7 @@ _ENV_TO_CLEAR = (
     "MINI_ALLOWED_HOSTS",
     "MINI_CORS_ORIGINS",
     "MINI_PUBLIC_DOCS",
+    "MINI_REDIS_URL",  # shared state and provider limits in Redis: only the tests that start one use it
     # 0.1.3's names for our settings, and the Hub's: a developer's own would change what the tests see.
     "MILVUS_URI",
     "MILVUS_TOKEN",

@@ -16,6 +16,10 @@ rewrite, rerank, generate and eval calls all queue at the same gate, so together
   bounded attempts and a total deadline. The slot is released while waiting. SDK-level retries stay off so
   this is the one retry policy.
 
+**Across processes**: with `MINI_REDIS_URL` set (or `share_limits(url)`), the in-flight cap, the rates and
+the adaptive cap live in Redis (`mini._limits_redis`), so N server replicas together respect one provider cap.
+The maths stays here; the Redis gate only replaces where the counts are kept.
+
 The retry maths (`backoff_delay`, `is_retryable`) is pure and tested without an event loop. Why not tenacity
 and aiolimiter (the plan's choice): the retry loop has to release the slot while sleeping and feed each outcome
 to the adaptive cap, which leaves tenacity only the 10-line loop itself; aiolimiter's buckets hold futures of
@@ -29,13 +33,14 @@ import contextlib
 import contextvars
 import hashlib
 import logging
+import os
 import random
 import threading
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import TypeVar
+from typing import TYPE_CHECKING, Protocol, TypeVar
 
 from mini._checks import at_least, positive
 from mini._portal import PerLoop
@@ -45,6 +50,9 @@ from mini.errors import (
     ProviderStatusError,
     RateLimitError,
 )
+
+if TYPE_CHECKING:
+    from mini._limits_redis import RedisLimits
 
 T = TypeVar("T")
 log = logging.getLogger("mini.limits")
@@ -127,6 +135,21 @@ class RateBudget:
             return max(0.0, tat - now - self.burst * self.interval)
 
 
+class Gate(Protocol):
+    """What a `Limiter` needs of an in-flight gate: this one (in-process) or `mini._limits_redis.RedisGate`."""
+
+    @property
+    def in_flight(self) -> int: ...
+
+    async def acquire(self) -> int: ...
+
+    def release(self) -> None: ...
+
+    def busy(self) -> bool: ...
+
+    async def others_in_flight(self) -> int: ...
+
+
 class _Gate:
     """The in-flight gate of one event loop: FIFO waiters, admitted while in_flight < the limiter's cap."""
 
@@ -135,10 +158,11 @@ class _Gate:
         self.in_flight = 0
         self.waiters: deque[asyncio.Future[None]] = deque()
 
-    async def acquire(self) -> None:
+    async def acquire(self) -> int:
+        """Wait for a slot; returns the request's level (in flight, itself included, when admitted)."""
         if not self.waiters and self.in_flight < self.limiter.cap:
             self.in_flight += 1
-            return
+            return self.in_flight
         future = asyncio.get_running_loop().create_future()
         self.waiters.append(future)
         try:
@@ -150,6 +174,15 @@ class _Gate:
                 with contextlib.suppress(ValueError):
                     self.waiters.remove(future)
             raise
+        return self.in_flight
+
+    def busy(self) -> bool:
+        """Is the cap in use (all slots taken, or callers waiting)? Only then is more concurrency worth trying."""
+        return self.in_flight >= self.limiter.cap or bool(self.waiters)
+
+    async def others_in_flight(self) -> int:
+        """Requests in flight besides the caller's own (the provider's load from us when it refused one)."""
+        return self.in_flight - 1
 
     def release(self) -> None:
         self.in_flight -= 1
@@ -190,8 +223,10 @@ class Limiter:
         tokens_per_minute: float | None = None,
         adaptive: AdaptiveConfig | None = None,
         clock: Callable[[], float] = time.monotonic,
+        shared: RedisLimits | None = None,
     ) -> None:
-        """`clock` (monotonic seconds) times the adaptive hold and the retry deadline; tests inject a manual one."""
+        """`clock` (monotonic seconds) times the adaptive hold and the retry deadline; tests inject a manual one.
+        `shared`: keep the in-flight count, rates and adaptive cap in Redis, for every process that uses it."""
         at_least(1, max_in_flight=max_in_flight)
         self.clock = clock
         self.name = name
@@ -207,7 +242,10 @@ class Limiter:
         # cannot be about our concurrency.
         self._proven_level = 0
         self._proven_at = -float("inf")
-        self._gates: PerLoop[_Gate] = PerLoop(lambda: _Gate(self))
+        self.shared = shared
+        self._gates: PerLoop[Gate] = PerLoop(
+            (lambda: shared.gate(self)) if shared is not None else (lambda: _Gate(self))
+        )
         self.stats = LimiterStats()
 
     @property
@@ -246,7 +284,26 @@ class Limiter:
         if target < self._cap:
             self._set_cap(target, f"refused at level {level} with {others_in_flight} others in flight")
 
-    def _on_success(self, gate: _Gate, level: int) -> None:
+    def adopt_shared_cap(self, cap: float, since_decrease: float | None) -> None:
+        """The cap (and the age of its last decrease) as every process sharing it sees it (Redis)."""
+        if since_decrease is not None:
+            self._last_decrease = max(self._last_decrease, self.clock() - since_decrease)
+        if cap != self._cap:
+            self._set_cap(cap, "the shared cap")
+
+    async def _refused(self, gate: Gate, level: int) -> None:
+        decreased = self._last_decrease
+        self._on_refused(level, await gate.others_in_flight())
+        if self.shared is not None and self._last_decrease != decreased:
+            await self.shared.lowered(self)
+
+    async def _succeeded(self, gate: Gate, level: int) -> None:
+        before = self._cap
+        self._on_success(gate, level)
+        if self.shared is not None and self._cap > before:
+            await self.shared.raised(self, before)
+
+    def _on_success(self, gate: Gate, level: int) -> None:
         now = self.clock()
         if level >= self._proven_level or now - self._proven_at >= self.adaptive.hold_seconds:
             self._proven_level, self._proven_at = level, now
@@ -255,13 +312,18 @@ class Limiter:
         if now - self._last_decrease < self.adaptive.hold_seconds:
             return
         # Only a cap in use is evidence that more would help; an idle one stays where it was learnt.
-        if gate.in_flight < self.cap and not gate.waiters:
+        if not gate.busy():
             return
         self._set_cap(min(float(self.max_in_flight), self._cap + 1.0 / self._cap), "additive increase")
 
     # --- calls --------------------------------------------------------------------------------------------
 
     async def _pace(self, tokens: int) -> None:
+        if self.shared is not None:
+            wait = await self.shared.pace(self, tokens)
+            if wait > 0:
+                await asyncio.sleep(wait)
+            return
         wait = 0.0
         if self.requests is not None:
             wait = self.requests.reserve(1)
@@ -282,7 +344,7 @@ class Limiter:
 
     async def _open(
         self, open_fn: Callable[[], Awaitable[T]], policy: RetryPolicy | None, tokens: int
-    ) -> tuple[_Gate, int, T]:
+    ) -> tuple[Gate, int, T]:
         """Run `open_fn` until it succeeds or must fail; on success the slot is still held (caller releases).
 
         Returns the gate, the request's level (how many were in flight, itself included, when it was sent)
@@ -294,17 +356,16 @@ class Limiter:
         while True:
             attempt += 1
             gate = self._gates.get()
-            await gate.acquire()
+            level = await gate.acquire()
             self.stats.attempts += 1
-            self.stats.peak_in_flight = max(self.stats.peak_in_flight, gate.in_flight)
+            self.stats.peak_in_flight = max(self.stats.peak_in_flight, level)
             token = current_attempt.set(attempt)
-            level = gate.in_flight
             try:
                 await self._pace(tokens)
                 return gate, level, await open_fn()
             except Exception as exc:
                 if is_overload(exc):
-                    self._on_refused(level, gate.in_flight - 1)
+                    await self._refused(gate, level)
                 gate.release()
                 delay = self._retry_delay(exc, attempt, started, policy)
                 if delay is None:
@@ -326,8 +387,10 @@ class Limiter:
         `tokens` is the request's estimated size for a tokens/min budget (prompt + max output).
         """
         gate, level, result = await self._open(fn, policy, tokens)
-        self._on_success(gate, level)
-        gate.release()
+        try:
+            await self._succeeded(gate, level)
+        finally:
+            gate.release()
         return result
 
     @contextlib.asynccontextmanager
@@ -341,7 +404,7 @@ class Limiter:
         gate, level, resource = await self._open(open_fn, policy, tokens)
         try:
             yield resource
-            self._on_success(gate, level)
+            await self._succeeded(gate, level)
         finally:
             gate.release()
 
@@ -355,7 +418,23 @@ def endpoint_key(base_url: str, credential: str | None) -> str:
 
 
 _registry_lock = threading.Lock()
-_limiters: dict[str, Limiter] = {}
+_limiters: dict[tuple[str, str | None], Limiter] = {}
+# Set by `share_limits`; while unset, `MINI_REDIS_URL` from the environment decides.
+_shared_url: str | None = None
+_shared_url_set = False
+
+
+def share_limits(redis_url: str | None) -> None:
+    """Keep every limiter made from now on in Redis at `redis_url` (None: in this process only), overriding
+    `MINI_REDIS_URL`. The server calls it with its settings' `redis_url` (which may come from mini.toml)."""
+    global _shared_url, _shared_url_set
+    with _registry_lock:
+        _shared_url, _shared_url_set = redis_url or None, True
+
+
+def shared_limits_url() -> str | None:
+    """The Redis URL limiters share their counts through, or None for in-process limits."""
+    return _shared_url if _shared_url_set else (os.environ.get("MINI_REDIS_URL") or None)
 
 
 # Requests in flight to one endpoint when no caller of it configured a cap.
@@ -376,14 +455,21 @@ def limiter_for(
     gets DEFAULT_MAX_IN_FLIGHT only while no caller set one, so `LLMConfig(max_concurrency=1000)` is not held
     at 64 by the embedding model that shares its key. Retry policies stay per caller (`Limiter.call(policy=)`).
     """
+    url = shared_limits_url()
     with _registry_lock:
-        limiter = _limiters.get(endpoint)
+        limiter = _limiters.get((endpoint, url))
         if limiter is None:
-            limiter = _limiters[endpoint] = Limiter(
+            shared = None
+            if url is not None:
+                from mini._limits_redis import RedisLimits
+
+                shared = RedisLimits(url, endpoint)
+            limiter = _limiters[(endpoint, url)] = Limiter(
                 endpoint,
                 max_in_flight or DEFAULT_MAX_IN_FLIGHT,
                 requests_per_minute=requests_per_minute,
                 tokens_per_minute=tokens_per_minute,
+                shared=shared,
             )
             limiter.cap_configured = max_in_flight is not None
             return limiter
@@ -410,6 +496,8 @@ def limiter_for(
 
 
 def reset_limiters() -> None:
-    """Forget every shared limiter (tests and benchmarks start from a clean slate)."""
+    """Forget every shared limiter and `share_limits` (tests and benchmarks start from a clean slate)."""
+    global _shared_url, _shared_url_set
     with _registry_lock:
         _limiters.clear()
+        _shared_url, _shared_url_set = None, False

@@ -121,6 +121,11 @@ class Settings(BaseSettings):
     # cohere: the model name; cross-encoder: the local model directory (RerankerConfig.model_path).
     reranker_model: str | None = None
 
+    # -- shared state of several servers -------------------------------------------------------------------
+    # redis://[:password@]host:port/db (MINI_REDIS_URL): `mini serve` replicas keep their sessions, ingestion jobs
+    # and the provider limiter there, so any replica serves any request. Unset: all of it in the process.
+    redis_url: str | None = None
+
     # -- provider credentials and endpoints (their providers' own variable names) ---------------------------
     openai_api_key: SecretStr | None = Field(
         default=None, validation_alias=AliasChoices("OPENAI_API_KEY", "MINI_OPENAI_API_KEY")

@@ -15,6 +15,7 @@
     │       └── DocumentLimitError      over a parsing limit (expanded size, text, pages, nesting); `.limit`
     ├── BudgetExceededError             an agent run hit its turn, token or time budget (`.transcript`)
     ├── StructuredOutputError           an agent's answer did not parse into the requested model
+    ├── SharedStateUnavailableError     the shared state store (Redis, MINI_REDIS_URL) cannot be reached
     ├── StoreError                      the vector store failed
     │   ├── DimensionMismatchError      vectors do not fit the collection's dimension
     │   ├── DuplicateIdError            `insert` was given ids that already exist (use `upsert`)
@@ -139,6 +140,12 @@ class BudgetExceededError(MiniError):
 
 class StructuredOutputError(MiniError):
     """The model's final answer did not parse into the requested output model, even after one repair."""
+
+
+class SharedStateUnavailableError(MiniError):
+    """The shared state of several servers (Redis at `MINI_REDIS_URL`: sessions, jobs) cannot be reached in time.
+
+    Transient: the server keeps running and answers again once Redis is back (HTTP 503)."""
 
 
 class StoreError(MiniError):

@@ -1,4 +1,5 @@
-"""Store fixtures: every backend as a `StoreTarget`, on one Milvus Lite child and one Qdrant directory per run."""
+"""Store fixtures: every backend as a `StoreTarget`, on one Milvus Lite child (file), one Lite server (URL) and
+one Qdrant directory per run."""
 
 from __future__ import annotations
 
@@ -15,7 +16,9 @@ import pytest
 from mini import _portal
 from mini.stores.base import Record, VectorStoreBackend, create_backend
 
-LOCAL_KINDS = ["lancedb", "milvus-lite", "qdrant-local"]
+# "milvus-lite-server": the Milvus server path (AsyncMilvusClient) against Milvus Lite's own gRPC server, run
+# as a separate process on a loopback port (issue 22: the server path, proven on every run).
+LOCAL_KINDS = ["lancedb", "milvus-lite", "milvus-lite-server", "qdrant-local"]
 KINDS: list[Any] = list(LOCAL_KINDS)
 if os.environ.get("MINI_TEST_MILVUS_URI"):
     KINDS.append(pytest.param("milvus-server", marks=pytest.mark.integration))
@@ -63,21 +66,39 @@ def milvus_lite_uri(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 
 @pytest.fixture(scope="session")
+def milvus_lite_server_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """`milvus://127.0.0.1:PORT` of a Milvus Lite gRPC server in its own process, one per test session (worker).
+
+    The process is the one our Lite paths use (`python -m mini.stores.milvus._lite_server`: port on stdout,
+    stops when its stdin closes), held by this fixture; backends reach it as a server, through the URL only."""
+    from mini.stores.milvus import _LiteServer
+
+    path = str(tmp_path_factory.mktemp("milvus-server") / "server.db")
+    url = _LiteServer.acquire(path)  # e.g. http://127.0.0.1:40321
+    try:
+        yield url.replace("http://", "milvus://", 1)
+    finally:
+        _LiteServer.release(path)
+
+
+@pytest.fixture(scope="session")
 def qdrant_local_uri(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     yield from _shared(f"qdrant+path://{tmp_path_factory.mktemp('qdrant') / 'shared'}")
 
 
 @pytest.fixture(params=KINDS)
 def target(request: pytest.FixtureRequest, tmp_path: Path) -> StoreTarget:
-    """One backend kind for this test: LanceDB in tmp_path; the shared Lite file and Qdrant directory; real
-    servers when `MINI_TEST_MILVUS_URI` / `MINI_TEST_QDRANT_URL` name them (tokens in `MINI_TEST_MILVUS_TOKEN`
-    / `MINI_TEST_QDRANT_API_KEY`). Shared stores get unique collection names, dropped by `make`."""
+    """One backend kind for this test: LanceDB in tmp_path; the shared Lite file, Lite server and Qdrant
+    directory; real servers when `MINI_TEST_MILVUS_URI` / `MINI_TEST_QDRANT_URL` name them (tokens in
+    `MINI_TEST_MILVUS_TOKEN` / `MINI_TEST_QDRANT_API_KEY`). Shared stores get unique collection names, dropped by `make`."""
     kind: str = request.param
     prefix = f"t{uuid.uuid4().hex[:8]}_"
     if kind == "lancedb":
         return StoreTarget(kind, str(tmp_path / "lance"), None, "")
     if kind == "milvus-lite":
         return StoreTarget(kind, request.getfixturevalue("milvus_lite_uri"), None, prefix)
+    if kind == "milvus-lite-server":
+        return StoreTarget(kind, request.getfixturevalue("milvus_lite_server_url"), None, prefix)
     if kind == "qdrant-local":
         return StoreTarget(kind, request.getfixturevalue("qdrant_local_uri"), None, prefix)
     if kind == "milvus-server":

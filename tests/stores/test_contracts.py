@@ -58,6 +58,7 @@ KNOWN_FAILURES = {
     ("a_collection_dropped_elsewhere_reads_empty", "lancedb"): STALE_AFTER_DROP,
     ("a_collection_dropped_elsewhere_reads_empty", "milvus-lite"): STALE_AFTER_DROP,
     ("a_collection_dropped_elsewhere_reads_empty", "milvus-server"): STALE_AFTER_DROP,
+    ("a_collection_dropped_elsewhere_reads_empty", "milvus-lite-server"): STALE_AFTER_DROP,
 }
 
 

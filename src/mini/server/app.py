@@ -13,6 +13,7 @@ before any body is read.
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import logging
 import time
@@ -137,6 +138,7 @@ def create_app(rag: AgenticRAG | None = None, *, settings: ServerSettings | None
         app.state.lag = LoopLagMonitor(settings.lag_sample_s)
         app.state.streams = StreamGauge()
         app.state.stats_extras = {}
+        app.state.health_checks = {}  # name -> async () -> None | reason it cannot serve (e.g. Redis down)
         for setup in _SETUP:
             await setup(app)
         await _warm_up(app.state.rag)
@@ -186,6 +188,11 @@ def create_app(rag: AgenticRAG | None = None, *, settings: ServerSettings | None
 
     @app.get("/health", response_model=Health, summary="Liveness (no authentication)")
     async def health() -> dict[str, str]:
+        # Answers even when a shared component is down (status "degraded" and why): liveness, not readiness.
+        checks = getattr(app.state, "health_checks", {}).values()
+        reasons = [reason for reason in await asyncio.gather(*(check() for check in checks)) if reason]
+        if reasons:
+            return {"status": "degraded", "version": __version__, "reason": "; ".join(reasons)}
         return {"status": "ok", "version": __version__}
 
     app.include_router(api)

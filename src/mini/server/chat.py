@@ -51,10 +51,12 @@ class ChatRequest(AnswerOptions):
 
 
 async def _chat_events(
-    rag: AgenticRAG, session: Session, message: str, options: Options
+    rag: AgenticRAG, sessions: SessionStore, session: Session, message: str, options: Options
 ) -> AsyncIterator[StreamEvent]:
-    async for event in chat_events(rag.pipeline, list(session.turns), message, options, session.add_turn):
+    async for event in chat_events(rag.pipeline, list(session.turns), message, options):
         if event.type == "done":
+            # Recorded before `done` goes out: a client that has seen it finds the turn (on any replica).
+            await sessions.add_turn(session, message, str(event.data.get("answer", "")))
             event.data["session_id"] = session.id
             event.data["metadata"]["session_documents"] = bool(options.extra_stores)
         yield event
@@ -80,16 +82,17 @@ async def chat_stream(body: ChatRequest, request: Request) -> StreamingResponse:
     message = check_question(body.message, get_settings(request))  # 422 before the stream starts
     # Options are checked first, so a bad filter is a 422 before the stream starts or a session is made.
     options = Options(**body.answer_options())
-    session = _sessions(request).get_or_create(body.session_id)
+    sessions = _sessions(request)
+    session = await sessions.open(body.session_id)
     own = session.store  # read once: the session may end while we search
     if own is not None:
         options = replace(options, extra_stores=(own,))
-    return sse_response(_chat_events(get_rag(request), session, message, options))
+    return sse_response(_chat_events(get_rag(request), sessions, session, message, options))
 
 
 @router.get("/sessions/{session_id}", summary="A session's history (404 once it has expired)")
 async def get_session(session_id: str, request: Request) -> dict[str, Any]:
-    session = _sessions(request).get(check_session_id(session_id))
+    session = await _sessions(request).find(check_session_id(session_id))
     if session is None:
         raise ApiError(404, "not_found", f"no session {session_id!r} (never created, deleted or expired)")
     return session.to_dict()

@@ -52,8 +52,9 @@ from mini.ingest.web import is_url, redact_url
 from mini.server import sessions as sessions_module
 from mini.server.deps import get_rag, get_settings, require_api_key, state
 from mini.server.errors import ApiError
-from mini.server.job_store import UploadSpool, new_instance_id, open_job_store
+from mini.server.job_store import JobStates, UploadSpool, new_instance_id, open_job_store
 from mini.server.jobs import Job, JobManager
+from mini.server.redis_state import RedisJobStore
 from mini.server.schemas import ERRORS, RequestBody
 from mini.server.sessions import SESSION_ID_PATTERN, Session, SessionStore, check_session_id
 from mini.types import Document
@@ -376,6 +377,8 @@ async def add_documents(request: Request) -> JSONResponse:
     else:
         raise ApiError(415, "unsupported_media_type", "send multipart/form-data (files) or application/json")
     try:
+        if batch.session_id is not None:  # registered (in Redis too) before `_submit` finds it in the cache
+            await state(request, "sessions").open(batch.session_id, documents=True)
         job = _submit(request, batch)
     except BaseException:
         await batch.remove_files()
@@ -403,9 +406,14 @@ async def setup(app: FastAPI) -> None:
     app.state.fetch_policy = FetchPolicy.server(settings.fetch_allow)
     sessions = sessions_module.install(app)
     owner = new_instance_id()  # this lifespan, as the owner of job rows and upload directories
-    store = await open_job_store(
-        settings.jobs_db, app.state.rag.vector_store, owner=owner, ttl_s=settings.job_ttl_s
-    )
+    store: JobStates | None
+    if settings.redis_url:  # replicas share job states in Redis (mini.server.redis_state)
+        store = RedisJobStore(settings.redis_url, owner=owner)
+        await store.open(ttl_s=settings.job_ttl_s)
+    else:
+        store = await open_job_store(
+            settings.jobs_db, app.state.rag.vector_store, owner=owner, ttl_s=settings.job_ttl_s
+        )
     try:
         spool = UploadSpool(await asyncio.to_thread(UploadSpool.default_root), owner=owner)
         await asyncio.to_thread(spool.open)

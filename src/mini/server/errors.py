@@ -51,6 +51,7 @@ STATUS_BY_ERROR: dict[type[err.MiniError], tuple[int, str]] = {
     err.DocumentLimitError: (400, "document_error"),  # over a parsing limit: the message names it
     err.BudgetExceededError: (500, "budget_exceeded"),
     err.StructuredOutputError: (502, "invalid_model_output"),  # the upstream model answered unusably
+    err.SharedStateUnavailableError: (503, "unavailable"),  # Redis down: transient, retry later
     err.StoreError: (500, "store_error"),
     err.DimensionMismatchError: (500, "store_error"),  # the server's embedding model does not fit its store
     err.DuplicateIdError: (409, "conflict"),
@@ -87,6 +88,7 @@ _PUBLIC_MESSAGES = {
     "internal_error": "internal server error (see the server log)",
     "configuration_error": "the server is misconfigured (see the server log)",
     "store_error": "the vector store failed (see the server log)",
+    "unavailable": "the server's shared state (Redis) is unavailable; retry later",
     "budget_exceeded": "the request exceeded the server's budget",
     "invalid_model_output": "the model's answer could not be used (see the server log)",
     "unsupported_operation": "the server's store does not support this operation",

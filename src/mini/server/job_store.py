@@ -37,7 +37,7 @@ import time
 import uuid
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from mini import _registry
 from mini.errors import ConfigurationError
@@ -181,6 +181,20 @@ def _loads(text: str | None) -> Any:
 
 
 # -- the database ----------------------------------------------------------------------------------------------
+
+
+class JobStates(Protocol):
+    """What `JobManager` needs of a job store: `JobStore` (SQLite, one host) or `redis_state.RedisJobStore`
+    (replicas). `save_soon` returns a future of the write (None once closed); writes land in call order."""
+
+    async def open(self, *, ttl_s: float) -> int: ...
+    def save_soon(
+        self, state: dict[str, Any]
+    ) -> concurrent.futures.Future[Any] | asyncio.Future[Any] | None: ...
+    def save_progress_soon(self, job_id: str, progress: dict[str, Any]) -> None: ...
+    async def save(self, state: dict[str, Any], *, finished_at: float | None, ttl_s: float) -> None: ...
+    async def load(self, job_id: str, *, ttl_s: float) -> dict[str, Any] | None: ...
+    async def aclose(self) -> None: ...
 
 
 class JobStore:

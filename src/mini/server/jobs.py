@@ -5,7 +5,8 @@ A job is an `asyncio.Task` made at submission; it waits on a semaphore (status "
 failure gets a fixed message, its details go to the log). Finished jobs are kept `ttl_s` seconds for
 `GET /v1/jobs/{id}`, then forgotten (checked whenever jobs are submitted or looked up: no sweeper task needed).
 
-With a `JobStore` (see `job_store`), every state change is also written to SQLite, progress at most once per
+With a `JobStore` (see `job_store`; `redis_state.RedisJobStore` for replicas), every state change is also written
+to SQLite (or Redis), progress at most once per
 `PROGRESS_WRITE_INTERVAL_S`: a job this process does not hold in memory (it ran before a restart, or on another
 server sharing the database) is looked up there. Shutdown cancels every job; their `cleanup` (temp files)
 still runs, and they end "failed" with type "interrupted": re-submitting the request resumes them.
@@ -28,7 +29,7 @@ from mini._checks import at_least
 from mini.errors import MiniError
 from mini.ingest.report import IngestProgress, IngestReport
 from mini.server.errors import ApiError, public_error
-from mini.server.job_store import INTERRUPTED, PROGRESS_WRITE_INTERVAL_S, JobStore
+from mini.server.job_store import INTERRUPTED, PROGRESS_WRITE_INTERVAL_S, JobStates
 
 log = logging.getLogger("mini.server")
 
@@ -75,7 +76,7 @@ class Job:
     # Told of every progress change (the manager's throttled database write); None: memory only.
     on_change: Callable[[Job], None] | None = field(default=None, repr=False)
     # The pending write of the job's first row, if any: `JobManager.recorded` waits for it.
-    recording: concurrent.futures.Future[Any] | None = field(default=None, repr=False)
+    recording: concurrent.futures.Future[Any] | asyncio.Future[Any] | None = field(default=None, repr=False)
 
     def on_progress(self, progress: IngestProgress) -> None:
         """The ingestor's progress callback (called on the loop's thread)."""
@@ -109,7 +110,7 @@ class JobManager:
         max_concurrent: int,
         ttl_s: float,
         max_queued: int | None = None,
-        store: JobStore | None = None,
+        store: JobStates | None = None,
         progress_interval_s: float = PROGRESS_WRITE_INTERVAL_S,
     ) -> None:
         at_least(1, max_concurrent_jobs=max_concurrent)

@@ -126,8 +126,9 @@ class ErrorBody(BaseModel):
 
 
 class Health(BaseModel):
-    status: str
+    status: str  # "ok", or "degraded" with the reason (e.g. Redis at MINI_REDIS_URL unreachable)
     version: str
+    reason: str | None = None
 
 
 ERRORS: dict[int | str, dict[str, Any]] = {

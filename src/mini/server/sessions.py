@@ -167,6 +167,23 @@ class SessionStore:
         await self._close(session)
         return True
 
+    # -- the async interface (routes use these: the Redis store, `redis_state.RedisSessionStore`, does I/O) --
+
+    async def find(self, session_id: str) -> Session | None:
+        """The live session (now most recently used), or None."""
+        return self.get(check_session_id(session_id))
+
+    async def open(self, session_id: str | None, *, documents: bool = False) -> Session:
+        """The session `session_id` (made if absent), or a new one; `documents`: it is about to get some."""
+        return self.get_or_create(session_id)
+
+    async def add_turn(self, session: Session, question: str, answer: str) -> None:
+        session.add_turn(question, answer)
+
+    async def health(self) -> str | None:
+        """None when the sessions can be served, else why not (for /health)."""
+        return None
+
     def sweep(self) -> int:
         """End every expired session now (the sweeper calls this periodically); returns how many."""
         now = self.clock()
@@ -242,18 +259,31 @@ class SessionStore:
 
 
 def install(app: FastAPI) -> SessionStore:
-    """The app's `SessionStore`, made and started on first call (chat and documents both need it)."""
+    """The app's `SessionStore`, made and started on first call (chat and documents both need it): in Redis
+    when the settings name one (`redis_state`), else in memory."""
     sessions: SessionStore | None = getattr(app.state, "sessions", None)
     if sessions is None:
         settings: ServerSettings = app.state.settings
-        sessions = SessionStore(
-            max_sessions=settings.max_sessions,
-            ttl_s=settings.session_ttl_s,
-            max_turns=settings.max_history_turns,
-        )
+        if settings.redis_url:
+            from mini.server.redis_state import RedisSessionStore
+
+            sessions = RedisSessionStore(
+                settings.redis_url,
+                app.state.rag.vector_store,
+                max_sessions=settings.max_sessions,
+                ttl_s=settings.session_ttl_s,
+                max_turns=settings.max_history_turns,
+            )
+        else:
+            sessions = SessionStore(
+                max_sessions=settings.max_sessions,
+                ttl_s=settings.session_ttl_s,
+                max_turns=settings.max_history_turns,
+            )
         sessions.start()
         app.state.sessions = sessions
         app.state.stats_extras["sessions"] = lambda request: sessions.stats()
+        app.state.health_checks["sessions"] = sessions.health
     return sessions
 
 

@@ -47,6 +47,9 @@ class ServerSettings(BaseSettings):
     # Where job states are kept so they survive a restart (MINI_JOBS_DB, an SQLite file); unset: next to the
     # store when it is a local directory, else in the user's data directory.
     jobs_db: str | None = None
+    # Several replicas share sessions and jobs in Redis at this URL (MINI_REDIS_URL, also `redis_url` in
+    # mini.toml: the same knob as mini._settings.Settings.redis_url); unset: in this process (jobs in SQLite).
+    redis_url: str | None = None
     # The server's own event-loop lag is sampled at this interval (reported in GET /v1/stats).
     lag_sample_s: float = 0.01
     # Streams send a keep-alive comment after this many seconds without an event (MINI_SSE_KEEPALIVE_S), so

@@ -95,6 +95,12 @@ def _both(*parts: str | None) -> str:
     return " and ".join(f"({p})" for p in present) if len(present) > 1 else (present[0] if present else "")
 
 
+def _is_unimplemented(exc: BaseException | None) -> bool:
+    """A gRPC UNIMPLEMENTED status: the server lacks the method called."""
+    code = getattr(exc, "code", None)
+    return callable(code) and getattr(code(), "name", None) == "UNIMPLEMENTED"
+
+
 class MilvusBackend(BackendSkeleton[list[dict[str, Any]], str]):
     """Vectors, text and JSON metadata in one Milvus collection; COSINE metric, score = cosine similarity.
 
@@ -141,6 +147,7 @@ class MilvusBackend(BackendSkeleton[list[dict[str, Any]], str]):
             assert url is not None
             self._client = ServerClient(url, token, connect_timeout)
         self.index_type = index_type or ("FLAT" if path is not None else "AUTOINDEX")
+        self._index_type_given = index_type is not None
         self.request_timeout = request_timeout
         self._ready = False  # the collection exists and is loaded (shared by every loop: it is server state)
         self._keyword = False  # the open collection has the BM25 function (see rows.has_keyword_index)
@@ -234,14 +241,18 @@ class MilvusBackend(BackendSkeleton[list[dict[str, Any]], str]):
             ],
             enable_dynamic_field=False,
         )
-        index = MilvusClient.prepare_index_params()
-        index.add_index(VECTOR_FIELD, index_type=self.index_type, metric_type="COSINE")
-        if self.path is not None:  # Lite accepts only this sparse index, and defaults k1 to 1.5
-            index.add_index(
+        lite = self.path is not None or await self._server_is_lite()
+        # A Lite server behind a URL gets what a Lite path gets: exact FLAT search unless told otherwise.
+        vector_index = "FLAT" if lite and not self._index_type_given else self.index_type
+        dense = MilvusClient.prepare_index_params()
+        dense.add_index(VECTOR_FIELD, index_type=vector_index, metric_type="COSINE")
+        sparse = MilvusClient.prepare_index_params()
+        if lite:  # Lite accepts only this sparse index, and defaults k1 to 1.5
+            sparse.add_index(
                 SPARSE_FIELD, index_type="SPARSE_INVERTED_INDEX", metric_type="BM25", params=_BM25_PARAMS
             )
         else:  # what Zilliz Cloud requires; servers default to k1 1.2, b 0.75
-            index.add_index(SPARSE_FIELD, index_type="AUTOINDEX", metric_type="BM25")
+            sparse.add_index(SPARSE_FIELD, index_type="AUTOINDEX", metric_type="BM25")
         try:
             await self._call(
                 "create collection", "create_collection", schema=schema, consistency_level="Strong"
@@ -250,19 +261,54 @@ class MilvusBackend(BackendSkeleton[list[dict[str, Any]], str]):
             if "already exist" not in str(exc):
                 raise
             return  # another process or backend object won the race: its collection (and index) is used
-        # Not create_collection(index_params=...): pymilvus's sync client then polls the index state every
-        # 0.5 s, and an empty collection's index needs no waiting (0.5 s per new collection on Lite).
-        wait: dict[str, Any] = {"sync": False} if self.path is not None else {}
-        await self._call("create index", "create_index", index, **wait)
+        for index in (dense, sparse):  # one request each: see _create_index
+            await self._create_index(index, lite)
         logger.info(
             "created Milvus collection %r (dimension %d) in %r", self.collection_name, dimension, self
         )
+
+    async def _server_is_lite(self) -> bool:
+        """Whether the server at `self.url` is Milvus Lite's own gRPC server (`milvus_lite.adapter.grpc`), which
+        names itself "milvus_lite-<version>". Asked once per collection created. A server that will not say
+        (a managed service may restrict the call) is taken for a real Milvus: its defaults are the safe ones."""
+        try:
+            version = await self._client.call(
+                "get_server_version",
+                errors=functools.partial(map_milvus_errors, "version", secret=self._secret),
+                timeout=self.request_timeout,
+            )
+        except StoreError as exc:
+            logger.debug("Milvus server version unknown (%s): taken for a Milvus server", exc)
+            return False
+        return str(version).startswith("milvus_lite")
+
+    async def _create_index(self, index: Any, lite: bool) -> None:
+        """Create one index (`index` holds one); the collection is new and empty, so there is nothing to build.
+
+        Lite path: `sync=False`, because the sync client otherwise polls the index state every 0.5 s (0.5 s per
+        new collection). Server path: `AsyncMilvusClient.create_index` always polls, starting with an
+        AllocTimestamp call that Milvus Lite's server does not implement (UNIMPLEMENTED, raised after its
+        CreateIndex succeeded): on Lite that one error is the expected end, since Lite builds indexes at load.
+        One index per request, so the sparse index is still created after the dense one's poll fails."""
+        if self.path is not None:
+            await self._call("create index", "create_index", index, sync=False)
+            return
+        try:
+            await self._call("create index", "create_index", index)
+        except StoreError as exc:
+            if not (lite and _is_unimplemented(exc.__cause__)):
+                raise
 
     async def _collection_exists(self) -> bool:
         return await self._open()
 
     async def _create_collection(self, dimension: int) -> None:
-        await self._open(create_dimension=dimension)
+        # One creator at a time per collection in this process (the writer lock; waiters then find the
+        # collection). Milvus servers settle racing creates themselves ("already exists"), but Milvus Lite's
+        # server checks then creates without a lock: the loser got "File exists" and the winner's next
+        # call "collection does not exist" (concurrent_first_writes_do_not_fail, tests/stores/test_milvus_server.py).
+        async with self.exclusive():
+            await self._open(create_dimension=dimension)
 
     async def _prepare(self, records: Sequence[Record]) -> list[dict[str, Any]]:
         """Validate and convert a batch, then open (or create) the collection its vectors fit."""

@@ -225,7 +225,9 @@ class LiteClient(ThreadedClient[Any]):
     """Milvus Lite: its server in a child process (`_LiteServer`), reached with the sync `MilvusClient`, every
     call in a worker thread, one call at a time per path (Lite is not meant to be hammered concurrently).
 
-    Not `AsyncMilvusClient`: Lite's server answers its create_index with UNIMPLEMENTED (DESIGN.md section 7).
+    Not `AsyncMilvusClient`: its create_index polls with AllocTimestamp, which Lite's server does not implement.
+    The server path now tolerates that (`MilvusBackend._create_index`) and passes the store contract against a
+    Lite server (issue 22), so this client could become `ServerClient` on the child's URL; not yet measured.
     """
 
     def __init__(self, path: str, timeout: float) -> None:
