@@ -4,13 +4,8 @@ have) on one real redis-server together respect one in-flight cap, one learnt ca
 from __future__ import annotations
 
 import asyncio
-import shutil
-import socket
-import subprocess
-import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
-from pathlib import Path
+from collections.abc import AsyncIterator, Callable
 
 import pytest
 
@@ -18,44 +13,9 @@ from mini import _redis
 from mini._limits import Limiter, RetryPolicy, limiter_for, share_limits
 from mini._limits_redis import RedisGate, RedisLimits
 from mini.errors import RateLimitError, SharedStateUnavailableError
+from tests.conftest import free_port
 
-pytestmark = pytest.mark.skipif(shutil.which("redis-server") is None, reason="needs Debian's redis-server")
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-@pytest.fixture(scope="module")
-def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """A throwaway redis-server on a loopback port, without persistence; ready once it answers PING."""
-    import redis
-
-    port = _free_port()
-    workdir: Path = tmp_path_factory.mktemp("redis")
-    server = subprocess.Popen(
-        ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
-        cwd=workdir,
-        stdout=subprocess.DEVNULL,
-    )
-    client = redis.Redis(host="127.0.0.1", port=port, socket_connect_timeout=1)
-    try:
-        for _ in range(
-            500
-        ):  # until it answers (a state), bounded so a broken install fails instead of hanging
-            try:
-                if client.ping():
-                    break
-            except redis.ConnectionError:
-                assert server.poll() is None, "redis-server exited"
-                time.sleep(0.01)
-        yield f"redis://127.0.0.1:{port}/0"
-    finally:
-        client.close()
-        server.terminate()
-        server.wait(timeout=10)
+# `redis_url` (tests/conftest.py): the session's redis-server, flushed for each test.
 
 
 @pytest.fixture(autouse=True)
@@ -155,7 +115,7 @@ async def test_the_rate_budget_is_shared(redis_url: str) -> None:
 
 
 async def test_redis_unreachable_is_a_typed_error_never_unlimited() -> None:
-    share_limits(f"redis://127.0.0.1:{_free_port()}/0")
+    share_limits(f"redis://127.0.0.1:{free_port()}/0")
     limiter = limiter_for("http://sim/v1", max_in_flight=4)
     called = False
 

@@ -3,11 +3,8 @@ uvicorn servers, the simulated provider. Two apps on one Redis stand for two rep
 
 from __future__ import annotations
 
-import shutil
-import socket
-import subprocess
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -16,44 +13,10 @@ import pytest
 from mini import _redis
 from mini.server.redis_state import SESSIONS, RedisJobStore, RedisSessionStore
 from tests.clock import wait_until
+from tests.conftest import free_port
 from tests.server.test_chat import chat, done_of, offline_rag, serve
 
-pytestmark = pytest.mark.skipif(
-    shutil.which("redis-server") is None, reason="Debian's redis-server is missing"
-)
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-@pytest.fixture(scope="module")
-def redis_server() -> Iterator[str]:
-    """A throwaway redis-server (no persistence) on a free loopback port; its URL once PING answers."""
-    port = _free_port()
-    proc = subprocess.Popen(
-        ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        deadline = time.monotonic() + 10  # a start-up bound, not a timed assertion
-        while subprocess.run(["redis-cli", "-p", str(port), "ping"], capture_output=True).stdout != b"PONG\n":
-            assert proc.poll() is None and time.monotonic() < deadline, "redis-server did not start"
-            time.sleep(0.02)
-        yield f"redis://127.0.0.1:{port}/0"
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
-
-
-@pytest.fixture
-def redis_url(redis_server: str) -> str:
-    port = redis_server.rsplit(":", 1)[1].split("/")[0]
-    subprocess.run(["redis-cli", "-p", port, "flushall"], check=True, capture_output=True)
-    return redis_server
+# `redis_url` (tests/conftest.py): the session's redis-server, flushed for each test.
 
 
 @pytest.fixture
@@ -147,7 +110,7 @@ def test_a_job_submitted_to_one_replica_is_followed_on_the_other(
 
 
 def test_redis_down_means_503_and_health_says_why(sim: Any, tmp_path: Path) -> None:
-    dead = f"redis://127.0.0.1:{_free_port()}/0"  # nothing listens there
+    dead = f"redis://127.0.0.1:{free_port()}/0"  # nothing listens there
     with serve(offline_rag(sim, tmp_path), redis_url=dead) as client:
         health = client.get("/health")
         assert health.status_code == 200
@@ -156,6 +119,10 @@ def test_redis_down_means_503_and_health_says_why(sim: Any, tmp_path: Path) -> N
             client.post("/v1/chat/stream", json={"message": "hello"}),
             client.get("/v1/sessions/abc"),
             client.delete("/v1/sessions/abc"),
+            # Not a 202 with an id no replica could ever report: the job is withdrawn.
+            client.post(
+                "/v1/documents", json={"texts": [{"text": "The budget is 5 million.", "source": "m"}]}
+            ),
         ):
             assert response.status_code == 503, response.text
             assert response.json()["type"] == "unavailable"

@@ -41,8 +41,10 @@ from mini.cli.common import (
     err,
     fail,
     filters_or_exit,
+    load_settings_or_exit,
     out,
     progress_bar,
+    rag_from_settings,
     run,
     settings_flags,
     start_tracing,
@@ -141,6 +143,15 @@ def ingest(
             "addresses, like the server does. Default: any address (your own intranet).",
         ),
     ] = False,
+    ray_address: Annotated[
+        str | None,
+        typer.Option(
+            "--ray",
+            metavar="ADDRESS",
+            help="Read, parse, chunk and (local model) embed files on a Ray cluster ('auto': RAY_ADDRESS or "
+            "the local one); needs the 'ray' extra.",
+        ),
+    ] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Index files (txt, md, html, pdf, docx, json, jsonl) and URLs; re-running skips unchanged files and
@@ -156,11 +167,19 @@ def ingest(
 
         policy = FetchPolicy.refusing(hint="--refuse-private-urls is on")
     ingestor = rag.ingestor(concurrency=concurrency, batch_size=batch_size, fetch_policy=policy)
+    if ray_address is not None:
+        from mini.ingest.ray_executor import RayExecutor
+
+        ingestor.executor = RayExecutor(ray_address)
     _load_store_writer(rag)
 
     async def main() -> IngestReport:
         async with rag:
-            return await ingestor.run(paths, glob=glob, prune=prune, progress=bars)
+            try:
+                return await ingestor.run(paths, glob=glob, prune=prune, progress=bars)
+            finally:
+                if ingestor.executor is not None:
+                    await ingestor.executor.aclose()
 
     try:
         if bars is not None:
@@ -386,7 +405,16 @@ def serve(
             f"who can reach port {port} can read and change the index",
             soft_wrap=True,
         )
-    rag = build_rag(**settings_flags(uri, collection, embedding_model, llm, mode, rerank, top_k, rewrite))
+    config = load_settings_or_exit(
+        **settings_flags(uri, collection, embedding_model, llm, mode, rerank, top_k, rewrite)
+    )
+    if settings.redis_url is None and config.redis_url:  # ServerSettings reads the environment and .env only
+        settings = settings.model_copy(update={"redis_url": config.redis_url})
+    if settings.redis_url:
+        from mini._limits import share_limits
+
+        share_limits(settings.redis_url)  # before the models are built: their limiters are bound then
+    rag = rag_from_settings(config)
     start_tracing()
     out.print(f"Mini RAG on http://{host}:{port}  (API docs: /docs, chat page: /)")
     # uvicorn runs the event loop and handles Ctrl-C (graceful shutdown runs the app's lifespan exit).

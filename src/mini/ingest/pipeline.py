@@ -53,6 +53,7 @@ from mini.types import Document
 if TYPE_CHECKING:
     from mini.embeddings.base import EmbeddingModel
     from mini.ingest.netguard import FetchPolicy
+    from mini.ingest.ray_executor import RayExecutor
     from mini.ingest.web import UrlFetcher
     from mini.stores.base import VectorStore
 
@@ -91,6 +92,8 @@ class Ingestor:
     - `url_fetcher`: fetches the http(s) URLs among the items; by default one made per run with
       `fetch_policy` (default `FetchPolicy.permissive()`; the server passes a refusing one).
     - `parse_limits`: how far one file may expand while parsed (`ParseLimits`); a file over one fails alone.
+    - `executor`: "local" (threads), or "ray" / a `RayExecutor(address)`: files are read, parsed, chunked and
+      (local model) embedded by Ray tasks; discovery, skipping and commits stay here (`mini.ingest.ray_executor`).
     """
 
     def __init__(
@@ -108,6 +111,7 @@ class Ingestor:
         fetch_policy: FetchPolicy | None = None,
         max_chunks_in_flight: int | None = None,
         parse_limits: ParseLimits | None = None,
+        executor: str | RayExecutor = "local",
     ) -> None:
         at_least(1, concurrency=concurrency, batch_size=batch_size, load_concurrency=load_concurrency)
         if url_fetcher is not None and fetch_policy is not None:
@@ -125,6 +129,7 @@ class Ingestor:
         self.url_fetcher = url_fetcher
         self.fetch_policy = fetch_policy
         self.parse_limits = parse_limits if parse_limits is not None else ParseLimits()
+        self.executor = _executor(executor)
         # Enough chunks to keep every embedding slot busy several times over, and no more.
         # (At least two commits' worth, so the writer never waits on rows the budget holds back.)
         self.max_chunks_in_flight = max_chunks_in_flight or max(2 * _WRITE_ROWS, 4 * concurrency * batch_size)
@@ -274,6 +279,8 @@ class _Run:
         self.emit()
         if units:
             await self._setup()
+            if self.ing.executor is not None:
+                await self.ing.executor.start()
         try:
             await self._process(units)
         finally:
@@ -374,19 +381,12 @@ class _Run:
         assert self.lookup is not None
         for index, unit in files:
             unit.stored = await self.lookup.get(index)
-        outcomes, read_s, parse_s = await asyncio.to_thread(
-            functools.partial(
-                grouped.read_files,
-                [unit for _, unit in files],
-                fingerprint=functools.partial(state.fingerprint, self.vectors.key, self.config_key),
-                parse_limits=self.ing.parse_limits,
-                chunk_tokens=self.ing.chunk_tokens,
-                overlap_tokens=self.ing.overlap_tokens,
-                tokenizer=self.tokenizer,
-                metadata=self.metadata,
-                max_chars=grouped.GROUP_CHARS,
+        if self.ing.executor is not None:
+            outcomes, read_s, parse_s = await self.ing.executor.read_files(
+                [unit for _, unit in files], self._task_settings(), self.report, self.ing.cache
             )
-        )
+        else:
+            outcomes, read_s, parse_s = await asyncio.to_thread(self._read_files, [unit for _, unit in files])
         timings = self.report.timings_ms
         timings["read"] = round(timings.get("read", 0.0) + read_s * 1000.0, 3)
         timings["parse"] = round(timings.get("parse", 0.0) + parse_s * 1000.0, 3)
@@ -401,8 +401,42 @@ class _Run:
                 needed = self._unchanged(unit)
             else:
                 needed = await self._guarded(self._chunked(unit, outcome.encoding), unit)
+                if needed is not None and self.ing.executor is not None:
+                    from mini.ingest.ray_executor import known_vectors
+
+                    needed = known_vectors(outcome, needed, self.vectors.key, self.report)
             done.append((unit, needed))
         return done
+
+    def _read_files(self, units: list[Unit]) -> tuple[list[grouped.FileOutcome], float, float]:
+        """`grouped.read_files` with this run's settings (blocking: in a worker thread)."""
+        return grouped.read_files(
+            units,
+            fingerprint=functools.partial(state.fingerprint, self.vectors.key, self.config_key),
+            parse_limits=self.ing.parse_limits,
+            chunk_tokens=self.ing.chunk_tokens,
+            overlap_tokens=self.ing.overlap_tokens,
+            tokenizer=self.tokenizer,
+            metadata=self.metadata,
+            max_chars=grouped.GROUP_CHARS,
+        )
+
+    def _task_settings(self) -> Any:
+        """What the Ray tasks of this run need (`ray_executor.TaskSettings`)."""
+        from mini.ingest.ray_executor import TaskSettings
+
+        embedder = self.ing.embedding_model.embedder
+        return TaskSettings(
+            model=embedder.name,
+            model_path=getattr(embedder, "_model_path", None),
+            embed_key=self.vectors.key,
+            config_key=self.config_key,
+            chunk_tokens=self.ing.chunk_tokens,
+            overlap_tokens=self.ing.overlap_tokens,
+            local_model=self.tokenizer is not None,
+            metadata=self.metadata,
+            parse_limits=self.ing.parse_limits,
+        )
 
     async def _prepare(self, index: int, unit: Unit) -> Needed:
         """Read, fingerprint, compare with the store, parse and chunk. None when there is nothing to embed or
@@ -523,6 +557,18 @@ class _Run:
         self.report.files_pruned += len(pruned)
         self.report.chunks_removed += removed
         self.time("store", since)
+
+
+def _executor(executor: str | RayExecutor) -> RayExecutor | None:
+    if executor == "local":
+        return None
+    if executor == "ray":
+        from mini.ingest.ray_executor import RayExecutor
+
+        return RayExecutor()
+    if isinstance(executor, str):
+        raise ConfigurationError(f"executor must be 'local', 'ray' or a RayExecutor, not {executor!r}")
+    return executor
 
 
 def _trace_report(span: tracing.Span, report: IngestReport) -> None:

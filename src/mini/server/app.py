@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import inspect
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -27,6 +28,7 @@ from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.middleware.cors import CORSMiddleware
 from starlette.responses import StreamingResponse
 
+from mini._limits import share_limits
 from mini._version import __version__
 from mini.server import agent, chat, documents, errors, library, openai_compat
 from mini.server.cancel import CancelOnDisconnect
@@ -94,8 +96,14 @@ async def stats(request: Request, lag_last_s: float | None = None) -> dict[str, 
         "llm": rag.llm_name,
         "loop_lag": lag,
         "streams": streams,
-        **{name: extra(request) for name, extra in request.app.state.stats_extras.items()},
+        **{name: await _extra(extra, request) for name, extra in request.app.state.stats_extras.items()},
     }
+
+
+async def _extra(extra: Callable[[Request], Any], request: Request) -> Any:
+    """A feature's stats section; one that needs I/O (Redis) returns an awaitable."""
+    value = extra(request)
+    return await value if inspect.isawaitable(value) else value
 
 
 _DOCUMENTS_TTL_S = 30.0
@@ -132,6 +140,11 @@ def create_app(rag: AgenticRAG | None = None, *, settings: ServerSettings | None
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         from mini.rag import AgenticRAG
 
+        if settings.redis_url:
+            # Replicas share the provider limits too, whether the URL came from the environment, `.env` or
+            # mini.toml. Limiters are bound when a model is built: this reaches the models built from here on
+            # (the default RAG below); `mini serve` calls it before building its RAG as well.
+            share_limits(settings.redis_url)
         owned = rag is None
         app.state.rag = rag if rag is not None else AgenticRAG()
         app.state.settings = settings

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import contextlib
 import logging
 import re
 import time
@@ -26,7 +25,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from mini._checks import at_least
-from mini.errors import MiniError
+from mini.errors import MiniError, SharedStateUnavailableError
 from mini.ingest.report import IngestProgress, IngestReport
 from mini.server.errors import ApiError, public_error
 from mini.server.job_store import INTERRUPTED, PROGRESS_WRITE_INTERVAL_S, JobStates
@@ -175,11 +174,28 @@ class JobManager:
         return job
 
     async def recorded(self, job: Job) -> None:
-        """Wait until the job's first row is in the database (so a restart from now on still knows it)."""
-        if job.recording is not None:
-            with contextlib.suppress(Exception):  # logged by the store; the job runs on, in memory
-                # Shielded: a client that hangs up must not cancel the queued write itself.
-                await asyncio.shield(asyncio.wrap_future(job.recording))
+        """Wait until the job's first row is in the database (so a restart from now on still knows it).
+
+        A local database that fails is logged by the store and the job runs on, in memory. Shared state
+        (Redis) that is unreachable withdraws the job and raises `ApiError` 503: the other replicas could
+        never report it, so accepting it (202) would hand the client an id that leads nowhere."""
+        if job.recording is None:
+            return
+        try:
+            # Shielded: a client that hangs up must not cancel the queued write itself.
+            await asyncio.shield(asyncio.wrap_future(job.recording))
+        except SharedStateUnavailableError:
+            await self._withdraw(job)
+            raise  # 503 "unavailable", as every route that needs Redis
+        except Exception:  # logged by the store
+            pass
+
+    async def _withdraw(self, job: Job) -> None:
+        """Cancel a job that was never accepted and forget it (its cleanup still runs)."""
+        self._jobs.pop(job.id, None)
+        if job.task is not None and not job.task.done():
+            job.task.cancel()
+            await asyncio.gather(job.task, return_exceptions=True)
 
     def _progress_changed(self, job: Job) -> None:
         # Progress comes many times a second on a large ingestion: writing each would queue thousands of

@@ -272,7 +272,16 @@ class RedisSessionStore(SessionStore):
         return await _redis.ping(self.url)
 
     def stats(self) -> dict[str, Any]:
+        """This replica's view without I/O: `active` is the cluster's count, known only to `stats_async`."""
         return {**super().stats(), "active": None, "cached": len(self._sessions), "backend": "redis"}
+
+    async def stats_async(self) -> dict[str, Any]:
+        """With `active`: the sessions of the whole cluster (ZCARD); None while Redis is unreachable (stats
+        still answer: they are how an operator sees what is wrong)."""
+        stats = self.stats()
+        with contextlib.suppress(SharedStateUnavailableError):
+            stats["active"] = int(await _redis.call(self._redis.zcard(SESSIONS), what="counting sessions"))
+        return stats
 
 
 # -- jobs ------------------------------------------------------------------------------------------------------

@@ -248,6 +248,10 @@ class SessionStore:
         # _close bounds its own drops (_drop_slots): gathering them all at once is safe.
         await asyncio.gather(*(self._close(s) for s in sessions), *self._closing, return_exceptions=True)
 
+    async def stats_async(self) -> dict[str, Any]:
+        """`stats()`, for /v1/stats (the Redis store counts the cluster's sessions there)."""
+        return self.stats()
+
     def stats(self) -> dict[str, Any]:
         return {
             "active": len(self._sessions),
@@ -282,7 +286,7 @@ def install(app: FastAPI) -> SessionStore:
             )
         sessions.start()
         app.state.sessions = sessions
-        app.state.stats_extras["sessions"] = lambda request: sessions.stats()
+        app.state.stats_extras["sessions"] = lambda request: sessions.stats_async()
         app.state.health_checks["sessions"] = sessions.health
     return sessions
 
