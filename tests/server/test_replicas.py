@@ -3,8 +3,8 @@ load balancer in front of replicas relies on. Sessions, jobs and the provider's 
 and a replica that dies takes only its own streams with it.
 
 One replica reads `redis_url` from the environment, the other from the mini.toml in its working directory (the
-two ways an operator configures it). Each test starts its own pair (~2 s): the kill test needs one, and xdist may
-spread a module's tests over workers anyway."""
+two ways an operator configures it). Starting a pair costs ~2 s, so the three tests that leave both replicas up
+share one pair (module scope, one xdist group); the kill test starts its own."""
 
 from __future__ import annotations
 
@@ -24,13 +24,15 @@ import pytest
 
 from mini._sse import SSEDecoder, decode
 from tests.clock import wait_until
-from tests.conftest import SAMPLE_CORPUS, free_port
+from tests.conftest import SAMPLE_CORPUS, free_port, reset_sim
 from tests.query.conftest import SIM_KEY, make_rag
 
 MINI = Path(sys.executable).with_name("mini")
 CAP = 16  # the provider's (the simulator's) in-flight limit in the load test
 
-pytestmark = pytest.mark.slow
+# The group keeps the module on one worker under `--dist loadgroup`; under `make test`'s default `--dist load`
+# the marker is inert, and adjacent tests usually land in one chunk (if split, each worker starts its own pair).
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("replicas")]
 
 
 class Replica:
@@ -98,25 +100,56 @@ async def _index(sim: Any, store: Path) -> None:
         await rag.aclose()
 
 
-@pytest.fixture
-def replicas(sim: Any, tmp_path: Path, redis_url: str) -> Iterator[tuple[Replica, Replica]]:
+@contextlib.contextmanager
+def _pair(sim: Any, workdir: Path, redis_url: str) -> Iterator[tuple[Replica, Replica]]:
     """Replicas `one` (MINI_REDIS_URL) and `other` (redis_url in its mini.toml) over the indexed sample corpus."""
-    store = tmp_path / "store"
+    store = workdir / "store"
     asyncio.run(_index(sim, store))
-    (tmp_path / "other").mkdir()
-    (tmp_path / "other" / "mini.toml").write_text(f'redis_url = "{redis_url}"\n')
+    (workdir / "other").mkdir()
+    (workdir / "other" / "mini.toml").write_text(f'redis_url = "{redis_url}"\n')
     pair = (
-        _start("one", tmp_path / "one", store, sim, {"MINI_REDIS_URL": redis_url}),
-        _start("other", tmp_path / "other", store, sim, {}),
+        _start("one", workdir / "one", store, sim, {"MINI_REDIS_URL": redis_url}),
+        _start("other", workdir / "other", store, sim, {}),
     )
     try:
-        for replica in pair:
+        for replica in pair:  # both start at once: the waits overlap
             _ready(replica)
         sim.reset()
         yield pair
     finally:
         for replica in pair:
             replica.stop()
+
+
+@pytest.fixture(scope="module")
+def shared_replicas(
+    sim_server: Any, redis_server: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[Replica, Replica]]:
+    """One pair for the tests that leave both replicas up. Redis is emptied once, before the pair starts: a
+    FLUSHALL while it runs would drop its job heartbeats (its running jobs would read `interrupted`), so these
+    tests take `sim` but not `redis_url`, and assert on what they add, not on totals."""
+    import redis
+
+    with redis.Redis.from_url(redis_server, socket_timeout=5) as client:
+        client.flushall()
+    reset_sim(sim_server)
+    with _pair(sim_server, tmp_path_factory.mktemp("replicas"), redis_server) as pair:
+        yield pair
+
+
+@pytest.fixture
+def replicas(sim: Any, shared_replicas: tuple[Replica, Replica]) -> tuple[Replica, Replica]:
+    """The module's pair, with the simulator reset for this test (`sim`)."""
+    for replica in shared_replicas:
+        assert replica.process.poll() is None, f"{replica.name} exited:\n{replica.log.read_text()}"
+    return shared_replicas
+
+
+@pytest.fixture
+def own_replicas(sim: Any, tmp_path: Path, redis_url: str) -> Iterator[tuple[Replica, Replica]]:
+    """A pair for this test alone (the kill test ends one of them)."""
+    with _pair(sim, tmp_path, redis_url) as pair:
+        yield pair
 
 
 def _events(response: httpx.Response) -> list[tuple[str, dict[str, Any]]]:
@@ -137,6 +170,7 @@ def _chat(client: httpx.Client, message: str, session_id: str | None = None) -> 
 def test_a_follow_up_sent_to_the_other_replica_uses_the_history(replicas: tuple[Replica, Replica]) -> None:
     one, other = replicas
     with one.client() as a, other.client() as b:
+        active_before = a.get("/v1/stats").json()["sessions"]["active"]
         first = _chat(a, "What is the budget?")
         assert "condensed_question" not in first["metadata"]  # no history yet: nothing to condense
         follow_up = _chat(b, "And when is it due?", first["session_id"])
@@ -144,7 +178,9 @@ def test_a_follow_up_sent_to_the_other_replica_uses_the_history(replicas: tuple[
         assert follow_up["session_id"] == first["session_id"] and follow_up["metadata"]["condensed_question"]
         turns = a.get(f"/v1/sessions/{first['session_id']}").json()["turns"]
         assert [t["question"] for t in turns] == ["What is the budget?", "And when is it due?"]
-        assert a.get("/v1/stats").json()["sessions"]["active"] == 1  # the cluster's count (ZCARD)
+        # The cluster's count (ZCARD): one more, seen by the replica that did not open it too.
+        assert a.get("/v1/stats").json()["sessions"]["active"] == active_before + 1
+        assert b.get("/v1/stats").json()["sessions"]["active"] == active_before + 1
 
 
 def test_a_job_submitted_to_one_replica_completes_on_the_others_get(
@@ -184,11 +220,11 @@ async def test_the_providers_cap_holds_across_replicas(sim: Any, replicas: tuple
 
 
 async def test_killing_a_replica_mid_stream_fails_only_its_own_streams(
-    sim: Any, replicas: tuple[Replica, Replica]
+    sim: Any, own_replicas: tuple[Replica, Replica]
 ) -> None:
     """Four streams on each replica, all past their first token; `other` is SIGKILLed: its four break, and the
     four on `one` finish."""
-    one, other = replicas
+    one, other = own_replicas
     sim.configure(token_ms=20)  # answers of a few hundred tokens: seconds of streaming, ended by the kill
     outcomes: dict[str, list[str]] = {"one": [], "other": []}
 

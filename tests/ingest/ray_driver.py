@@ -1,0 +1,84 @@
+"""The Ray driver of tests/ingest/test_ray.py, run as its own process (`python ray_driver.py ADDRESS WORKDIR`).
+
+Why a subprocess: a Ray driver inside a pytest-xdist worker crashed that worker (Ray's core worker threads and
+signal handlers in a process that execnet also drives). Here nothing of Ray lives in the pytest process: this
+script connects to the test's cluster, ingests one corpus locally and on Ray, and prints one JSON object the
+test asserts on. Not collected by pytest (the name does not start with `test_`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from mini import EmbeddingModel, VectorStore
+from mini.ingest.pipeline import Ingestor
+from mini.ingest.ray_executor import RayExecutor
+from mini.testing.corpus import write_corpus
+
+FILES = 200
+
+
+def _wait_for_cpus(address: str, cpus: int) -> None:
+    """Until the worker node has joined (each check is a round trip to the head, no sleep); the test's
+    timeout on this process bounds it."""
+    import ray
+
+    ray.init(address=address, log_to_driver=False, configure_logging=False)
+    while sum(node["Resources"].get("CPU", 0) for node in ray.nodes() if node["Alive"]) < cpus:
+        pass
+
+
+async def _ingest(address: str, workdir: Path) -> dict[str, Any]:
+    docs = workdir / "docs"
+    write_corpus(docs, FILES, chars=1500)
+    (docs / "broken.pdf").write_bytes(b"not a pdf")  # fails alone, in the report, on both paths
+    model = EmbeddingModel("local:all-MiniLM-L6-v2-int8")
+    local_store = VectorStore(str(workdir / "local"), collection_name="docs")
+    ray_store = VectorStore(str(workdir / "ray"), collection_name="docs")
+    executor = RayExecutor(address)
+    try:
+        local = await Ingestor(local_store, model).run([docs])
+        on_ray = await Ingestor(ray_store, model, executor=executor).run([docs])
+        again = await Ingestor(ray_store, model, executor=executor).run([docs])
+    finally:
+        await executor.aclose()
+        await model.aclose()
+
+    def summary(report: Any) -> dict[str, Any]:
+        return {
+            "files_added": report.files_added,
+            "files_failed": report.files_failed,
+            "files_skipped": report.files_skipped,
+            "chunks_added": report.chunks_added,
+            "chunks_embedded": report.chunks_embedded,
+            "failures": [[str(f.path), f.reason, f.error_type] for f in report.failures],
+            "total_ms": report.timings_ms["total"],
+        }
+
+    return {
+        "local": summary(local),
+        "ray": summary(on_ray),
+        "again": summary(again),
+        "local_ids": sorted(r.id for r in await local_store.backend.get()),
+        "ray_ids": sorted(r.id for r in await ray_store.backend.get()),
+    }
+
+
+def main() -> None:
+    address, workdir = sys.argv[1], Path(sys.argv[2])
+    _wait_for_cpus(address, 2)
+    try:
+        result = asyncio.run(_ingest(address, workdir))
+    finally:
+        import ray
+
+        ray.shutdown()
+    print(json.dumps(result))  # the last line of stdout: Ray and the model may log above it
+
+
+if __name__ == "__main__":
+    main()
