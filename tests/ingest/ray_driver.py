@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -23,13 +24,16 @@ FILES = 200
 
 
 def _wait_for_cpus(address: str, cpus: int) -> None:
-    """Until the worker node has joined (each check is a round trip to the head, no sleep); the test's
-    timeout on this process bounds it."""
+    """Until the worker node has joined (each check is a round trip to the head). A node that failed to
+    start never joins: after a minute the driver says so instead of waiting for the test's bound."""
     import ray
 
     ray.init(address=address, log_to_driver=False, configure_logging=False)
+    deadline = time.monotonic() + 60  # a start-up bound, not a timed assertion
     while sum(node["Resources"].get("CPU", 0) for node in ray.nodes() if node["Alive"]) < cpus:
-        pass
+        if time.monotonic() > deadline:
+            raise SystemExit(f"the cluster at {address} never reached {cpus} CPUs: did a node fail to start?")
+        time.sleep(0.05)
 
 
 async def _ingest(address: str, workdir: Path) -> dict[str, Any]:

@@ -15,6 +15,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -64,10 +65,12 @@ def _wait_for_head(head: subprocess.Popen[bytes], port: int) -> None:
 
 
 @pytest.fixture(scope="module")
-def ray_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def ray_cluster() -> Iterator[str]:
     """A head and one worker node (one CPU each) on loopback; `--block` keeps each one our child process,
     so the fixture stops exactly what it started. The driver waits for the worker node to join."""
-    temp = tmp_path_factory.mktemp("ray")
+    # Not under tmp_path: Ray puts Unix sockets in its temp dir, and a path past 107 bytes fails a node's
+    # start (an xdist worker's tmp_path is long enough for the worker node's plasma socket).
+    temp = Path(tempfile.mkdtemp(prefix="ray", dir="/tmp"))
     port = _free_port()
     address = f"127.0.0.1:{port}"
     env = _ray_env()
