@@ -1,6 +1,6 @@
 """Ingestion on Ray: the same ids, counts and skipping as the local path, on a real two-node local cluster.
 
-Skipped when `ray` is not installed (CI does not install the `ray` extra yet). Nothing of Ray runs in the pytest
+Skipped when `ray` is not installed (the `test` extra installs it, so CI runs it). Nothing of Ray runs in the pytest
 process: the nodes are `ray start --block` children, and the driver is tests/ingest/ray_driver.py in its own
 process, which prints its results as JSON (a Ray driver inside a pytest-xdist worker crashed the worker).
 Starting and stopping the cluster takes several seconds, so the module shares one cluster and one corpus.
