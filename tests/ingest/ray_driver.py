@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import signal
 import sys
 import time
 from pathlib import Path
@@ -36,6 +38,31 @@ def _wait_for_cpus(address: str, cpus: int) -> None:
         time.sleep(0.05)
 
 
+def _running_task_pids() -> list[int]:
+    """Ray worker processes running one of our tasks right now: Ray titles a worker `ray::<function>` while it
+    runs a task (`ray::IDLE` between tasks)."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        try:
+            if entry.name.isdigit() and (entry / "cmdline").read_bytes().startswith(b"ray::_read_group"):
+                pids.append(int(entry.name))
+        except OSError:  # the process ended while we looked
+            continue
+    return pids
+
+
+async def _kill_a_running_task(run: asyncio.Task[Any]) -> int | None:
+    """SIGKILLs the first worker process seen running a task of `run` (the worker dies mid-task, as on a
+    lost machine); None if the run ended before any task was seen running."""
+    while not run.done():
+        pids = await asyncio.to_thread(_running_task_pids)
+        if pids:
+            os.kill(pids[0], signal.SIGKILL)
+            return pids[0]
+        await asyncio.sleep(0.005)
+    return None
+
+
 async def _ingest(address: str, workdir: Path) -> dict[str, Any]:
     docs = workdir / "docs"
     write_corpus(docs, FILES, chars=1500)
@@ -43,11 +70,17 @@ async def _ingest(address: str, workdir: Path) -> dict[str, Any]:
     model = EmbeddingModel("local:all-MiniLM-L6-v2-int8")
     local_store = VectorStore(str(workdir / "local"), collection_name="docs")
     ray_store = VectorStore(str(workdir / "ray"), collection_name="docs")
+    killed_store = VectorStore(str(workdir / "killed"), collection_name="docs")
     executor = RayExecutor(address)
     try:
         local = await Ingestor(local_store, model).run([docs])
         on_ray = await Ingestor(ray_store, model, executor=executor).run([docs])
         again = await Ingestor(ray_store, model, executor=executor).run([docs])
+        # A worker killed mid-task: Ray runs the task again elsewhere (tasks write nothing), then a re-run.
+        run = asyncio.create_task(Ingestor(killed_store, model, executor=executor).run([docs]))
+        killed_pid = await _kill_a_running_task(run)
+        killed = await run
+        after_kill = await Ingestor(killed_store, model, executor=executor).run([docs])
     finally:
         await executor.aclose()
         await model.aclose()
@@ -67,6 +100,10 @@ async def _ingest(address: str, workdir: Path) -> dict[str, Any]:
         "local": summary(local),
         "ray": summary(on_ray),
         "again": summary(again),
+        "killed_pid": killed_pid,
+        "killed": summary(killed),
+        "after_kill": summary(after_kill),
+        "killed_ids": sorted(r.id for r in await killed_store.backend.get()),
         "local_ids": sorted(r.id for r in await local_store.backend.get()),
         "ray_ids": sorted(r.id for r in await ray_store.backend.get()),
     }

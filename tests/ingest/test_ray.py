@@ -115,7 +115,7 @@ def ray_cluster() -> Iterator[str]:
         shutil.rmtree(temp, ignore_errors=True)
 
 
-def test_ray_ingestion_stores_the_same_ids_as_local_and_a_rerun_skips_everything(
+def test_ray_ingestion_matches_local_skips_on_rerun_and_survives_a_killed_worker(
     tmp_path: Path, ray_cluster: str
 ) -> None:
     log = tmp_path / "driver.log"  # Ray's and the model's logging: shown when the driver fails or hangs
@@ -144,6 +144,14 @@ def test_ray_ingestion_stores_the_same_ids_as_local_and_a_rerun_skips_everything
     assert on_ray["chunks_embedded"] >= local["chunks_embedded"] > 0
     assert result["ray_ids"] == result["local_ids"]
     assert (again["files_skipped"], again["chunks_embedded"], again["chunks_added"]) == (200, 0, 0)
+
+    # A worker SIGKILLed while running a task: Ray ran the task again, every file landed once.
+    killed, after_kill = result["killed"], result["after_kill"]
+    assert result["killed_pid"] is not None, "no task was seen running: nothing was killed"
+    for field in ("files_added", "files_failed", "chunks_added", "failures"):
+        assert killed[field] == local[field], field
+    assert result["killed_ids"] == result["local_ids"]  # the same rows, none twice
+    assert (after_kill["files_skipped"], after_kill["chunks_added"]) == (200, 0)
     print(
         f"\nlocal {local['total_ms']:.0f} ms, ray {on_ray['total_ms']:.0f} ms, "
         f"rerun {again['total_ms']:.0f} ms, chunks {local['chunks_added']}"
