@@ -94,6 +94,11 @@ LONG: list[tuple[str, str, list[str]]] = [
         "int8 vs float all-MiniLM-L6-v2 on SciFact: the int8 default's bar",
         ["bench/local_embeddings.py", "--ndcg", "--no-write"],
     ),
+    (
+        "ray_ingest",
+        "Ingestion on a local Ray cluster (head + one worker node) vs one process: 2,000 files, Ray tasks vs Ray Data",
+        ["bench/ray_ingest.py"],
+    ),
 ]
 
 

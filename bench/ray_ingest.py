@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
 import os
 import shutil
 import socket
@@ -56,7 +57,11 @@ class LocalCluster:
         self.nodes: list[subprocess.Popen[bytes]] = []
 
     def start(self) -> None:
-        env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p), "RAY_USAGE_STATS_ENABLED": "0"}
+        env = {
+            **os.environ,
+            "PYTHONPATH": os.pathsep.join(p for p in sys.path if p),
+            "RAY_USAGE_STATS_ENABLED": "0",
+        }
         common = [f"--num-cpus={self.cpus}", "--node-ip-address=127.0.0.1", "--block"]
         quiet: dict[str, Any] = {"env": env, "stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL}
         head = [RAY, "start", "--head", f"--port={self.port}", f"--temp-dir={self.temp}"]
@@ -105,6 +110,10 @@ async def _ray_data(settings: Any, files: list[Path], group: int) -> tuple[float
         result = _read_group(settings, tasks)
         return {"chunks": [len(c) for c in result.chunks]}
 
+    context = ray.data.DataContext.get_current()
+    context.enable_progress_bars = False
+    logging.getLogger("ray.data").setLevel(logging.WARNING)  # its progress report goes to stdout otherwise
+
     def consume() -> int:
         dataset = ray.data.from_items([{"path": str(p)} for p in files])
         out = dataset.map_batches(read_batch, batch_size=group, num_cpus=1)
@@ -131,11 +140,15 @@ async def main_async(args: argparse.Namespace) -> str:
         await model.embed_async(["warm up: load the graph outside the timing"])
 
         started = time.perf_counter()
-        local = await Ingestor(VectorStore(str(work / "local"), collection_name="docs"), model).run([work / "docs"])
+        local = await Ingestor(VectorStore(str(work / "local"), collection_name="docs"), model).run(
+            [work / "docs"]
+        )
         local_s = time.perf_counter() - started
 
         cluster.start()
-        await asyncio.to_thread(ray.init, address=cluster.address, log_to_driver=False, configure_logging=False)
+        await asyncio.to_thread(
+            ray.init, address=cluster.address, log_to_driver=False, configure_logging=False
+        )
         await asyncio.to_thread(cluster.wait_for_cpus, ray, 2)
         seen: list[Any] = []
 
@@ -193,9 +206,17 @@ async def main_async(args: argparse.Namespace) -> str:
             "",
             "| path | wall s | files/s | chunks/s | vs local | notes |",
             "|---|---:|---:|---:|---:|---|",
-            row("local (one process, every core)", local_s, "reading on threads, model on every core, one commit stream"),
+            row(
+                "local (one process, every core)",
+                local_s,
+                "reading on threads, model on every core, one commit stream",
+            ),
             row("Ray tasks (`--ray`)", ray_s, "read/parse/chunk/embed in tasks, driver skips and commits"),
-            row("Ray Data `map_batches` (read hop only)", data_s, "no store, no skip check, no commit: a lower bound"),
+            row(
+                "Ray Data `map_batches` (read hop only)",
+                data_s,
+                "no store, no skip check, no commit: a lower bound",
+            ),
             row("Ray tasks, re-run", again_s, f"{again.files_skipped:,} skipped, {again.chunks_added} added"),
             "",
             f"Same chunk ids in both stores: **{same}** ({len(ray_ids):,} ids, none twice); files added "
