@@ -16,6 +16,7 @@
     ├── BudgetExceededError             an agent run hit its turn, token or time budget (`.transcript`)
     ├── StructuredOutputError           an agent's answer did not parse into the requested model
     ├── SharedStateUnavailableError     the shared state store (Redis, MINI_REDIS_URL) cannot be reached
+    ├── IngestWorkerError               a Ray task reading a group of files failed as a whole (each file reported)
     ├── StoreError                      the vector store failed
     │   ├── DimensionMismatchError      vectors do not fit the collection's dimension
     │   ├── DuplicateIdError            `insert` was given ids that already exist (use `upsert`)
@@ -146,6 +147,11 @@ class SharedStateUnavailableError(MiniError):
     """The shared state of several servers (Redis at `MINI_REDIS_URL`: sessions, jobs) cannot be reached in time.
 
     Transient: the server keeps running and answers again once Redis is back (HTTP 503)."""
+
+
+class IngestWorkerError(MiniError):
+    """A Ray task reading a group of files failed as a whole (timed out, or its worker was lost beyond Ray's
+    retries): each of its files is in the ingestion report with this error; a re-run retries them."""
 
 
 class StoreError(MiniError):

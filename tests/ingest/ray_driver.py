@@ -1,9 +1,9 @@
 """The Ray driver of tests/ingest/test_ray.py, run as its own process (`python ray_driver.py ADDRESS WORKDIR`).
 
-Why a subprocess: a Ray driver inside a pytest-xdist worker crashed that worker (Ray's core worker threads and
-signal handlers in a process that execnet also drives). Here nothing of Ray lives in the pytest process: this
-script connects to the test's cluster, ingests one corpus locally and on Ray, and prints one JSON object the
-test asserts on. Not collected by pytest (the name does not start with `test_`).
+Why a subprocess: Ray's driver starts threads and signal handlers and keeps global state; in its own process
+none of it lives in a pytest-xdist worker (which execnet drives). This script connects to the test's cluster,
+ingests one corpus locally, on Ray, again on Ray (all skipped), and on Ray while a worker running a task is
+SIGKILLed, then prints one JSON object the test asserts on. Not collected by pytest (no `test_` prefix).
 """
 
 from __future__ import annotations

@@ -1,8 +1,9 @@
-"""Ingestion on Ray: the same ids, counts and skipping as the local path, on a real two-node local cluster.
+"""Ingestion on Ray: the same ids, counts and skipping as the local path, on a real two-node local cluster,
+and no duplicates after a worker is killed mid-task.
 
 Skipped when `ray` is not installed (the `test` extra installs it, so CI runs it). Nothing of Ray runs in the pytest
 process: the nodes are `ray start --block` children, and the driver is tests/ingest/ray_driver.py in its own
-process, which prints its results as JSON (a Ray driver inside a pytest-xdist worker crashed the worker).
+process, which prints its results as JSON.
 Starting and stopping the cluster takes several seconds, so the module shares one cluster and one corpus.
 """
 

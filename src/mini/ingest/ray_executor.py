@@ -37,7 +37,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from mini.errors import MiniError, MissingDependencyError
+from mini.errors import IngestWorkerError, MissingDependencyError
 from mini.ingest import grouped, state
 from mini.ingest.grouped import FileOutcome
 from mini.ingest.units import Unit
@@ -54,10 +54,6 @@ DEFAULT_TASK_TIMEOUT_S = 600.0
 # A task that fails for a system reason (its worker or node died) is run again elsewhere; it writes nothing,
 # so running it twice is harmless.
 TASK_RETRIES = 3
-
-
-class IngestWorkerError(MiniError):
-    """A Ray task reading a group of files failed as a whole (timeout, worker lost beyond retries)."""
 
 
 @dataclass(frozen=True)
