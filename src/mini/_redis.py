@@ -14,7 +14,6 @@ import asyncio
 import logging
 from collections.abc import Awaitable
 from typing import TYPE_CHECKING, TypeVar
-from urllib.parse import urlsplit, urlunsplit
 
 from mini.errors import MissingDependencyError, SharedStateUnavailableError
 
@@ -64,16 +63,6 @@ async def close_client(url: str) -> None:
         await client.aclose()
 
 
-def redacted(url: str) -> str:
-    """`url` without its password, for logs and messages."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    host = parts.hostname or ""
-    netloc = f"{parts.username or ''}:***@{host}" + (f":{parts.port}" if parts.port else "")
-    return urlunsplit(parts._replace(netloc=netloc))
-
-
 def _unavailable_errors() -> tuple[type[BaseException], ...]:
     from redis.exceptions import BusyLoadingError, ConnectionError, TimeoutError
 
@@ -100,5 +89,7 @@ async def ping(url: str) -> str | None:
     except SharedStateUnavailableError as exc:
         return str(exc)
     except Exception as exc:  # e.g. a wrong password: still a reason to report, not a crash of /health
-        return f"Redis at {redacted(url)} refused: {type(exc).__name__}: {exc}"
+        from mini.ingest.web import redact_url  # the one URL redactor; only on this error path
+
+        return f"Redis at {redact_url(url)} refused: {type(exc).__name__}: {exc}"
     return None

@@ -96,7 +96,9 @@ async def _ingest(address: str, workdir: Path) -> dict[str, Any]:
             "total_ms": report.timings_ms["total"],
         }
 
+    remote = await _ingest_remote(docs, workdir, executor_address=address)
     return {
+        **remote,
         "local": summary(local),
         "ray": summary(on_ray),
         "again": summary(again),
@@ -106,6 +108,41 @@ async def _ingest(address: str, workdir: Path) -> dict[str, Any]:
         "killed_ids": sorted(r.id for r in await killed_store.backend.get()),
         "local_ids": sorted(r.id for r in await local_store.backend.get()),
         "ray_ids": sorted(r.id for r in await ray_store.backend.get()),
+    }
+
+
+REMOTE_CAP = 4  # the simulated provider refuses (429) a request past this many in flight
+
+
+async def _ingest_remote(docs: Path, workdir: Path, *, executor_address: str) -> dict[str, Any]:
+    """A remote embedding API (the simulator over HTTP) locally and on Ray: on Ray the tasks read, parse and
+    chunk, and the driver embeds under its limiter, the one limit for the whole cluster."""
+    from mini.testing.sim.launcher import SimServer
+
+    with SimServer(max_in_flight=REMOTE_CAP, embed_ms=5) as sim:
+        model = EmbeddingModel(
+            "openai:sim-embed",
+            base_url=sim.base_url,
+            api_key="sim",
+            dimension=384,
+            max_concurrency=REMOTE_CAP,
+        )
+        local_store = VectorStore(str(workdir / "remote-local"), collection_name="docs")
+        ray_store = VectorStore(str(workdir / "remote-ray"), collection_name="docs")
+        executor = RayExecutor(executor_address)
+        try:
+            local = await Ingestor(local_store, model).run([docs])
+            on_ray = await Ingestor(ray_store, model, executor=executor).run([docs])
+        finally:
+            await executor.aclose()
+            await model.aclose()
+        totals = sim.stats()["total"]
+    return {
+        "remote_counts": [[r.files_added, r.chunks_added, r.files_failed] for r in (local, on_ray)],
+        "remote_same_ids": sorted(r.id for r in await local_store.backend.get())
+        == sorted(r.id for r in await ray_store.backend.get()),
+        "remote_peak": totals["peak_in_flight"],
+        "remote_429": totals["rate_limited"],
     }
 
 

@@ -153,7 +153,41 @@ def test_ray_ingestion_matches_local_skips_on_rerun_and_survives_a_killed_worker
         assert killed[field] == local[field], field
     assert result["killed_ids"] == result["local_ids"]  # the same rows, none twice
     assert (after_kill["files_skipped"], after_kill["chunks_added"]) == (200, 0)
+
+    # A remote embedding API: the tasks only read and chunk, the driver embeds under the provider's cap.
+    (local_remote, ray_remote) = result["remote_counts"]
+    assert local_remote == ray_remote and local_remote[0] == 200
+    assert result["remote_same_ids"]
+    assert result["remote_peak"] <= 4 and result["remote_429"] == 0
     print(
         f"\nlocal {local['total_ms']:.0f} ms, ray {on_ray['total_ms']:.0f} ms, "
         f"rerun {again['total_ms']:.0f} ms, chunks {local['chunks_added']}"
+    )
+
+
+def test_an_unreachable_cluster_ends_mini_ingest_with_one_line_naming_the_fix(tmp_path: Path) -> None:
+    """`ray.init` retries an unreachable address for minutes; `--ray` checks it first and says what to do."""
+    (tmp_path / "note.txt").write_text("Ferries leave hourly.")
+    port = _free_port()  # nothing listens on it
+    done = subprocess.run(
+        [
+            str(Path(sys.executable).with_name("mini")),
+            "ingest",
+            str(tmp_path / "note.txt"),
+            "--ray",
+            f"127.0.0.1:{port}",
+        ],
+        cwd=tmp_path,
+        env=_ray_env(),
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 1
+    assert "Traceback" not in done.stderr
+    assert done.stderr.strip().splitlines()[-1] == (
+        f"error: cannot reach the Ray cluster at 127.0.0.1:{port} (Connection refused); start one with "
+        "`ray start --head`, or pass its address (--ray HOST:PORT, ray://HOST:PORT, auto)"
     )

@@ -29,6 +29,7 @@ import asyncio
 import functools
 import logging
 import os
+import socket
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -37,7 +38,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from mini.errors import IngestWorkerError, MissingDependencyError
+from mini.errors import ConfigurationError, IngestWorkerError, MissingDependencyError
 from mini.ingest import grouped, state
 from mini.ingest.grouped import FileOutcome
 from mini.ingest.units import Unit
@@ -138,13 +139,18 @@ class RayExecutor:
         ray = _require_ray()
         self._cwd = await asyncio.to_thread(os.getcwd)
         if not ray.is_initialized():
-            await asyncio.to_thread(
-                functools.partial(
-                    ray.init, address=self.address, log_to_driver=False, configure_logging=False
+            await asyncio.to_thread(_check_reachable, self.address)
+            try:
+                await asyncio.to_thread(
+                    functools.partial(
+                        ray.init, address=self.address, log_to_driver=False, configure_logging=False
+                    )
                 )
-            )
+            except ConnectionError as exc:  # "auto" and no cluster running, or the cluster went away
+                raise ConfigurationError(f"cannot connect to a Ray cluster ({exc}); {_HINT}") from None
             self._started_ray = True
-        cpus = int(ray.cluster_resources().get("CPU", 1))
+        resources = await asyncio.to_thread(ray.cluster_resources)
+        cpus = int(resources.get("CPU", 1))
         self._slots = asyncio.Semaphore(self.max_tasks or max(2, 2 * cpus))
         self._ray = ray
         self._remote = ray.remote(num_cpus=1, max_retries=TASK_RETRIES)(_read_group)
@@ -204,6 +210,26 @@ class RayExecutor:
         timings = report.timings_ms
         timings["embed"] = round(timings.get("embed", 0.0) + result.embed_s * 1000.0, 3)
         return list(result.outcomes), result.read_s, result.parse_s
+
+
+_HINT = "start one with `ray start --head`, or pass its address (--ray HOST:PORT, ray://HOST:PORT, auto)"
+CONNECT_TIMEOUT_S = 5.0  # one TCP connect to the cluster's address
+
+
+def _check_reachable(address: str | None) -> None:
+    """An address naming HOST:PORT must accept a TCP connection first: `ray.init` retries an unreachable
+    cluster for minutes before it fails (measured: still waiting after 60 s)."""
+    if not address or address == "auto" or address.startswith("local"):
+        return
+    host, sep, port = address.removeprefix("ray://").rpartition(":")
+    if not sep or not host or not port.isdigit():
+        raise ConfigurationError(f"not a Ray cluster address: {address!r}; {_HINT}")
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=CONNECT_TIMEOUT_S).close()
+    except OSError as exc:
+        raise ConfigurationError(
+            f"cannot reach the Ray cluster at {address} ({exc.strerror or exc}); {_HINT}"
+        ) from None
 
 
 def known_vectors(

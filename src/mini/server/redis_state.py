@@ -257,11 +257,7 @@ class RedisSessionStore(SessionStore):
 
     async def aclose(self) -> None:
         """Stop sweeping and close this replica's handles; no session ends (other replicas still serve them)."""
-        sweeper, self._sweeper = self._sweeper, None
-        if sweeper is not None:
-            sweeper.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await sweeper
+        await self._stop_sweeping()
         for session in list(self._sessions.values()):
             self._release(session)
         self._sessions.clear()

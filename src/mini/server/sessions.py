@@ -236,13 +236,16 @@ class SessionStore:
             await asyncio.sleep(interval)
             self.sweep()
 
-    async def aclose(self) -> None:
-        """Stop sweeping and end every session (their collections are unreachable once the server stops)."""
+    async def _stop_sweeping(self) -> None:
         sweeper, self._sweeper = self._sweeper, None
         if sweeper is not None:
             sweeper.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await sweeper
+
+    async def aclose(self) -> None:
+        """Stop sweeping and end every session (their collections are unreachable once the server stops)."""
+        await self._stop_sweeping()
         sessions = list(self._sessions.values())
         self._sessions.clear()
         # _close bounds its own drops (_drop_slots): gathering them all at once is safe.
