@@ -13,9 +13,9 @@ complete or absent, and a re-run embeds only what is missing.
 Bounded: at most `load_concurrency` files are read and parsed at once, and a chunk budget stops reading new
 files while too many chunks wait for embedding or writing, so memory stays flat for any corpus size.
 
-~530 lines: the run's stages share one `_Run`'s budget, counters and report, so they stay together here; what
+~580 lines: the run's stages share one `_Run`'s budget, counters and report, so they stay together here; what
 needs none of that already moved out (`grouped` file reads, `vectors` embedding, `state` commits, `units`). The
-next cut: the discover/read stage (`_worker`, `_submit`, the group scheduling) into its own module.
+next cut: the discover/read stage (`_worker`, `_submit`, the group scheduling, the Ray read hop) into its own module.
 """
 
 from __future__ import annotations
