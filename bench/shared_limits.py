@@ -1,0 +1,145 @@
+"""What sharing the provider limits through Redis costs a query batch: in-process limiter vs Redis-backed.
+
+    python bench/shared_limits.py [--questions 256] [--concurrency 64] [--rounds 2] [--no-write]
+
+The same batch (`query_batch_async`, hybrid retrieval, simulated provider: chat 300 ms + 5 ms/token, embeddings
+50 ms) with the provider limiter in this process, then with its counts in a local redis-server (Debian's, on a
+free loopback port; what `MINI_REDIS_URL` selects): in-flight leases, the adaptive cap and the rpm/tpm budgets
+go to Redis on every model call. Rounds alternate the two so machine drift hits both alike. Reported: wall
+time against the batch's ideal, client CPU per question, and Redis commands per question (its own counter).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+from typing import Any
+
+try:  # `python bench/shared_limits.py`; `python -m bench.shared_limits` finds bench._common
+    from _common import machine, run, sample_questions, sim_rag, table, write_section
+except ModuleNotFoundError:
+    from bench._common import machine, run, sample_questions, sim_rag, table, write_section
+
+HEADING = "## Provider limits shared through Redis (issue 22)"
+CHAT_MS, TOKEN_MS, EMBED_MS = 300, 5, 50
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _start_redis(workdir: str) -> tuple[subprocess.Popen[bytes], str]:
+    if shutil.which("redis-server") is None:
+        raise SystemExit("needs Debian's redis-server (apt-get install redis-server)")
+    port = _free_port()
+    server = subprocess.Popen(
+        ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+        cwd=workdir,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return server, f"redis://127.0.0.1:{port}/0"
+        except OSError:
+            if time.monotonic() > deadline:
+                server.kill()
+                raise RuntimeError("redis-server did not start") from None
+            time.sleep(0.01)
+
+
+def _commands(url: str) -> int:
+    import redis
+
+    with redis.Redis.from_url(url, socket_timeout=5) as client:
+        return int(client.info("stats")["total_commands_processed"])
+
+
+async def _one(sim: Any, questions: list[str], args: argparse.Namespace, redis_url: str | None) -> str:
+    from mini import RetrievalConfig
+    from mini._limits import reset_limiters, share_limits
+
+    reset_limiters()
+    share_limits(redis_url)  # before the models are built: they bind their limiters then
+    sim.configure(chat_ms=0, embed_ms=0, token_ms=0)
+    with tempfile.TemporaryDirectory() as tmp:
+        rag = await sim_rag(sim, tmp, retrieval_config=RetrievalConfig(retrieval_mode="hybrid"))
+        await rag.query_batch_async(questions[: args.concurrency], concurrency=args.concurrency)  # warm-up
+        sim.configure(chat_ms=CHAT_MS, embed_ms=EMBED_MS, token_ms=TOKEN_MS)
+        sim.reset()
+        commands = await asyncio.to_thread(_commands, redis_url) if redis_url else 0
+        cpu, started = time.process_time(), time.perf_counter()
+        results = await rag.query_batch_async(questions, concurrency=args.concurrency)
+        wall, cpu = time.perf_counter() - started, time.process_time() - cpu
+        commands = (await asyncio.to_thread(_commands, redis_url) - commands) if redis_url else 0
+        await rag.aclose()
+    failed = [r.error for r in results if not r.ok]
+    assert not failed, failed[:3]
+    paths = [
+        (2 * CHAT_MS + TOKEN_MS * r.response.metadata["usage"]["completion_tokens"] + EMBED_MS) / 1000
+        for r in results
+    ]
+    ideal = max(max(paths), sum(paths) / args.concurrency)
+    stats = sim.stats()
+    per_question = f"{commands / len(questions):.1f}" if redis_url else "-"
+    return (
+        f"| {'Redis' if redis_url else 'in process'} | {wall:.2f} | {ideal:.2f} | **{wall / ideal:.2f}** "
+        f"| {cpu / len(questions) * 1000:.2f} | {per_question} | {stats['total']['peak_in_flight']} "
+        f"| {sum(bool(r.response.citations) for r in results)}/{len(questions)} |"
+    )
+
+
+async def main_async(args: argparse.Namespace) -> str:
+    from mini._limits import reset_limiters
+    from mini.testing.sim import SimServer
+
+    base = sample_questions()
+    questions = [base[i % len(base)] + ("" if i < len(base) else f" ({i})") for i in range(args.questions)]
+    rows = []
+    with tempfile.TemporaryDirectory() as workdir, SimServer(chat_ms=0, embed_ms=0) as sim:
+        server, url = _start_redis(workdir)
+        try:
+            for _ in range(args.rounds):
+                rows.append(await _one(sim, questions, args, None))
+                rows.append(await _one(sim, questions, args, url))
+        finally:
+            reset_limiters()
+            server.terminate()
+            server.wait(timeout=30)
+    header = (
+        f"`python bench/shared_limits.py --questions {args.questions} --concurrency {args.concurrency} --rounds "
+        f"{args.rounds}` · {machine()} Simulated provider: chat {CHAT_MS} ms + {TOKEN_MS} ms/token, embeddings "
+        f"{EMBED_MS} ms; hybrid retrieval (rewrite + embed + search + answer); rows alternate, one run.\n\n"
+    )
+    columns = ["limiter", "measured s", "ideal s", "measured/ideal", "client CPU ms/question"]
+    columns += ["Redis commands/question", "peak provider requests in flight", "answers with citations"]
+    return HEADING + "\n\n" + table(header, columns, "lrrrrrrr", rows) + "\n"
+
+
+def main() -> None:
+    options = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    options.add_argument("--questions", type=int, default=256)
+    options.add_argument("--concurrency", type=int, default=64)
+    options.add_argument("--rounds", type=int, default=2)
+    options.add_argument("--no-write", action="store_true")
+
+    async def go(args: argparse.Namespace) -> str:
+        section = await main_async(args)
+        if not args.no_write:
+            write_section(section, HEADING)
+        return section
+
+    run(go, options)
+
+
+if __name__ == "__main__":
+    main()
