@@ -52,10 +52,8 @@ STATUS_BY_ERROR: dict[type[err.MiniError], tuple[int, str]] = {
     err.BudgetExceededError: (500, "budget_exceeded"),
     err.StructuredOutputError: (502, "invalid_model_output"),  # the upstream model answered unusably
     err.SharedStateUnavailableError: (503, "unavailable"),  # Redis down: transient, retry later
-    err.IngestWorkerError: (
-        502,
-        "ingest_worker_error",
-    ),  # a Ray task failed as a whole: the cluster, not the request
+    # A Ray task failed as a whole: the cluster's fault, not the request's.
+    err.IngestWorkerError: (502, "ingest_worker_error"),
     err.StoreError: (500, "store_error"),
     err.DimensionMismatchError: (500, "store_error"),  # the server's embedding model does not fit its store
     err.DuplicateIdError: (409, "conflict"),
