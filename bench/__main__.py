@@ -65,6 +65,11 @@ SUITE: list[tuple[str, str, list[str]]] = [
         "Keyword leg: hybrid vs dense CPU per question at concurrency 64",
         ["bench/query_concurrency.py", "--mode", "hybrid", "--levels", "64"],
     ),
+    (
+        "shared_limits",
+        "Provider limits shared through Redis: in-process limiter vs Redis-backed, one query batch",
+        ["bench/shared_limits.py", "--no-write"],
+    ),
 ]
 
 # Long runs (minutes each), only with --long.
