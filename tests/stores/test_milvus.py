@@ -433,8 +433,9 @@ async def test_concurrent_keyword_searches_share_requests(make: Make) -> None:
 
 
 async def test_the_server_code_path_searches_the_same(make: Make, milvus_lite_uri: str) -> None:
-    # AsyncMilvusClient cannot create indexes on Lite (pymilvus#3711), so Lite creates the collection and the
-    # server code path reads it through the same Lite server: describe, load and the text search request.
+    # A collection made through a .db path, read by the server code path through that file's own Lite server:
+    # describe, load and the text search request agree. (The whole contract over the server path, creation
+    # included: the milvus-lite-server target of tests/stores/test_contracts.py.)
     lite = await keyword_rows(make())
     flt = Compare("year", "lt", 2023)
     expected = await lite.keyword_search("zebra budget", top_k=5, filter=flt)
