@@ -9,6 +9,7 @@ SIGKILLed, then prints one JSON object the test asserts on. Not collected by pyt
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import os
 import signal
@@ -22,7 +23,7 @@ from mini.ingest.pipeline import Ingestor
 from mini.ingest.ray_executor import RayExecutor
 from mini.testing.corpus import write_corpus
 
-FILES = 200
+FILES = 100  # enough for several tasks in flight on two one-CPU nodes (the kill needs one running)
 
 
 def _wait_for_cpus(address: str, cpus: int) -> None:
@@ -63,6 +64,14 @@ async def _kill_a_running_task(run: asyncio.Task[Any]) -> int | None:
     return None
 
 
+class _NoModelOnWorkers(RayExecutor):
+    """Tasks whose workers cannot load the model (a directory that does not exist there): every task fails
+    as a whole, which Ray does not retry (an application error, not a lost worker)."""
+
+    async def _for_workers(self, settings: Any) -> Any:
+        return dataclasses.replace(await super()._for_workers(settings), model_path="/nonexistent/model")
+
+
 async def _ingest(address: str, workdir: Path) -> dict[str, Any]:
     docs = workdir / "docs"
     write_corpus(docs, FILES, chars=1500)
@@ -81,6 +90,12 @@ async def _ingest(address: str, workdir: Path) -> dict[str, Any]:
         killed_pid = await _kill_a_running_task(run)
         killed = await run
         after_kill = await Ingestor(killed_store, model, executor=executor).run([docs])
+        broken_store = VectorStore(str(workdir / "broken"), collection_name="docs")
+        broken_executor = _NoModelOnWorkers(address)
+        try:
+            broken = await Ingestor(broken_store, model, executor=broken_executor).run([docs])
+        finally:
+            await broken_executor.aclose()
     finally:
         await executor.aclose()
         await model.aclose()
@@ -106,6 +121,8 @@ async def _ingest(address: str, workdir: Path) -> dict[str, Any]:
         "killed": summary(killed),
         "after_kill": summary(after_kill),
         "killed_ids": sorted(r.id for r in await killed_store.backend.get()),
+        "broken": summary(broken),
+        "broken_rows": await broken_store.backend.count(),
         "local_ids": sorted(r.id for r in await local_store.backend.get()),
         "ray_ids": sorted(r.id for r in await ray_store.backend.get()),
     }

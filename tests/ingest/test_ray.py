@@ -23,6 +23,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.ingest.ray_driver import FILES  # the driver's corpus (plus one broken PDF)
+
 pytestmark = [
     pytest.mark.slow,
     pytest.mark.skipif(importlib.util.find_spec("ray") is None, reason='needs: pip install "mini-rag[ray]"'),
@@ -138,13 +140,13 @@ def test_ray_ingestion_matches_local_skips_on_rerun_and_survives_a_killed_worker
     result = json.loads(done.stdout.strip().splitlines()[-1])
     local, on_ray, again = result["local"], result["ray"], result["again"]
 
-    assert (local["files_added"], local["files_failed"]) == (200, 1)
+    assert (local["files_added"], local["files_failed"]) == (FILES, 1)
     for field in ("files_added", "files_failed", "chunks_added", "failures"):
         assert on_ray[field] == local[field], field  # failures: path, reason and error type each
     # Text repeated across files is embedded once per task (no shared cache on workers).
     assert on_ray["chunks_embedded"] >= local["chunks_embedded"] > 0
     assert result["ray_ids"] == result["local_ids"]
-    assert (again["files_skipped"], again["chunks_embedded"], again["chunks_added"]) == (200, 0, 0)
+    assert (again["files_skipped"], again["chunks_embedded"], again["chunks_added"]) == (FILES, 0, 0)
 
     # A worker SIGKILLed while running a task: Ray ran the task again, every file landed once.
     killed, after_kill = result["killed"], result["after_kill"]
@@ -152,11 +154,18 @@ def test_ray_ingestion_matches_local_skips_on_rerun_and_survives_a_killed_worker
     for field in ("files_added", "files_failed", "chunks_added", "failures"):
         assert killed[field] == local[field], field
     assert result["killed_ids"] == result["local_ids"]  # the same rows, none twice
-    assert (after_kill["files_skipped"], after_kill["chunks_added"]) == (200, 0)
+    assert (after_kill["files_skipped"], after_kill["chunks_added"]) == (FILES, 0)
+
+    # Tasks that fail as a whole (the workers cannot load the model): every file is in the report with the
+    # reason, nothing is written, the run itself ends normally.
+    broken = result["broken"]
+    assert (broken["files_failed"], broken["files_added"], result["broken_rows"]) == (FILES + 1, 0, 0)
+    assert {error_type for _, _, error_type in broken["failures"]} == {"IngestWorkerError"}
+    assert all("the Ray task failed" in reason for _, reason, _ in broken["failures"])
 
     # A remote embedding API: the tasks only read and chunk, the driver embeds under the provider's cap.
     (local_remote, ray_remote) = result["remote_counts"]
-    assert local_remote == ray_remote and local_remote[0] == 200
+    assert local_remote == ray_remote and local_remote[0] == FILES
     assert result["remote_same_ids"]
     assert result["remote_peak"] <= 4 and result["remote_429"] == 0
     print(

@@ -26,13 +26,13 @@ flow (lookups ahead, budget, commits); tasks give that with `ray.wait`-free awai
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import functools
 import logging
 import os
 import socket
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -57,7 +57,7 @@ DEFAULT_TASK_TIMEOUT_S = 600.0
 TASK_RETRIES = 3
 
 
-@dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True)
 class TaskSettings:
     """What every task of a run needs, sent once per task (small)."""
 
@@ -72,14 +72,14 @@ class TaskSettings:
     parse_limits: ParseLimits | None
 
 
-@dataclass(slots=True)
+@dataclasses.dataclass(slots=True)
 class RayFileOutcome(FileOutcome):
     """A file's outcome from a task; `vectors` by chunk content hash when the task embedded them."""
 
     vectors: dict[str, np.ndarray] | None = None
 
 
-@dataclass(slots=True)
+@dataclasses.dataclass(slots=True)
 class _TaskFile:
     origin: str
     path: str  # absolute: a worker's working directory is not the driver's
@@ -87,7 +87,7 @@ class _TaskFile:
     embed: bool
 
 
-@dataclass(slots=True)
+@dataclasses.dataclass(slots=True)
 class _TaskResult:
     fingerprints: list[str]
     chunks: list[Any]
@@ -131,6 +131,7 @@ class RayExecutor:
         self._slots: asyncio.Semaphore | None = None
         self._started_ray = False
         self._cwd = ""
+        self._model_paths: dict[str | None, str | None] = {}  # as given -> as the workers get it
 
     async def start(self) -> None:
         """Connects to the cluster (once; blocking, so in a thread)."""
@@ -162,6 +163,16 @@ class RayExecutor:
         self._started_ray = False
         self._remote = None
 
+    async def _for_workers(self, settings: TaskSettings) -> TaskSettings:
+        """`settings` with the model directory the driver would load, absolute: a worker has neither the
+        driver's working directory (a relative `model_path`) nor its MINI_MODEL_PATH or mini.toml."""
+        if not settings.local_model:
+            return settings
+        key = settings.model_path
+        if key not in self._model_paths:
+            self._model_paths[key] = await asyncio.to_thread(_driver_model_path, key, self._cwd)
+        return dataclasses.replace(settings, model_path=self._model_paths[key])
+
     async def read_files(
         self,
         units: Sequence[Unit],
@@ -172,6 +183,7 @@ class RayExecutor:
         """`grouped.read_files` for `units`, run as one Ray task: sets each unit's fingerprint and chunks;
         returns the outcomes (their vectors, if embedded, are also put in `cache`) and read/parse seconds."""
         assert self._remote is not None and self._slots is not None, "start() first"
+        settings = await self._for_workers(settings)
         files = [
             _TaskFile(
                 unit.origin,
@@ -210,6 +222,19 @@ class RayExecutor:
         timings = report.timings_ms
         timings["embed"] = round(timings.get("embed", 0.0) + result.embed_s * 1000.0, 3)
         return list(result.outcomes), result.read_s, result.parse_s
+
+
+def _driver_model_path(model_path: str | None, cwd: str) -> str | None:
+    """The local model's directory as the driver resolves it (its argument, else the settings here), made
+    absolute against the driver's working directory; None: the bundled model, installed on every node."""
+    if model_path is None:
+        from mini.config import load_settings
+
+        model_path = load_settings().model_path
+    if model_path is None:
+        return None
+    path = Path(model_path).expanduser()
+    return str(path if path.is_absolute() else Path(cwd, path))
 
 
 _HINT = "start one with `ray start --head`, or pass its address (--ray HOST:PORT, ray://HOST:PORT, auto)"
@@ -322,7 +347,7 @@ def _stored(fingerprint: str | None) -> state.Stored | None:
     return state.Stored(fingerprint, set()) if fingerprint is not None else None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclasses.dataclass(frozen=True, slots=True)
 class _PortableError:
     """An exception as plain parts: many of ours take arguments their pickled form does not replay
     (`DocumentError(path, reason)`), so its type, args and attributes travel and the driver rebuilds it."""
