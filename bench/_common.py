@@ -54,6 +54,22 @@ def run(main_async: Callable[[argparse.Namespace], Awaitable[str]], args: argpar
     sys.stdout.flush()
 
 
+def run_writing(
+    main_async: Callable[[argparse.Namespace], Awaitable[str]], args: argparse.ArgumentParser, heading: str
+) -> None:
+    """`run`, with `--no-write`: unless given, the markdown (a section under `heading`) also replaces that
+    section of BENCHMARKS.md."""
+    args.add_argument("--no-write", action="store_true", help="print only; leave BENCHMARKS.md alone")
+
+    async def main_and_write(options: argparse.Namespace) -> str:
+        section = await main_async(options)
+        if not options.no_write:
+            write_section(section, heading)
+        return section
+
+    run(main_and_write, args)
+
+
 def machine(*, cores: bool = True) -> str:
     """`Machine: x86_64, CPython 3.12.3, 2 cores.` (the cores left out if asked)."""
     text = f"Machine: {platform.machine()}, {platform.python_implementation()} {platform.python_version()}"

@@ -31,9 +31,9 @@ from pathlib import Path
 from typing import Any
 
 try:  # `python bench/ray_ingest.py`; `python -m bench.ray_ingest` finds bench._common
-    from _common import machine, run, write_section
+    from _common import machine, run_writing
 except ModuleNotFoundError:
-    from bench._common import machine, run, write_section
+    from bench._common import machine, run_writing
 
 HEADING = "## Ingestion on a Ray cluster (issue 22)"
 RAY = str(Path(sys.executable).with_name("ray"))
@@ -233,15 +233,7 @@ def main() -> None:
     options = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     options.add_argument("--files", type=int, default=2000)
     options.add_argument("--chars", type=int, default=1500)
-    options.add_argument("--no-write", action="store_true")
-
-    async def go(args: argparse.Namespace) -> str:
-        section = await main_async(args)
-        if not args.no_write:
-            write_section(section, HEADING)
-        return section
-
-    run(go, options)
+    run_writing(main_async, options, HEADING)
 
 
 if __name__ == "__main__":

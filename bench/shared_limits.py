@@ -22,9 +22,9 @@ import time
 from typing import Any
 
 try:  # `python bench/shared_limits.py`; `python -m bench.shared_limits` finds bench._common
-    from _common import machine, run, sample_questions, sim_rag, table, write_section
+    from _common import machine, run_writing, sample_questions, sim_rag, table
 except ModuleNotFoundError:
-    from bench._common import machine, run, sample_questions, sim_rag, table, write_section
+    from bench._common import machine, run_writing, sample_questions, sim_rag, table
 
 HEADING = "## Provider limits shared through Redis (issue 22)"
 CHAT_MS, TOKEN_MS, EMBED_MS = 300, 5, 50
@@ -145,15 +145,7 @@ def main() -> None:
     options.add_argument("--questions", type=int, default=256)
     options.add_argument("--concurrency", type=int, default=64)
     options.add_argument("--rounds", type=int, default=2)
-    options.add_argument("--no-write", action="store_true")
-
-    async def go(args: argparse.Namespace) -> str:
-        section = await main_async(args)
-        if not args.no_write:
-            write_section(section, HEADING)
-        return section
-
-    run(go, options)
+    run_writing(main_async, options, HEADING)
 
 
 if __name__ == "__main__":
