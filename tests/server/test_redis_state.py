@@ -10,8 +10,10 @@ from typing import Any
 
 import pytest
 
-from mini import _redis
+from mini import VectorStore, _redis
 from mini.server.redis_state import SESSIONS, RedisJobStore, RedisSessionStore
+from mini.server.sessions import Session, collection_for
+from mini.testing.contracts import rows
 from tests.clock import wait_until
 from tests.conftest import free_port
 from tests.server.test_chat import chat, done_of, offline_rag, serve
@@ -64,6 +66,40 @@ async def test_sessions_are_bounded_and_expire_cluster_wide(client_url: str) -> 
     finally:
         await sessions.aclose()
         await replica.aclose()
+
+
+async def test_a_session_ended_elsewhere_is_ended_here_too_when_a_job_here_wrote_to_it(
+    client_url: str, tmp_path: Path
+) -> None:
+    """Replica B runs an upload job of a session that replica A deletes before the job's first write: A finds
+    no collection to drop, then B's job makes it. B's next sweep cancels its jobs of that session (its
+    `on_close` hooks) and drops the collection: no orphan documents."""
+    base = VectorStore(str(tmp_path / "store"), collection_name="docs")
+    a, b = (RedisSessionStore(client_url, base, max_sessions=8, ttl_s=60, max_turns=2) for _ in range(2))
+    closed_on_b: list[str] = []
+
+    async def cancel_jobs(session: Session) -> None:
+        closed_on_b.append(session.id)
+
+    b.on_close.append(cancel_jobs)
+    try:
+        session = await b.open("s1", documents=True)
+        assert session.store is not None
+        await b.open("s2", documents=True)  # another session with documents on B, still alive
+        assert await a.delete("s1")
+        await session.store.backend.upsert(rows(2))  # B's job, still running, writes its first rows
+        assert await session.store.backend.count() == 2
+        await a.sweep_async()  # A no longer holds s1: nothing to do there
+        assert closed_on_b == []
+        await b.sweep_async()
+        assert closed_on_b == ["s1"]
+        assert b.get("s1") is None and b.get("s2") is not None
+        orphan = VectorStore(str(tmp_path / "store"), collection_name=collection_for("docs", "s1"))
+        assert await orphan.backend.count() == 0
+        await orphan.aclose()
+    finally:
+        await a.aclose()
+        await b.aclose()
 
 
 async def test_a_job_of_a_dead_replica_reads_failed_with_the_reason(client_url: str) -> None:

@@ -11,8 +11,9 @@ Ending a session (and dropping its own documents collection) is CLAIMED: whoever
 set (`ZREM` / `ZPOPMIN` answer that to exactly one caller) ends it: the replica that deletes it, evicts it (LRU,
 on creation) or sweeps it (each replica's sweeper looks for ids older than the TTL). So a collection is dropped
 once, by one replica, whichever it is; its name is derived from the id (`collection_for`), so any replica can.
-A replica's sweeper keeps alive (touches) the sessions with an ingestion job running on it. Shutdown of one
-replica ends nothing: the others still serve those sessions.
+A replica's sweeper keeps alive (touches) the sessions with an ingestion job running on it, and finishes the
+end of a session another replica ended while a job of it ran here (cancels the job, drops what it wrote).
+Shutdown of one replica ends nothing: the others still serve those sessions.
 
 Jobs. `mini:job:<id>` holds the job's state (`Job.to_dict()` plus its owner instance); finished ones expire
 after `job_ttl_s`. Each instance refreshes `mini:jobs:alive:<instance>` (expiring after `HEARTBEAT_TTL_S`) while
@@ -233,7 +234,8 @@ class RedisSessionStore(SessionStore):
         return await self._claim_and_end(check_session_id(session_id))
 
     async def sweep_async(self) -> int:
-        """End the sessions idle longer than the TTL that this replica claims; keep alive those with a job here."""
+        """End the sessions idle longer than the TTL that this replica claims; keep alive those with a job here;
+        finish here the sessions another replica ended (below)."""
         now = time.time()
         stale = await _redis.call(
             self._redis.zrangebyscore(SESSIONS, "-inf", now - self.ttl_s), what="sweeping sessions"
@@ -245,7 +247,27 @@ class RedisSessionStore(SessionStore):
             elif await self._claim_and_end(session_id):
                 ended += 1
         self.expired += ended
+        await self._finish_ended_elsewhere()
         return ended
+
+    async def _finish_ended_elsewhere(self) -> None:
+        """A session another replica ended (deleted, evicted) while this one held its documents: the ender
+        dropped the collection and cancelled its own jobs, but a job of the session running HERE kept writing,
+        which made the collection again. So for each cached session with documents that Redis no longer
+        knows, this replica runs the end too: its `on_close` hooks cancel the jobs here, the collection is
+        dropped (again; dropping is idempotent). Within one sweep interval of the end."""
+        held = [s for s in self._sessions.values() if s.store is not None]
+        if not held:
+            return
+        pipe = self._redis.pipeline(transaction=False)
+        for session in held:
+            pipe.zscore(SESSIONS, session.id)
+        scores = await _redis.call(pipe.execute(), what="sweeping sessions")
+        for session, score in zip(held, scores, strict=True):
+            if score is None and self._sessions.get(session.id) is session:
+                del self._sessions[session.id]
+                log.info("session %s was ended by another replica: ending it here too", session.id)
+                await self._close(session)
 
     async def _sweep_every(self, interval: float) -> None:
         while True:
