@@ -140,6 +140,7 @@ class RayExecutor:
         ray = _require_ray()
         self._cwd = await asyncio.to_thread(os.getcwd)
         if not ray.is_initialized():
+            _quiet_sigterm_warning()
             await asyncio.to_thread(_check_reachable, self.address)
             try:
                 await asyncio.to_thread(
@@ -222,6 +223,19 @@ class RayExecutor:
         timings = report.timings_ms
         timings["embed"] = round(timings.get("embed", 0.0) + result.embed_s * 1000.0, 3)
         return list(result.outcomes), result.read_s, result.parse_s
+
+
+class _NotTheSigtermWarning(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("SIGTERM handler is not set")
+
+
+def _quiet_sigterm_warning() -> None:
+    """`ray.init` in a worker thread (so the event loop is not blocked) warns that it cannot set its SIGTERM
+    handler there; ours (the CLI's, the server's) stay in charge, which is what we want: not the user's concern."""
+    worker_log = logging.getLogger("ray._private.worker")
+    if not any(isinstance(f, _NotTheSigtermWarning) for f in worker_log.filters):
+        worker_log.addFilter(_NotTheSigtermWarning())
 
 
 def _driver_model_path(model_path: str | None, cwd: str) -> str | None:
