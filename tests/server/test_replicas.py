@@ -22,6 +22,7 @@ from typing import Any
 import httpx
 import pytest
 
+from mini import VectorStore
 from mini._sse import SSEDecoder, decode
 from tests.clock import wait_until
 from tests.conftest import SAMPLE_CORPUS, free_port, reset_sim
@@ -259,3 +260,52 @@ async def test_killing_a_replica_mid_stream_fails_only_its_own_streams(
         await asyncio.gather(*tasks)
     assert outcomes["other"] == ["broken"] * 4, outcomes
     assert outcomes["one"] == ["done"] * 4, outcomes
+
+
+async def test_a_killed_replicas_job_fails_with_the_reason_and_a_resubmit_adds_no_duplicates(
+    sim: Any, own_replicas: tuple[Replica, Replica], redis_url: str, tmp_path: Path
+) -> None:
+    """A job running on `other` (held at its embedding request) when `other` is SIGKILLed: `one` reports it
+    failed, type `interrupted`, once the dead replica's heartbeat is gone (the test deletes the key rather than
+    waiting out its expiry); sending the same request to `one`, twice, stores each chunk once."""
+    import json
+
+    import redis
+
+    one, other = own_replicas
+    texts = {
+        "texts": [
+            {"text": f"Ferry {n} leaves pier {n} at {n} o'clock.", "source": f"ferry-{n}"} for n in range(3)
+        ]
+    }
+    sim.configure(embed_ms=600_000)  # the job's embedding request waits until the kill
+    with one.client() as a, other.client() as b:
+        accepted = b.post("/v1/documents", json=texts)
+        assert accepted.status_code == 202, accepted.text
+        job_id = accepted.json()["job_id"]
+        wait_until(lambda: sim.stats()["embeddings"]["in_flight"] >= 1, "the job's embedding request")
+        other.process.send_signal(signal.SIGKILL)
+        other.process.wait(timeout=30)
+        with redis.Redis.from_url(redis_url, socket_timeout=5) as client:
+            owner = json.loads(client.get(f"mini:job:{job_id}"))["owner"]
+            assert client.delete(f"mini:jobs:alive:{owner}") == 1  # what its 15 s expiry would do
+        job = a.get(f"/v1/jobs/{job_id}").json()
+        assert job["status"] == "failed" and job["error"]["type"] == "interrupted", job
+        assert "send the same request again" in job["error"]["message"]
+
+        sim.configure(embed_ms=0)
+        for _ in range(2):  # resubmitted, then once more: content-hash ids, nothing stored twice
+            again = a.post("/v1/documents", json=texts)
+            assert again.status_code == 202, again.text
+            again_id = again.json()["job_id"]
+            wait_until(
+                lambda job=again_id: a.get(f"/v1/jobs/{job}").json()["status"] in ("done", "failed"),
+                "the job",
+            )
+            assert a.get(f"/v1/jobs/{again_id}").json()["status"] == "done"
+    store = VectorStore(str(tmp_path / "store"), collection_name="sim")
+    try:
+        stored = [r for r in await store.backend.get() if r.metadata.get("source", "").startswith("ferry-")]
+    finally:
+        await store.aclose()
+    assert sorted(r.metadata["source"] for r in stored) == ["ferry-0", "ferry-1", "ferry-2"]
