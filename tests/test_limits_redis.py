@@ -126,3 +126,16 @@ async def test_redis_unreachable_is_a_typed_error_never_unlimited() -> None:
     with pytest.raises(SharedStateUnavailableError):
         await limiter.call(fake_call)
     assert not called
+
+
+async def test_more_calls_at_once_than_redis_connections_all_complete(redis_url: str) -> None:
+    """Four times as many calls at once as the client has connections: each acquire queues for a connection
+    (the default pool failed them at once: "Too many connections", a 503 for the user)."""
+    a, b = _pair(redis_url, 8)
+
+    async def call() -> str:
+        await asyncio.sleep(0)
+        return "ok"
+
+    calls = 4 * _redis.MAX_CONNECTIONS
+    assert await asyncio.gather(*((a if i % 2 else b).call(call) for i in range(calls))) == ["ok"] * calls

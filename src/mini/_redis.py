@@ -29,6 +29,9 @@ T = TypeVar("T")
 TIMEOUT_S = 1.0
 # Connections per client (per URL and loop): bounds what one server may open, whatever the fan-out above it.
 MAX_CONNECTIONS = 64
+# How long a command may wait for one of those connections. Commands take well under a millisecond, so even a
+# queue of thousands drains in milliseconds; past this the server is saturated and the request fails (503).
+POOL_WAIT_S = 5.0
 
 # (url, loop) -> client. Per loop: a redis.asyncio connection belongs to the loop that opened it (tests run
 # several loops in one process; a server runs one).
@@ -41,17 +44,22 @@ def redis_client(url: str) -> Redis:
     client = _clients.get(key)
     if client is None:
         try:
-            from redis.asyncio import Redis
+            from redis.asyncio import BlockingConnectionPool, Redis
         except ImportError as exc:
             raise MissingDependencyError("MINI_REDIS_URL", "redis", "redis") from exc
-        client = Redis.from_url(
+        # A blocking pool: with more commands at once than connections (512 concurrent model calls, each
+        # acquiring a limiter slot), the default pool raised "Too many connections" at once; this one queues
+        # them (bounded by POOL_WAIT_S).
+        pool = BlockingConnectionPool.from_url(
             url,
+            max_connections=MAX_CONNECTIONS,
+            timeout=POOL_WAIT_S,
             socket_timeout=TIMEOUT_S,
             socket_connect_timeout=TIMEOUT_S,
-            max_connections=MAX_CONNECTIONS,
             decode_responses=True,
             health_check_interval=30,
         )
+        client = Redis.from_pool(pool)  # the client owns the pool: aclose() closes both
         _clients[key] = client
     return client
 
