@@ -7,7 +7,7 @@ keeps its counts here instead of in process memory:
   expired leases and admits while the set is smaller than the shared cap, atomically, so N processes together
   never exceed it. Each process renews its leases every `lease_ttl / 3` seconds; a crashed process stops
   renewing and its slots come back within `lease_ttl`. Waiting does not poll tightly: a release in this
-  process wakes its waiters at once; releases elsewhere are found by a bounded backoff with jitter (10 ms
+  process wakes one of its waiters at once; releases elsewhere are found by a bounded backoff with jitter (10 ms
   doubling to 250 ms, never past the earliest lease expiry).
 - **Adaptive cap**: one hash per endpoint (`cap`, `decreased_at`). Every admission returns it, so each process
   mirrors the learnt cap without extra reads; a decrease is a "lower to" (min) script and an increase a
@@ -272,7 +272,7 @@ class RedisGate:
         return max(0, self.cluster_in_flight - 1)
 
     def release(self) -> None:
-        """Give one lease back. Sync like `_Gate.release`: the ZREM runs as a task, then wakes local waiters
+        """Give one lease back. Sync like `_Gate.release`: the ZREM runs as a task, then wakes one local waiter
         (until it lands, the slot still counts as taken: never more in flight than the cap)."""
         if not self.leases:
             return
