@@ -34,6 +34,7 @@ from mini.stores.milvus.clients import (
     load_pymilvus,
     map_milvus_errors,
     parse_uri,
+    quiet_lite_index_poll,
     shown_url,
 )
 from mini.stores.milvus.expr import (
@@ -293,6 +294,8 @@ class MilvusBackend(BackendSkeleton[list[dict[str, Any]], str]):
         if self.path is not None:
             await self._call("create index", "create_index", index, sync=False)
             return
+        if lite:
+            quiet_lite_index_poll()
         try:
             await self._call("create index", "create_index", index)
         except StoreError as exc:

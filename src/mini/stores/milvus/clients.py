@@ -319,3 +319,23 @@ def shown_url(url: str) -> str:
     host = parts.hostname or ""
     netloc = f"{parts.username}:***@{host}" + (f":{parts.port}" if parts.port else "")
     return urlunsplit(parts._replace(netloc=netloc))
+
+
+class _LiteIndexPollNoise(logging.Filter):
+    """pymilvus logs an ERROR with a traceback when its index poll meets Milvus Lite's server, which lacks the
+    method (UNIMPLEMENTED): there that is the expected end of creating an index (`MilvusBackend._create_index`),
+    not an error for the user. A real server implements it, so nothing else is dropped."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        text = str(record.msg)
+        index_call = (
+            "[wait_for_creating_index]" in text or "[create_index]" in text
+        )  # the poll, then its caller
+        return not (index_call and "UNIMPLEMENTED" in text)
+
+
+def quiet_lite_index_poll() -> None:
+    """Install `_LiteIndexPollNoise` on pymilvus's logger (once)."""
+    pymilvus_log = logging.getLogger("pymilvus.decorators")
+    if not any(isinstance(f, _LiteIndexPollNoise) for f in pymilvus_log.filters):
+        pymilvus_log.addFilter(_LiteIndexPollNoise())
