@@ -29,9 +29,10 @@ T = TypeVar("T")
 TIMEOUT_S = 1.0
 # Connections per client (per URL and loop): bounds what one server may open, whatever the fan-out above it.
 MAX_CONNECTIONS = 64
-# How long a command may wait for one of those connections. Commands take well under a millisecond, so even a
-# queue of thousands drains in milliseconds; past this the server is saturated and the request fails (503).
-POOL_WAIT_S = 5.0
+# The most one `call` may take, waiting for a connection included (a backstop over the socket timeouts, for a
+# reply that trickles). Commands take well under a millisecond, so even a queue of thousands for the pool's
+# connections drains in milliseconds; past this the server is saturated and the request fails (503).
+CALL_LIMIT_S = 3 * TIMEOUT_S
 
 # (url, loop) -> client. Per loop: a redis.asyncio connection belongs to the loop that opened it (tests run
 # several loops in one process; a server runs one).
@@ -49,11 +50,11 @@ def redis_client(url: str) -> Redis:
             raise MissingDependencyError("MINI_REDIS_URL", "redis", "redis") from exc
         # A blocking pool: with more commands at once than connections (512 concurrent model calls, each
         # acquiring a limiter slot), the default pool raised "Too many connections" at once; this one queues
-        # them (bounded by POOL_WAIT_S).
+        # them (bounded by CALL_LIMIT_S).
         pool = BlockingConnectionPool.from_url(
             url,
             max_connections=MAX_CONNECTIONS,
-            timeout=POOL_WAIT_S,
+            timeout=CALL_LIMIT_S,
             socket_timeout=TIMEOUT_S,
             socket_connect_timeout=TIMEOUT_S,
             decode_responses=True,
@@ -80,9 +81,9 @@ def _unavailable_errors() -> tuple[type[BaseException], ...]:
 async def call(awaitable: Awaitable[T], *, what: str = "redis") -> T:
     """Await one Redis command (or pipeline); unreachable or too slow -> `SharedStateUnavailableError`.
 
-    The client's socket timeouts bound the wait; `asyncio.timeout` is the backstop for a reply that trickles."""
+    The client's socket timeouts bound the wait; `asyncio.timeout` is the backstop (CALL_LIMIT_S)."""
     try:
-        async with asyncio.timeout(TIMEOUT_S * 3):
+        async with asyncio.timeout(CALL_LIMIT_S):
             return await awaitable
     except _unavailable_errors() as exc:
         raise SharedStateUnavailableError(
