@@ -38,6 +38,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from mini._logs import drop_records
 from mini.errors import ConfigurationError, IngestWorkerError, MissingDependencyError
 from mini.ingest import grouped, state
 from mini.ingest.grouped import FileOutcome
@@ -225,17 +226,14 @@ class RayExecutor:
         return list(result.outcomes), result.read_s, result.parse_s
 
 
-class _NotTheSigtermWarning(logging.Filter):
-    def filter(self, record: logging.LogRecord) -> bool:
-        return not str(record.msg).startswith("SIGTERM handler is not set")
-
-
 def _quiet_sigterm_warning() -> None:
     """`ray.init` in a worker thread (so the event loop is not blocked) warns that it cannot set its SIGTERM
     handler there; ours (the CLI's, the server's) stay in charge, which is what we want: not the user's concern."""
-    worker_log = logging.getLogger("ray._private.worker")
-    if not any(isinstance(f, _NotTheSigtermWarning) for f in worker_log.filters):
-        worker_log.addFilter(_NotTheSigtermWarning())
+    drop_records(
+        "ray._private.worker",
+        "sigterm-handler",
+        lambda message: message.startswith("SIGTERM handler is not set"),
+    )
 
 
 def _driver_model_path(model_path: str | None, cwd: str) -> str | None:

@@ -16,6 +16,7 @@ from contextlib import AbstractContextManager, nullcontext
 from typing import Any, ClassVar, Protocol
 from urllib.parse import urlsplit, urlunsplit
 
+from mini._logs import drop_records
 from mini._portal import PerLoop
 from mini.errors import ConfigurationError, MiniError, StoreError
 from mini.stores._common import ThreadedClient, path_lock
@@ -321,21 +322,14 @@ def shown_url(url: str) -> str:
     return urlunsplit(parts._replace(netloc=netloc))
 
 
-class _LiteIndexPollNoise(logging.Filter):
+def _is_lite_index_poll_noise(message: str) -> bool:
     """pymilvus logs an ERROR with a traceback when its index poll meets Milvus Lite's server, which lacks the
     method (UNIMPLEMENTED): there that is the expected end of creating an index (`MilvusBackend._create_index`),
     not an error for the user. A real server implements it, so nothing else is dropped."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        text = str(record.msg)
-        index_call = (
-            "[wait_for_creating_index]" in text or "[create_index]" in text
-        )  # the poll, then its caller
-        return not (index_call and "UNIMPLEMENTED" in text)
+    index_call = "[wait_for_creating_index]" in message or "[create_index]" in message  # the poll, its caller
+    return index_call and "UNIMPLEMENTED" in message
 
 
 def quiet_lite_index_poll() -> None:
-    """Install `_LiteIndexPollNoise` on pymilvus's logger (once)."""
-    pymilvus_log = logging.getLogger("pymilvus.decorators")
-    if not any(isinstance(f, _LiteIndexPollNoise) for f in pymilvus_log.filters):
-        pymilvus_log.addFilter(_LiteIndexPollNoise())
+    """Drop those records from pymilvus's logger (installed once)."""
+    drop_records("pymilvus.decorators", "lite-index-poll", _is_lite_index_poll_noise)
