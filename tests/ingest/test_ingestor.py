@@ -23,6 +23,7 @@ from mini.ingest.pipeline import Ingestor
 from mini.ingest.report import IngestProgress
 from mini.testing.corpus import write_corpus
 from mini.types import Document
+from tests.aiohttp_app import serving
 from tests.conftest import SAMPLE_CORPUS
 
 KEY = "sim"
@@ -226,22 +227,15 @@ async def test_urls_are_fetched_concurrently_and_indexed(sim: Any, tmp_path: Pat
 
     app = web.Application()
     app.router.add_get("/{name}", page)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    try:
-        urls = [f"http://127.0.0.1:{port}/{name}" for name in ("alpha", "beta", "gamma")]
+    async with serving(app) as address:
+        urls = [f"http://{address}/{name}" for name in ("alpha", "beta", "gamma")]
         ing = ingestor(sim, tmp_path / "store")
-        report = await ing.run([*urls, f"http://127.0.0.1:{port}/alpha"])
+        report = await ing.run([*urls, f"http://{address}/alpha"])
         assert report.files_added == 3 and report.ok
         stored = {r.metadata["source"]: r.text for r in await ing.store.get_async()}
         assert set(stored) == set(urls)
         assert "The beta page says hi." in stored[urls[1]]
         assert (await ing.run(urls)).files_skipped == 3
-    finally:
-        await runner.cleanup()
 
 
 async def test_progress_snapshots_are_consistent_and_end_complete(sim: Any, tmp_path: Path) -> None:

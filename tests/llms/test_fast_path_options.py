@@ -19,6 +19,7 @@ from mini.config import LLMConfig
 from mini.errors import ConfigurationError, RefusalError
 from mini.llms.base import LLM, create_llm, json_schema_format
 from mini.testing.sim import SimServer
+from tests.aiohttp_app import serving
 from tests.conftest import SAMPLE_CORPUS
 
 KEY = "fast-key"
@@ -118,13 +119,8 @@ async def proxy() -> AsyncIterator[tuple[str, list[str]]]:
 
     app = web.Application()
     app.router.add_route("*", "/{tail:.*}", forward)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    yield f"http://127.0.0.1:{port}", seen
-    await runner.cleanup()
+    async with serving(app) as address:
+        yield f"http://{address}", seen
 
 
 async def test_proxies_from_the_environment_are_used_and_no_proxy_excludes(

@@ -16,6 +16,7 @@ from mini.stores.qdrant import QdrantBackend
 from mini.stores.qdrant.points import server_has_bm25
 from mini.stores.sparse import document_vector, query_vector
 from mini.testing.contracts import CONTRACT_CHECKS, Check, check_keyword_search
+from tests.aiohttp_app import serving
 
 # The REST endpoints the backend calls: (verb, path pattern, method name given to `answer`).
 ROUTES = [
@@ -176,15 +177,8 @@ async def serve(server: RestQdrant) -> AsyncIterator[str]:
     """Serve `server` on a free loopback port of the running loop; yields its ``qdrant://`` URI."""
     app = web.Application(client_max_size=64 * 1024 * 1024)
     app.router.add_route("*", "/{tail:.*}", server.handle)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    try:
-        yield f"qdrant://127.0.0.1:{port}"
-    finally:
-        await runner.cleanup()
+    async with serving(app) as address:
+        yield f"qdrant://{address}"
 
 
 async def run_check(check: Check, uri: str, token: str | None) -> None:
