@@ -10,13 +10,14 @@ from typing import TYPE_CHECKING
 from mini._lazy import lazy_attributes
 
 if TYPE_CHECKING:
-    from mini.stores.milvus.backend import _ANALYZER, MilvusBackend
+    from mini.stores.milvus.backend import MilvusBackend
     from mini.stores.milvus.clients import _LiteServer, map_milvus_errors
+    from mini.stores.milvus.schema import _ANALYZER
 
 __all__ = ["_ANALYZER", "MilvusBackend", "_LiteServer", "map_milvus_errors"]
 
 _HOMES = {
-    "_ANALYZER": "backend",
+    "_ANALYZER": "schema",
     "MilvusBackend": "backend",
     "_LiteServer": "clients",
     "map_milvus_errors": "clients",

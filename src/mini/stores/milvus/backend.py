@@ -38,19 +38,14 @@ from mini.stores.milvus.clients import (
     shown_url,
 )
 from mini.stores.milvus.expr import (
-    HAS_SOURCE_FIELD,
     ID_FIELD,
-    KINDS_FIELD,
     METADATA_FIELD,
-    SOURCE_FIELD,
     RawExpression,
     id_in,
     quote,
     to_expr,
 )
 from mini.stores.milvus.rows import (
-    MAX_ID_BYTES,
-    MAX_VARCHAR_BYTES,
     SPARSE_FIELD,
     TEXT_FIELD,
     VECTOR_FIELD,
@@ -63,26 +58,12 @@ from mini.stores.milvus.rows import (
     schema_dimension,
     search_rankings,
 )
-from mini.stores.sparse import ENGLISH_STOP_WORDS, tokenize
+from mini.stores.milvus.schema import collection_schema, index_params
+from mini.stores.sparse import tokenize
 from mini.types import RetrievalResult
 
 logger = logging.getLogger("mini.stores")
 
-# Keyword search: the BM25 function fills SPARSE_FIELD from `text`; the index scores with BM25 (k1 1.2, b 0.75).
-_BM25_FUNCTION = "text_bm25"
-# English analysis: the standard tokenizer, lowercase, our stop words (an explicit list, which Milvus Lite
-# also reads; it does not know "_english_") and the English stemmer. Milvus Lite 3.2 implements the tokenizer,
-# lowercasing and stop words and ignores the stemmer (it has no stemming): on Lite "runs" does not find
-# "running"; on servers it does.
-_ANALYZER: dict[str, Any] = {
-    "tokenizer": "standard",
-    "filter": [
-        "lowercase",
-        {"type": "stop", "stop_words": sorted(ENGLISH_STOP_WORDS)},
-        {"type": "stemmer", "language": "english"},
-    ],
-}
-_BM25_PARAMS = {"bm25_k1": 1.2, "bm25_b": 0.75}
 # Ids per `id in [...]` predicate, rows per write request and rows per page of a `get`: keeps expressions
 # and gRPC messages small (a page of 1,000 x 384 floats is 1.5 MB; servers refuse > 16,384 rows per query).
 _ID_BATCH = 1_000
@@ -111,7 +92,7 @@ class MilvusBackend(BackendSkeleton[list[dict[str, Any]], str]):
     AUTOINDEX on servers, which Zilliz Cloud requires) with Strong consistency, so reads see every write.
     Besides `metadata`, each row stores `source`/`has_source` columns and a `kinds` JSON object that makes
     filters type-strict (see `mini.stores.milvus.expr`). `keyword_search` is Milvus's full-text search: a
-    BM25 function fills a sparse field from `text` (see `_ANALYZER`); collections created without it raise
+    BM25 function fills a sparse field from `text` (see `schema._ANALYZER`); collections created without it raise
     `UnsupportedOperationError` there and must be re-created. Reads, `delete` and `keyword_search` also take
     a `RawExpression` (trusted Milvus expression text) in place of a parsed filter. Reads of a Lite path that
     does not exist yet find nothing (0, no rows) and create nothing.
@@ -211,49 +192,11 @@ class MilvusBackend(BackendSkeleton[list[dict[str, Any]], str]):
 
     async def _create(self, dimension: int) -> None:
         load_pymilvus()
-        from pymilvus import CollectionSchema, DataType, FieldSchema, Function, FunctionType, MilvusClient
-
-        schema = CollectionSchema(
-            [
-                FieldSchema(
-                    ID_FIELD, DataType.VARCHAR, is_primary=True, auto_id=False, max_length=MAX_ID_BYTES
-                ),
-                FieldSchema(VECTOR_FIELD, DataType.FLOAT_VECTOR, dim=dimension),
-                FieldSchema(
-                    TEXT_FIELD,
-                    DataType.VARCHAR,
-                    max_length=MAX_VARCHAR_BYTES,
-                    enable_analyzer=True,
-                    analyzer_params=_ANALYZER,
-                ),
-                FieldSchema(SOURCE_FIELD, DataType.VARCHAR, max_length=MAX_VARCHAR_BYTES),
-                FieldSchema(HAS_SOURCE_FIELD, DataType.BOOL),
-                FieldSchema(METADATA_FIELD, DataType.JSON),
-                FieldSchema(KINDS_FIELD, DataType.JSON),
-                FieldSchema(SPARSE_FIELD, DataType.SPARSE_FLOAT_VECTOR),
-            ],
-            functions=[
-                Function(
-                    name=_BM25_FUNCTION,
-                    function_type=FunctionType.BM25,
-                    input_field_names=[TEXT_FIELD],
-                    output_field_names=[SPARSE_FIELD],
-                )
-            ],
-            enable_dynamic_field=False,
-        )
+        schema = collection_schema(dimension)
         lite = self.path is not None or await self._server_is_lite()
         # A Lite server behind a URL gets what a Lite path gets: exact FLAT search unless told otherwise.
         vector_index = "FLAT" if lite and not self._index_type_given else self.index_type
-        dense = MilvusClient.prepare_index_params()
-        dense.add_index(VECTOR_FIELD, index_type=vector_index, metric_type="COSINE")
-        sparse = MilvusClient.prepare_index_params()
-        if lite:  # Lite accepts only this sparse index, and defaults k1 to 1.5
-            sparse.add_index(
-                SPARSE_FIELD, index_type="SPARSE_INVERTED_INDEX", metric_type="BM25", params=_BM25_PARAMS
-            )
-        else:  # what Zilliz Cloud requires; servers default to k1 1.2, b 0.75
-            sparse.add_index(SPARSE_FIELD, index_type="AUTOINDEX", metric_type="BM25")
+        indexes = index_params(vector_index, lite=lite)
         try:
             await self._call(
                 "create collection", "create_collection", schema=schema, consistency_level="Strong"
@@ -262,7 +205,7 @@ class MilvusBackend(BackendSkeleton[list[dict[str, Any]], str]):
             if "already exist" not in str(exc):
                 raise
             return  # another process or backend object won the race: its collection (and index) is used
-        for index in (dense, sparse):  # one request each: see _create_index
+        for index in indexes:  # one request each: see _create_index
             await self._create_index(index, lite)
         logger.info(
             "created Milvus collection %r (dimension %d) in %r", self.collection_name, dimension, self
