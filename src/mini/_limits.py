@@ -24,6 +24,10 @@ The retry maths (`backoff_delay`, `is_retryable`) is pure and tested without an 
 and aiolimiter (the plan's choice): the retry loop has to release the slot while sleeping and feed each outcome
 to the adaptive cap, which leaves tenacity only the 10-line loop itself; aiolimiter's buckets hold futures of
 one event loop, but the sync facade's portal loop and the user's loop share one provider budget.
+
+~500 lines: the limiter, its in-process gate and the registry of limiters per endpoint belong together (the
+registry decides which limiter, with which gate, a model gets); the next cut is that registry (`limiter_for`,
+`share_limits`) into its own module.
 """
 
 from __future__ import annotations
