@@ -19,12 +19,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import logging
 import os
 import shutil
-import socket
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -36,63 +34,6 @@ except ModuleNotFoundError:
     from bench._common import machine, run_writing
 
 HEADING = "## Ingestion on a Ray cluster (issue 22)"
-RAY = str(Path(sys.executable).with_name("ray"))
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-class LocalCluster:
-    """A head and one worker node on loopback (`--block`: each stays our child, so we stop what we started).
-    The temp dir is short: Ray's Unix socket paths must stay under 108 bytes."""
-
-    def __init__(self, cpus_per_node: int = 1) -> None:
-        self.temp = tempfile.mkdtemp(prefix="ray", dir="/tmp")
-        self.port = _free_port()
-        self.address = f"127.0.0.1:{self.port}"
-        self.cpus = cpus_per_node
-        self.nodes: list[subprocess.Popen[bytes]] = []
-
-    def start(self) -> None:
-        env = {
-            **os.environ,
-            "PYTHONPATH": os.pathsep.join(p for p in sys.path if p),
-            "RAY_USAGE_STATS_ENABLED": "0",
-        }
-        common = [f"--num-cpus={self.cpus}", "--node-ip-address=127.0.0.1", "--block"]
-        quiet: dict[str, Any] = {"env": env, "stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL}
-        head = [RAY, "start", "--head", f"--port={self.port}", f"--temp-dir={self.temp}"]
-        head += ["--include-dashboard=false", f"--ray-client-server-port={_free_port()}"]
-        self.nodes.append(subprocess.Popen([*head, *common], **quiet))
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
-                break
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise RuntimeError("the Ray head did not start") from None
-                time.sleep(0.05)
-        self.nodes.append(subprocess.Popen([RAY, "start", f"--address={self.address}", *common], **quiet))
-
-    def wait_for_cpus(self, ray: Any, cpus: int) -> None:
-        deadline = time.monotonic() + 60
-        while sum(n["Resources"].get("CPU", 0) for n in ray.nodes() if n["Alive"]) < cpus:
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"the cluster never reached {cpus} CPUs")
-            time.sleep(0.05)
-
-    def stop(self) -> None:
-        for node in reversed(self.nodes):
-            node.terminate()
-            try:
-                node.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                node.kill()
-        shutil.rmtree(self.temp, ignore_errors=True)
 
 
 def _size_mb(path: Path) -> float:
@@ -131,10 +72,10 @@ async def main_async(args: argparse.Namespace) -> str:
     from mini.ingest.pipeline import Ingestor
     from mini.ingest.ray_executor import RayExecutor
     from mini.testing.corpus import write_corpus
+    from mini.testing.services import LocalRayCluster, wait_for_cpus
 
     work = Path(tempfile.mkdtemp(prefix="mini-ray-bench-"))
-    cluster = LocalCluster()
-    try:
+    with contextlib.ExitStack() as stack:
         files = write_corpus(work / "docs", args.files, chars=args.chars)
         model = EmbeddingModel("local:all-MiniLM-L6-v2-int8")
         await model.embed_async(["warm up: load the graph outside the timing"])
@@ -145,11 +86,10 @@ async def main_async(args: argparse.Namespace) -> str:
         )
         local_s = time.perf_counter() - started
 
-        cluster.start()
-        await asyncio.to_thread(
-            ray.init, address=cluster.address, log_to_driver=False, configure_logging=False
-        )
-        await asyncio.to_thread(cluster.wait_for_cpus, ray, 2)
+        # Started after the local run, so that run does not share the cores with Ray's daemons.
+        address = await asyncio.to_thread(stack.enter_context, LocalRayCluster(workers=1, cpus=1))
+        await asyncio.to_thread(ray.init, address=address, log_to_driver=False, configure_logging=False)
+        await asyncio.to_thread(wait_for_cpus, ray, 2)
         seen: list[Any] = []
 
         class Recording(RayExecutor):  # keeps the run's task settings for the Ray Data variant
@@ -157,7 +97,7 @@ async def main_async(args: argparse.Namespace) -> str:
                 seen.append(settings)
                 return await super().read_files(units, settings, *rest)
 
-        executor = Recording(cluster.address)
+        executor = Recording(address)
         # Warm the workers (each loads the model once per process) with a first small run, not timed.
         await Ingestor(VectorStore(str(work / "warm"), collection_name="docs"), model, executor=executor).run(
             files[:8]
@@ -177,8 +117,6 @@ async def main_async(args: argparse.Namespace) -> str:
         await executor.aclose()
         await model.aclose()
         ray.shutdown()
-    finally:
-        cluster.stop()
     same = local_ids == ray_ids and len(set(ray_ids)) == len(ray_ids)
     assert same, "the Ray store does not hold the local store's chunk ids"
     assert (on_ray.files_added, on_ray.chunks_added) == (local.files_added, local.chunks_added)

@@ -37,7 +37,6 @@ import platform
 import resource
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -51,6 +50,7 @@ import aiohttp
 import httpx
 
 from mini._sse import SSEDecoder
+from mini.testing.services import free_port
 
 try:  # `python bench/server_load.py`; `python -m bench.server_load` finds it as bench._common
     from _common import REPO, add_latencies, parser, sample_questions
@@ -63,12 +63,6 @@ QUESTIONS = sample_questions()
 def float_list(text: str) -> list[float]:
     """argparse type for comma-separated numbers: `50,200` (empty: none)."""
     return [float(x) for x in text.split(",") if x.strip()]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def status_mb(pid: int, field: str = "VmRSS") -> float:

@@ -14,9 +14,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import shutil
-import socket
-import subprocess
 import tempfile
 import time
 from typing import Any
@@ -28,34 +25,6 @@ except ModuleNotFoundError:
 
 HEADING = "## Provider limits shared through Redis (issue 22)"
 CHAT_MS, TOKEN_MS, EMBED_MS = 300, 5, 50
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def _start_redis(workdir: str) -> tuple[subprocess.Popen[bytes], str]:
-    if shutil.which("redis-server") is None:
-        raise SystemExit("needs Debian's redis-server (apt-get install redis-server)")
-    port = _free_port()
-    server = subprocess.Popen(
-        ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
-        cwd=workdir,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            return server, f"redis://127.0.0.1:{port}/0"
-        except OSError:
-            if time.monotonic() > deadline:
-                server.kill()
-                raise RuntimeError("redis-server did not start") from None
-            time.sleep(0.01)
 
 
 # Commands our Lua scripts run inside Redis (mini._limits_redis); Redis counts them like a client's.
@@ -140,23 +109,24 @@ async def _contended(url: str, calls: int, cap: int = 8, hold_s: float = 0.005) 
 
 async def main_async(args: argparse.Namespace) -> str:
     from mini._limits import reset_limiters
+    from mini.testing.services import RedisServer
     from mini.testing.sim import SimServer
 
     base = sample_questions()
     questions = [base[i % len(base)] + ("" if i < len(base) else f" ({i})") for i in range(args.questions)]
     rows = []
-    with tempfile.TemporaryDirectory() as workdir, SimServer(chat_ms=0, embed_ms=0) as sim:
-        server, url = _start_redis(workdir)
+    with (
+        tempfile.TemporaryDirectory() as workdir,
+        SimServer(chat_ms=0, embed_ms=0) as sim,
+        RedisServer(workdir) as url,
+    ):
         try:
             for _ in range(args.rounds):
                 rows.append(await _one(sim, questions, args, None))
                 rows.append(await _one(sim, questions, args, url))
             contended = [await _contended(url, calls) for calls in (64, 512)]
-            reset_limiters()
         finally:
             reset_limiters()
-            server.terminate()
-            server.wait(timeout=30)
     header = (
         f"`python bench/shared_limits.py --questions {args.questions} --concurrency {args.concurrency} --rounds "
         f"{args.rounds}` · {machine()} Simulated provider: chat {CHAT_MS} ms + {TOKEN_MS} ms/token, embeddings "

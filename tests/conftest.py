@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from mini.testing.looplag import LoopLagProbe
+from mini.testing.services import RedisServer
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLE_CORPUS = REPO / "examples" / "corpus"
@@ -140,47 +141,14 @@ def sim(sim_server: object) -> Iterator[object]:
     yield sim_server
 
 
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @pytest.fixture(scope="session")
 def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """One throwaway redis-server per test session (per xdist worker) on a free loopback port, without
-    persistence; its URL once it answers PING. Skips the test when Debian's redis-server is not installed."""
+    persistence; its URL once it accepts connections. Skips the test when Debian's redis-server is not installed."""
     if shutil.which("redis-server") is None:
         pytest.skip("needs Debian's redis-server")
-    import subprocess
-    import time
-
-    import redis
-
-    port = free_port()
-    server = subprocess.Popen(
-        ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
-        cwd=tmp_path_factory.mktemp("redis"),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    client = redis.Redis(host="127.0.0.1", port=port, socket_connect_timeout=1)
-    try:
-        deadline = time.monotonic() + 10  # a start-up bound, not a timed assertion
-        while True:
-            try:
-                if client.ping():
-                    break
-            except redis.ConnectionError:
-                assert server.poll() is None and time.monotonic() < deadline, "redis-server did not start"
-                time.sleep(0.01)
-        yield f"redis://127.0.0.1:{port}/0"
-    finally:
-        client.close()
-        server.terminate()
-        server.wait(timeout=10)
+    with RedisServer(tmp_path_factory.mktemp("redis")) as url:
+        yield url
 
 
 @pytest.fixture

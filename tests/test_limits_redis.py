@@ -13,7 +13,7 @@ from mini import _redis
 from mini._limits import Limiter, RetryPolicy, limiter_for, share_limits
 from mini._limits_redis import RedisGate, RedisLimits
 from mini.errors import RateLimitError, SharedStateUnavailableError
-from tests.conftest import free_port
+from mini.testing.services import free_port
 
 # `redis_url` (tests/conftest.py): the session's redis-server, flushed for each test.
 

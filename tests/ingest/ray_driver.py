@@ -14,7 +14,6 @@ import json
 import os
 import signal
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -22,21 +21,9 @@ from mini import EmbeddingModel, VectorStore
 from mini.ingest.pipeline import Ingestor
 from mini.ingest.ray_executor import RayExecutor
 from mini.testing.corpus import write_corpus
+from mini.testing.services import wait_for_cpus
 
 FILES = 100  # enough for several tasks in flight on two one-CPU nodes (the kill needs one running)
-
-
-def _wait_for_cpus(address: str, cpus: int) -> None:
-    """Until the worker node has joined (each check is a round trip to the head). A node that failed to
-    start never joins: after a minute the driver says so instead of waiting for the test's bound."""
-    import ray
-
-    ray.init(address=address, log_to_driver=False, configure_logging=False)
-    deadline = time.monotonic() + 60  # a start-up bound, not a timed assertion
-    while sum(node["Resources"].get("CPU", 0) for node in ray.nodes() if node["Alive"]) < cpus:
-        if time.monotonic() > deadline:
-            raise SystemExit(f"the cluster at {address} never reached {cpus} CPUs: did a node fail to start?")
-        time.sleep(0.05)
 
 
 def _running_task_pids() -> list[int]:
@@ -164,13 +151,14 @@ async def _ingest_remote(docs: Path, workdir: Path, *, executor_address: str) ->
 
 
 def main() -> None:
+    import ray
+
     address, workdir = sys.argv[1], Path(sys.argv[2])
-    _wait_for_cpus(address, 2)
+    ray.init(address=address, log_to_driver=False, configure_logging=False)
     try:
+        wait_for_cpus(ray, 2)  # the worker node joined
         result = asyncio.run(_ingest(address, workdir))
     finally:
-        import ray
-
         ray.shutdown()
     print(json.dumps(result))  # the last line of stdout: Ray and the model may log above it
 

@@ -12,17 +12,14 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
-import shutil
-import socket
 import subprocess
 import sys
-import tempfile
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from mini.testing.services import LocalRayCluster, free_port
 from tests.ingest.ray_driver import FILES  # the driver's corpus (plus one broken PDF)
 
 pytestmark = [
@@ -34,88 +31,16 @@ pytestmark = [
     ),
 ]
 
-RAY = str(Path(sys.executable).with_name("ray"))
 DRIVER = Path(__file__).with_name("ray_driver.py")
 DRIVER_TIMEOUT_S = 120  # a bound on a hung driver (the run takes ~15 s), not a timed assertion
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def _ray_env() -> dict[str, str]:
-    """This test process's import path (the tree's sources first), for the nodes' workers and the driver."""
-    return {
-        **os.environ,
-        "PYTHONPATH": os.pathsep.join(p for p in sys.path if p),
-        "RAY_USAGE_STATS_ENABLED": "0",
-    }
-
-
-def _wait_for_head(head: subprocess.Popen[bytes], port: int) -> None:
-    """Until the head's GCS accepts connections (a plain TCP connect: no Ray client in this process)."""
-    deadline = time.monotonic() + 60  # a start-up bound, not a timed assertion
-    while True:
-        assert head.poll() is None, f"the Ray head exited with {head.returncode}"
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=1):
-                return
-        except OSError:
-            assert time.monotonic() < deadline, "the Ray head did not start"
-            time.sleep(0.05)
-
-
 @pytest.fixture(scope="module")
 def ray_cluster() -> Iterator[str]:
-    """A head and one worker node (one CPU each) on loopback; `--block` keeps each one our child process,
-    so the fixture stops exactly what it started. The driver waits for the worker node to join."""
-    # Not under tmp_path: Ray puts Unix sockets in its temp dir, and a path past 107 bytes fails a node's
-    # start (an xdist worker's tmp_path is long enough for the worker node's plasma socket).
-    temp = Path(tempfile.mkdtemp(prefix="ray", dir="/tmp"))
-    port = _free_port()
-    address = f"127.0.0.1:{port}"
-    env = _ray_env()
-    common = ["--num-cpus=1", "--node-ip-address=127.0.0.1", "--block"]
-    head = subprocess.Popen(
-        [
-            RAY,
-            "start",
-            "--head",
-            f"--port={port}",
-            f"--temp-dir={temp}",
-            "--include-dashboard=false",
-            f"--ray-client-server-port={_free_port()}",  # not the fixed 10001: another cluster may hold it
-            *common,
-        ],
-        env=env,
-        stdin=subprocess.DEVNULL,  # an xdist worker's stdin is its channel to pytest
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    nodes = [head]
-    try:
-        _wait_for_head(head, port)
-        nodes.append(
-            subprocess.Popen(
-                [RAY, "start", f"--address={address}", *common],
-                env=env,
-                stdin=subprocess.DEVNULL,  # an xdist worker's stdin is its channel to pytest
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-            )
-        )
+    """A head and one worker node (one CPU each) on loopback, stopped after the module; the driver waits for
+    the worker node to join."""
+    with LocalRayCluster(workers=1, cpus=1) as address:
         yield address
-    finally:
-        for node in reversed(nodes):
-            node.terminate()
-            try:
-                node.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                node.kill()
-                node.wait(timeout=10)
-        shutil.rmtree(temp, ignore_errors=True)
 
 
 def test_ray_ingestion_matches_local_skips_on_rerun_and_survives_a_killed_worker(
@@ -126,7 +51,7 @@ def test_ray_ingestion_matches_local_skips_on_rerun_and_survives_a_killed_worker
         try:
             done = subprocess.run(
                 [sys.executable, str(DRIVER), ray_cluster, str(tmp_path)],
-                env=_ray_env(),
+                env=LocalRayCluster.env(),
                 stdin=subprocess.DEVNULL,  # an xdist worker's stdin is its channel to pytest
                 stdout=subprocess.PIPE,
                 stderr=stderr,
@@ -177,7 +102,7 @@ def test_ray_ingestion_matches_local_skips_on_rerun_and_survives_a_killed_worker
 def test_an_unreachable_cluster_ends_mini_ingest_with_one_line_naming_the_fix(tmp_path: Path) -> None:
     """`ray.init` retries an unreachable address for minutes; `--ray` checks it first and says what to do."""
     (tmp_path / "note.txt").write_text("Ferries leave hourly.")
-    port = _free_port()  # nothing listens on it
+    port = free_port()  # nothing listens on it
     done = subprocess.run(
         [
             str(Path(sys.executable).with_name("mini")),
@@ -187,7 +112,7 @@ def test_an_unreachable_cluster_ends_mini_ingest_with_one_line_naming_the_fix(tm
             f"127.0.0.1:{port}",
         ],
         cwd=tmp_path,
-        env=_ray_env(),
+        env=LocalRayCluster.env(),
         stdin=subprocess.DEVNULL,
         capture_output=True,
         text=True,

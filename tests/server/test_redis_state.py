@@ -14,8 +14,8 @@ from mini import VectorStore, _redis
 from mini.server.redis_state import SESSIONS, RedisJobStore, RedisSessionStore
 from mini.server.sessions import Session, collection_for
 from mini.testing.contracts import rows
+from mini.testing.services import free_port
 from tests.clock import wait_until
-from tests.conftest import free_port
 from tests.server.test_chat import chat, done_of, offline_rag, serve
 
 # `redis_url` (tests/conftest.py): the session's redis-server, flushed for each test.

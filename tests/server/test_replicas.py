@@ -24,8 +24,9 @@ import pytest
 
 from mini import VectorStore
 from mini._sse import SSEDecoder, decode
+from mini.testing.services import free_port
 from tests.clock import wait_until
-from tests.conftest import SAMPLE_CORPUS, free_port, reset_sim
+from tests.conftest import SAMPLE_CORPUS, reset_sim
 from tests.query.conftest import SIM_KEY, make_rag
 
 MINI = Path(sys.executable).with_name("mini")
